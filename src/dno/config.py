@@ -1,0 +1,75 @@
+"""Checks of a composed config, run before any data, model or judge is touched.
+
+Hydra already rejects an unknown option (`model=nope`) or an unknown key; this module rejects
+missing required values (`???`), values out of range and sizes that do not fit together, each
+with a message that names the key.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _positive_int(cfg: DictConfig, key: str) -> None:
+    value = OmegaConf.select(cfg, key)
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+             f"{key} must be a positive integer, got {value!r}")
+
+
+def _in_range(cfg: DictConfig, key: str, lo: float, hi: float, *, lo_open: bool = True) -> None:
+    value = OmegaConf.select(cfg, key)
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    ok = ok and (lo < value if lo_open else lo <= value) and value <= hi
+    _require(ok, f"{key} must be a number in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
+
+
+def grad_accumulation(cfg: DictConfig, num_processes: int) -> int:
+    """Accumulation steps so that micro-batch x accumulation x processes = effective batch."""
+    per_step = cfg.train.micro_batch_size * num_processes
+    effective = cfg.schedule.effective_batch_size
+    _require(effective % per_step == 0,
+             f"schedule.effective_batch_size={effective} is not a multiple of train.micro_batch_size="
+             f"{cfg.train.micro_batch_size} x {num_processes} process(es)")
+    return effective // per_step
+
+
+def validate(cfg: DictConfig, num_processes: int = 1) -> None:
+    try:
+        OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
+        key = str(e).split("Missing mandatory value: ")[-1].split()[0] if "Missing mandatory" in str(e) else e.full_key
+        raise ConfigError(f"missing required value {key!r} (it is ??? in the config): "
+                          f"set it on the command line, e.g. {key}=...") from None
+    for key in ("schedule.iterations", "schedule.samples_per_prompt", "schedule.val_prompts",
+                "schedule.test_prompts", "schedule.effective_batch_size", "schedule.epochs",
+                "sampling.max_new_tokens", "sampling.batch_size", "train.micro_batch_size", "model.max_length"):
+        _positive_int(cfg, key)
+    if cfg.schedule.prompts_per_iteration is not None:
+        _positive_int(cfg, "schedule.prompts_per_iteration")
+    _require(cfg.schedule.samples_per_prompt >= 2, "schedule.samples_per_prompt must be at least 2 to form pairs")
+    _in_range(cfg, "sampling.temperature", 0.0, 10.0)
+    _in_range(cfg, "sampling.top_p", 0.0, 1.0)
+    _in_range(cfg, "schedule.lr", 0.0, 1.0)
+    _in_range(cfg, "schedule.beta", 0.0, 1e4)
+    _in_range(cfg, "schedule.warmup_ratio", 0.0, 1.0, lo_open=False)
+    for i, frac in enumerate(cfg.schedule.replay):
+        _require(isinstance(frac, int | float) and 0 <= frac <= 1,
+                 f"schedule.replay[{i}] must be a fraction in [0, 1], got {frac!r}")
+    _in_range(cfg, "schedule.pairs.min_positive_score", -1e9, 1e9)
+    _in_range(cfg, "schedule.pairs.teacher_margin", 0.0, 1e9, lo_open=False)
+    _in_range(cfg, "schedule.pairs.student_margin", 0.0, 1e9, lo_open=False)
+    _require(cfg.model.dtype in ("float32", "bfloat16", "float16"),
+             f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
+    _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),
+             "model.path is empty: give a hub id, a local directory or a .gguf file")
+    grad_accumulation(cfg, num_processes)

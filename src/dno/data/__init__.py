@@ -1,0 +1,1 @@
+"""Prompt sources. Each returns records {"id", "instruction", "gold", ...}; `gold` may be None."""

@@ -1,0 +1,1 @@
+"""Preference oracles: the judges of DNO. They know nothing of the policy being trained."""

@@ -1,0 +1,85 @@
+"""The offline default oracle: the paper's additive 6-point rubric, from verifiable checks.
+
+Section 3 of arXiv 2404.03715 has GPT-4-Turbo give one point for each of six qualities. Here each
+quality is a check a machine can make, so the judge is deterministic, free and needs no network.
+One point each (the score is their sum, 0..6):
+
+1. formatted: an answer of at least `min_words` words, with no chat-template debris and not a
+   copy of the instruction;
+2. relevant: mentions the topic (one of the record's keywords);
+3. substantial: satisfies at least half of the instruction's constraints;
+4. correct: satisfies every constraint;
+5. complete: ends like a finished answer (sentence punctuation, or a bullet list), and does not
+   loop (fraction of repeated word n-grams at most `max_repeat_frac`);
+6. concise: at most `concise_max_words` words.
+
+Departures from the paper: the checks stand in for GPT-4-Turbo's reading; no gold answer is
+needed; justifications are the per-check results, kept in the judgement's raw text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from dno.data.constraints import check, words
+from dno.oracles.base import Judgement, Oracle
+
+TEMPLATE_DEBRIS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "</s>", "[INST]")
+
+
+def repeated_ngram_fraction(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier one: 0 for no repetition, near 1 for a loop."""
+    tokens = [w.lower() for w in words(text)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def _ends_finished(text: str) -> bool:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return False
+    last = lines[-1].rstrip()
+    return last.endswith((".", "!", "?", '"', "'", ")")) or last.lstrip().startswith(("-", "*", "\u2022"))
+
+
+class RulesOracle(Oracle):
+    is_listwise = True
+
+    def __init__(
+        self,
+        min_words: int = 3,
+        concise_max_words: int = 60,
+        max_repeat_frac: float = 0.3,
+        ngram: int = 3,
+    ) -> None:
+        self.min_words = min_words
+        self.concise_max_words = concise_max_words
+        self.max_repeat_frac = max_repeat_frac
+        self.ngram = ngram
+
+    def checks(self, prompt: dict, response: str) -> dict[str, bool]:
+        text = response.strip()
+        n_words = len(words(text))
+        constraints = prompt.get("constraints") or []
+        met = sum(check(text, c) for c in constraints)
+        keywords = [k.lower() for k in prompt.get("keywords") or []]
+        lowered = [w.lower() for w in words(text)]
+        return {
+            "formatted": n_words >= self.min_words
+            and not any(d in text for d in TEMPLATE_DEBRIS)
+            and prompt["instruction"].strip().lower() not in text.lower(),
+            "relevant": any(w in keywords for w in lowered) if keywords else n_words > 0,
+            "substantial": met >= math.ceil(len(constraints) / 2) and n_words > 0,
+            "correct": met == len(constraints) and n_words > 0,
+            "complete": _ends_finished(text)
+            and repeated_ngram_fraction(text, self.ngram) <= self.max_repeat_frac,
+            "concise": 0 < n_words <= self.concise_max_words,
+        }
+
+    def judge(self, prompt: dict, candidates: list[str]) -> Judgement:
+        details = [self.checks(prompt, c) for c in candidates]
+        scores = [float(sum(d.values())) for d in details]
+        return Judgement(scores=scores, raw=json.dumps(details), cost={"calls": 0, "usd": 0.0})

@@ -1,0 +1,84 @@
+"""Preference pairs by the rules of Algorithm 2, step 4 (arXiv 2404.03715, Section 4).
+
+Eq. 13 approximates Eq. 8 only where sigma(r(y+) - r(y-)) is close to 1, so pairs keep large
+margins: a positive scores at least `min_positive_score`; it is paired with every candidate that
+scores at least `teacher_margin` lower when the positive is the gold (teacher) answer, at least
+`student_margin` lower when it is a student sample. A student sample that loops (repeated word
+n-grams above `max_repeat_frac`) is never a positive and is a negative for every positive.
+Replay adds a random fraction of earlier iterations' own pairs (30% of t-1, 15% of t-2, ...).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from dno.oracles.rules import repeated_ngram_fraction
+
+TEACHER_OVER_STUDENT = "teacher_over_student"
+STUDENT_OVER_TEACHER = "student_over_teacher"
+STUDENT_OVER_STUDENT = "student_over_student"
+PAIR_TYPES = (TEACHER_OVER_STUDENT, STUDENT_OVER_TEACHER, STUDENT_OVER_STUDENT)
+
+
+@dataclass(frozen=True)
+class PairRules:
+    min_positive_score: float = 5
+    teacher_margin: float = 2
+    student_margin: float = 1
+    max_repeat_frac: float = 0.3
+    ngram: int = 3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    text: str
+    score: float
+    win_rate: float
+    is_gold: bool = False
+
+
+def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
+    """All (positive, negative, type) pairs of one prompt's judged candidates."""
+    looping = [
+        not c.is_gold and repeated_ngram_fraction(c.text, rules.ngram) > rules.max_repeat_frac
+        for c in candidates
+    ]
+    pairs = []
+    for i, pos in enumerate(candidates):
+        if looping[i] or pos.score < rules.min_positive_score:
+            continue
+        margin = rules.teacher_margin if pos.is_gold else rules.student_margin
+        for j, neg in enumerate(candidates):
+            if i == j or neg.text == pos.text:
+                continue
+            if looping[j] or neg.score <= pos.score - margin:
+                kind = (
+                    TEACHER_OVER_STUDENT
+                    if pos.is_gold
+                    else STUDENT_OVER_TEACHER
+                    if neg.is_gold
+                    else STUDENT_OVER_STUDENT
+                )
+                pairs.append((pos, neg, kind))
+    return pairs
+
+
+def replay(earlier: list[list[dict]], fractions: list[float], seed: int) -> list[dict]:
+    """A random `fractions[k]` share of the pairs of iteration t-1-k (k = 0, 1, ...).
+
+    `earlier[k]` holds the new (not replayed) pairs of iteration t-1-k. Replayed pairs keep
+    their labels; their reference log-probs are recomputed with the current policy.
+    """
+    rng = random.Random(seed)
+    chosen = []
+    for frac, pairs in zip(fractions, earlier, strict=False):
+        k = round(frac * len(pairs))
+        chosen.extend(rng.sample(pairs, k))
+    return chosen
+
+
+def count_types(pairs: list[dict]) -> dict[str, int]:
+    counts = Counter(p["type"] for p in pairs)
+    return {t: counts.get(t, 0) for t in PAIR_TYPES}

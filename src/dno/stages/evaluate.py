@@ -1,0 +1,47 @@
+"""Stage 6: pi_{t+1} against pi_1 and pi_t on the validation prompts, judged by the oracle."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from dno.oracles.base import OK, preference
+from dno.records import read_jsonl, write_jsonl
+from dno.stages.sample import sample_responses
+
+
+def head_to_head(oracle, prompts: list[dict], a: list[str], b: list[str]) -> list[float | None]:
+    """P(a > b) per prompt, None where the judgement was not ok (excluded, never a label)."""
+    prefs = []
+    for prompt, x, y in zip(prompts, a, b, strict=True):
+        j = oracle.judge(prompt, [x, y])
+        prefs.append(preference(*j.scores) if j.status == OK else None)
+    return prefs
+
+
+def win_rate(prefs: list[float | None]) -> float:
+    valid = [p for p in prefs if p is not None]
+    return 100 * statistics.fmean(valid) if valid else float("nan")
+
+
+def first_responses(path: Path) -> list[str]:
+    return [row["responses"][0] for row in read_jsonl(path)]
+
+
+def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path, *, init_samples: Path,
+                    prev_samples: Path, sampling, seed: int) -> dict:
+    """Writes out_dir/eval_samples.jsonl and out_dir/eval_judgements.jsonl."""
+    samples = out_dir / "eval_samples.jsonl"
+    stats = sample_responses(model, tokenizer, prompts, samples, k=1, sampling=sampling, seed=seed,
+                             desc="validation sampling")
+    new, init, prev = first_responses(samples), first_responses(init_samples), first_responses(prev_samples)
+    vs_init, vs_prev = head_to_head(oracle, prompts, new, init), head_to_head(oracle, prompts, new, prev)
+    write_jsonl(out_dir / "eval_judgements.jsonl", [
+        {"id": p["id"], "vs_init": a, "vs_prev": b} for p, a, b in zip(prompts, vs_init, vs_prev, strict=True)
+    ])
+    return {
+        "eval/win_rate_vs_init": win_rate(vs_init),
+        "eval/win_rate_vs_prev": win_rate(vs_prev),
+        "eval/avg_length": statistics.fmean(len(t) for t in new),
+        "eval/avg_length_words": stats["data/student_len_words_mean"],
+    }

@@ -1,0 +1,41 @@
+"""Stage 3: preference pairs of the iteration, plus replay of earlier iterations' pairs
+(Algorithm 2, step 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dno.oracles.base import OK
+from dno.pairs import Candidate, PairRules, build_pairs, count_types, replay
+from dno.records import read_jsonl, write_jsonl
+
+
+def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int, earlier: list[Path],
+               replay_fractions: list[float], seed: int) -> dict:
+    """`earlier[k]` is the pairs file of iteration t-1-k; only its own new pairs are replayed."""
+    new = []
+    for row in read_jsonl(judgements):
+        if row["judgement"]["status"] != OK:
+            continue  # an invalid or failed judgement never becomes a label
+        n = len(row["responses"])
+        candidates = [
+            Candidate(text, score, wr, is_gold=i >= n)
+            for i, (text, score, wr) in enumerate(
+                zip(row["candidates"], row["judgement"]["scores"], row["win_rates"], strict=True)
+            )
+        ]
+        for pos, neg, kind in build_pairs(candidates, rules):
+            new.append({
+                "prompt_id": row["id"], "instruction": row["instruction"], "chosen": pos.text,
+                "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,
+                "chosen_win_rate": pos.win_rate, "rejected_win_rate": neg.win_rate,
+                "type": kind, "source_iteration": iteration,
+            })
+    older = [[p for p in read_jsonl(path) if p["source_iteration"] == iteration - 1 - k]
+             for k, path in enumerate(earlier)]
+    replayed = [{k: v for k, v in p.items() if not k.startswith("ref_")}
+                for p in replay(older, list(replay_fractions), seed)]
+    write_jsonl(out, new + replayed)
+    counts = count_types(new)
+    return {**{f"pairs/{t}": c for t, c in counts.items()},
+            "pairs/new": len(new), "pairs/replayed": len(replayed), "pairs/total": len(new) + len(replayed)}

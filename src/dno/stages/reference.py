@@ -1,0 +1,53 @@
+"""Stage 4: reference log-probs of every pair under pi_t, computed once per iteration and stored
+with the pairs, so training never holds a second model (Eq. 13's pi_t)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dno.policy import collate, prompt_ids, response_ids, sequence_logps
+from dno.records import read_jsonl, write_jsonl
+
+
+def encode_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[tuple]:
+    """(prompt, chosen, rejected) token ids per pair; responses end with EOS and are cut to fit."""
+    encoded = []
+    for p in pairs:
+        prompt = prompt_ids(tokenizer, p["instruction"])
+        room = max_length - len(prompt)
+        if room < 2:
+            raise ValueError(f"prompt {p['prompt_id']} has {len(prompt)} tokens, over model.max_length={max_length}")
+        encoded.append((prompt, response_ids(tokenizer, p["chosen"], room),
+                        response_ids(tokenizer, p["rejected"], room)))
+    return encoded
+
+
+def length_batches(encoded: list[tuple], size: int) -> list[list[int]]:
+    """Pair indices in micro-batches of similar length, to limit padding."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]) + max(map(len, encoded[i][1:])))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def pair_batch(encoded: list[tuple], idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen sequences first, then rejected: rows [0, B) and [B, 2B)."""
+    seqs = [(encoded[i][0], encoded[i][1]) for i in idx] + [(encoded[i][0], encoded[i][2]) for i in idx]
+    return collate(seqs, pad_id)
+
+
+@torch.no_grad()
+def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int, max_length: int) -> dict:
+    pairs = read_jsonl(pairs_path)
+    model.eval()
+    device = next(model.parameters()).device
+    encoded = encode_pairs(tokenizer, pairs, max_length)
+    for idx in tqdm(length_batches(encoded, micro_batch_size), desc="reference log-probs", leave=False):
+        batch = {k: v.to(device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
+        logps = sequence_logps(model, batch).cpu()
+        for j, i in enumerate(idx):
+            pairs[i]["ref_logp_chosen"] = float(logps[j])
+            pairs[i]["ref_logp_rejected"] = float(logps[len(idx) + j])
+    write_jsonl(pairs_path, pairs)
+    return {}

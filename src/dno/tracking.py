@@ -1,0 +1,99 @@
+"""Metrics to Weights & Biases and to the run's own files, in one small logger.
+
+`metrics.jsonl` gets one JSON object per log call, always with "iteration"; it is what later
+commands read back, since an offline W&B run keeps its data only in a binary log. `summary.json`
+holds the final metrics. Only this module imports wandb.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+
+from dno.records import read_json, read_jsonl, write_json, write_jsonl
+
+log = logging.getLogger(__name__)
+
+
+class NullSink:
+    """logger=none: metrics go only to the run directory."""
+
+    def start(self, run_dir: Path, config: dict, *, group: str | None, name: str) -> None:
+        pass
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        pass
+
+    def summary(self, metrics: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbSink(NullSink):
+    """A W&B run per DNO run; re-running the same run directory resumes the same W&B run id."""
+
+    def __init__(self, mode: str = "offline", project: str = "dno", entity: str | None = None,
+                 group: str | None = None, name: str | None = None, tags: list[str] | None = None) -> None:
+        self.settings = dict(mode=mode, project=project, entity=entity, group=group, name=name,
+                             tags=list(tags or []))
+        self.run = None
+
+    def start(self, run_dir: Path, config: dict, *, group: str | None, name: str) -> None:
+        import wandb
+
+        id_file = Path(run_dir) / "wandb_run.json"
+        run_id = read_json(id_file)["id"] if id_file.exists() else uuid.uuid4().hex[:8]
+        s = self.settings
+        self.run = wandb.init(
+            mode=s["mode"], project=s["project"], entity=s["entity"], group=s["group"] or group,
+            name=s["name"] or name, tags=s["tags"], config=config, dir=str(run_dir), id=run_id,
+            resume="allow", reinit="finish_previous",
+        )
+        self.run.define_metric("iteration")
+        self.run.define_metric("*", step_metric="iteration")
+        write_json(id_file, {"id": run_id, "group": self.run.group, "name": self.run.name,
+                             "project": s["project"], "mode": s["mode"]})
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        self.run.log({**metrics, "iteration": iteration})
+
+    def summary(self, metrics: dict) -> None:
+        self.run.summary.update(metrics)
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, sink: NullSink) -> None:
+        self.run_dir = Path(run_dir)
+        self.sink = sink
+        self.path = self.run_dir / "metrics.jsonl"
+
+    def start(self, config: dict, *, group: str | None, name: str, logged_iterations: set[int]) -> None:
+        """Keep only the lines of iterations whose logging finished (a crash can leave one extra)."""
+        if self.path.exists():
+            write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] in logged_iterations])
+        self.sink.start(self.run_dir, config, group=group, name=name)
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        row = {"iteration": iteration, **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.sink.log(metrics, iteration)
+
+    def summary(self, metrics: dict) -> None:
+        write_json(self.run_dir / "summary.json", metrics)
+        self.sink.summary(metrics)
+
+    def finish(self) -> None:
+        self.sink.finish()

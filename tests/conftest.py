@@ -1,0 +1,39 @@
+"""Shared helpers: compose configs like dno-run does, and run dno-run as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from dno.run import CONF_DIR
+
+REPO = Path(__file__).resolve().parents[1]
+DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
+SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
+
+
+def make_cfg(*overrides: str, return_hydra_config: bool = False):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    proc = subprocess.run([DNO_RUN, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dno-run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """One uninterrupted smoke run, shared by the tests that only read it."""
+    run_dir = tmp_path_factory.mktemp("smoke") / "run"
+    dno_run(*SMOKE, f"hydra.run.dir={run_dir}")
+    return run_dir

@@ -1,0 +1,121 @@
+"""The smoke loop end to end through the real `dno-run`: outputs, W&B offline, resume, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dno.records import read_jsonl
+from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run
+
+pytestmark = pytest.mark.slow
+STAGES = ["sample", "judge", "pairs", "reference", "train", "evaluate", "log"]
+
+
+def without_times(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("time/")}
+
+
+def weights(run_dir: Path, t: int) -> dict[str, torch.Tensor]:
+    return load_file(run_dir / f"iter_{t}" / "checkpoint" / "model.safetensors")
+
+
+def wandb_log(run_dir: Path) -> bytes:
+    logs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert logs, f"no offline W&B run under {run_dir}"
+    return b"".join(p.read_bytes() for p in logs)
+
+
+def test_smoke_run_writes_the_run_directory_contract(smoke_run):
+    d = smoke_run
+    rows = read_jsonl(d / "metrics.jsonl")
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for r in rows:
+        for key in ("eval/win_rate_vs_init", "eval/win_rate_vs_prev", "eval/avg_length", "data/student_score_mean",
+                    "data/student_len_words_mean", "pairs/student_over_student", "train/loss", "time/train_s",
+                    "time/sample_tokens_per_s", "oracle/invalid_frac"):
+            assert key in r, key
+        assert 0 <= r["eval/win_rate_vs_init"] <= 100
+    assert rows[0]["pairs/total"] > 0 and rows[0]["train/steps"] > 0  # training really ran
+    assert rows[1]["pairs/replayed"] == round(0.5 * rows[0]["pairs/new"])  # smoke replays 50% of t-1
+    summary = json.loads((d / "summary.json").read_text())
+    for key in ("final/win_rate", "final/lc_win_rate", "final/avg_length", "final/n_total", "final/best_iteration"):
+        assert key in summary
+    assert summary["final/n_total"] == 8
+    for t in (1, 2):
+        assert (d / f"iter_{t}" / "checkpoint" / "config.json").exists()
+        assert all((d / f"iter_{t}" / f"DONE.{s}").exists() for s in STAGES)
+    assert not torch.equal(weights(d, 1)["model.embed_tokens.weight"], weights(d, 2)["model.embed_tokens.weight"])
+    outputs = json.loads((d / "final" / "model_outputs.json").read_text())
+    assert len(outputs) == 8 and set(outputs[0]) == {"instruction", "output", "generator", "dataset"}
+    logged = wandb_log(d)
+    assert b"eval/win_rate_vs_init" in logged and b"final/lc_win_rate" in logged
+    run_id = json.loads((d / "wandb_run.json").read_text())["id"]
+    assert list(d.glob(f"wandb/offline-run-*/run-{run_id}.wandb"))
+
+
+def test_pairs_carry_reference_logps_of_pi_t(smoke_run):
+    pairs = read_jsonl(smoke_run / "iter_2" / "pairs.jsonl")
+    assert pairs and all(p["ref_logp_chosen"] < 0 and p["ref_logp_rejected"] < 0 for p in pairs)
+    assert {p["source_iteration"] for p in pairs} == {1, 2}  # new pairs plus replayed ones
+
+
+def test_first_training_step_starts_at_log_2(smoke_run):
+    # policy == reference at the start: reference log-probs come from the same forward as training
+    first = read_jsonl(smoke_run / "metrics.jsonl")[0]
+    assert first["train/loss"] == pytest.approx(0.6931, abs=0.05)
+
+
+def test_rerun_finishes_quickly_and_redoes_nothing(smoke_run):
+    markers = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("DONE.*")}
+    metrics = (smoke_run / "metrics.jsonl").read_text()
+    proc = dno_run(*SMOKE, f"hydra.run.dir={smoke_run}")
+    assert {p: p.stat().st_mtime_ns for p in smoke_run.rglob("DONE.*")} == markers
+    assert (smoke_run / "metrics.jsonl").read_text() == metrics
+    assert "| 2 |" in proc.stdout  # the results table is printed again
+
+
+def test_killed_run_resumes_to_the_same_result(smoke_run, tmp_path):
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    proc = subprocess.Popen([DNO_RUN, *SMOKE, f"hydra.run.dir={run_dir}"], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = run_dir / "iter_1" / "DONE.reference"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert not (run_dir / "summary.json").exists() and not (run_dir / "iter_2" / "DONE.log").exists()
+
+    dno_run(*SMOKE, f"hydra.run.dir={run_dir}")
+    assert [without_times(r) for r in read_jsonl(run_dir / "metrics.jsonl")] == \
+        [without_times(r) for r in read_jsonl(smoke_run / "metrics.jsonl")]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert without_times(summary) == without_times(json.loads((smoke_run / "summary.json").read_text()))
+    for t in (1, 2):
+        a, b = weights(run_dir, t), weights(smoke_run, t)
+        assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert (run_dir / "iter_1" / "samples.jsonl").read_text() == (smoke_run / "iter_1" / "samples.jsonl").read_text()
+
+
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
+    sweep = tmp_path / "sweep"
+    dno_run("-m", *SMOKE, "loss=dno_prct", "oracle=rules", "seed=0,1", f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
+    assert len(jobs) == 2
+    records = [json.loads((j / "wandb_run.json").read_text()) for j in jobs]
+    assert records[0]["id"] != records[1]["id"]
+    assert records[0]["group"] == records[1]["group"] == str(sweep)
+    assert "seed=0" in records[0]["name"] and "seed=1" in records[1]["name"]
+    for j, r in zip(jobs, records, strict=True):
+        assert str(sweep).encode() in wandb_log(j)  # the group reached W&B's own log
+    assert read_jsonl(jobs[0] / "iter_1" / "samples.jsonl") != read_jsonl(jobs[1] / "iter_1" / "samples.jsonl")

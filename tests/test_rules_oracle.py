@@ -1,0 +1,62 @@
+"""The rules oracle against hand-scored examples of the 6-point rubric."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dno.oracles.base import expected_win_rates, preference
+from dno.oracles.rules import RulesOracle, repeated_ngram_fraction
+
+PROMPT = {
+    "instruction": "Describe the ocean. Answer in fewer than 10 words. Do not use any commas.",
+    "keywords": ["ocean", "sea"],
+    "constraints": [{"kind": "max_words", "value": 10}, {"kind": "no_commas"}],
+}
+
+
+@pytest.mark.parametrize("response,points", [
+    # formatted, relevant, substantial, correct, complete, concise
+    ("The ocean is vast and deep and blue.", [1, 1, 1, 1, 1, 1]),            # 8 words, no comma: 6
+    ("The ocean is vast, deep and blue.", [1, 1, 1, 0, 1, 1]),               # comma: half the constraints: 5
+    ("The ocean is vast, deep and blue and full of life today", [1, 1, 0, 0, 0, 1]),  # 11 words, comma, no end: 3
+    ("Mountains are tall and green.", [1, 0, 1, 1, 1, 1]),                  # off topic: 5
+    ("Sea.", [0, 1, 1, 1, 1, 1]),                                           # one word is not an answer: 5
+    ("", [0, 0, 0, 0, 0, 0]),
+    ("<|im_start|>assistant ocean waves here.", [0, 1, 1, 1, 1, 1]),         # template debris
+])
+def test_hand_scored_examples(response, points):
+    oracle = RulesOracle(min_words=3, concise_max_words=60)
+    j = oracle.judge(PROMPT, [response])
+    assert j.status == "ok" and j.scores == [float(sum(points))]
+    details = json.loads(j.raw)[0]
+    assert [int(v) for v in details.values()] == points
+
+
+def test_concise_and_repetition_points():
+    oracle = RulesOracle(min_words=3, concise_max_words=5, max_repeat_frac=0.3)
+    prompt = {"instruction": "Describe the sea.", "keywords": ["sea"], "constraints": []}
+    long_answer = "the sea is wide and the sea is deep today."         # 10 words > 5: no concise point
+    loop = "the sea the sea the sea the sea the sea."
+    scores = oracle.judge(prompt, [long_answer, loop, "The sea is calm."]).scores
+    assert scores == [5.0, 4.0, 6.0]  # the loop also loses "complete"
+
+
+def test_repeated_ngram_fraction_by_hand():
+    assert repeated_ngram_fraction("a b c d") == 0.0
+    # trigrams of "a b c a b c": abc, bca, cab, abc -> 3 distinct of 4
+    assert repeated_ngram_fraction("a b c a b c") == pytest.approx(0.25)
+    assert repeated_ngram_fraction("too short") == 0.0
+
+
+def test_expected_win_rates_by_hand():
+    # scores 6, 4, 4, 2: 6 beats all three; each 4 beats the 2, ties the other 4, loses to 6
+    assert expected_win_rates([6, 4, 4, 2]) == pytest.approx([1.0, 0.5, 0.5, 0.0])
+    assert preference(5, 3) == 1.0 and preference(3, 3) == 0.5 and preference(2, 3) == 0.0
+
+
+def test_rules_oracle_is_deterministic_and_order_free():
+    oracle = RulesOracle()
+    a, b = "The ocean is vast and deep and blue.", "Mountains, tall."
+    assert oracle.judge(PROMPT, [a, b]).scores == oracle.judge(PROMPT, [b, a]).scores[::-1]
