@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from tests.conftest import SMOKE, dno_run, make_cfg
 
 from dno.config import ConfigError, validate
 from dno.run import CONF_DIR, redact
-from tests.conftest import SMOKE, dno_run, make_cfg
 
 GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger"]
 

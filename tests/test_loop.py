@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run
 
 from dno.records import read_jsonl
-from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run
 
 pytestmark = pytest.mark.slow
 STAGES = ["sample", "judge", "pairs", "reference", "train", "evaluate", "log"]
@@ -116,6 +116,6 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     assert records[0]["id"] != records[1]["id"]
     assert records[0]["group"] == records[1]["group"] == str(sweep)
     assert "seed=0" in records[0]["name"] and "seed=1" in records[1]["name"]
-    for j, r in zip(jobs, records, strict=True):
+    for j in jobs:
         assert str(sweep).encode() in wandb_log(j)  # the group reached W&B's own log
     assert read_jsonl(jobs[0] / "iter_1" / "samples.jsonl") != read_jsonl(jobs[1] / "iter_1" / "samples.jsonl")

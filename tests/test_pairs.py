@@ -60,3 +60,15 @@ def test_replay_takes_the_configured_shares():
     assert sum(p["id"] < 100 for p in picked) == 3 and sum(p["id"] >= 100 for p in picked) == 3
     assert replay([last, before], [0.3, 0.15], seed=0) == picked
     assert count_types(picked) == {TEACHER_OVER_STUDENT: 3, STUDENT_OVER_TEACHER: 0, STUDENT_OVER_STUDENT: 3}
+
+
+def test_limit_keeps_the_largest_margins():
+    import random
+
+    from dno.pairs import limit_pairs
+
+    c = [Candidate("s6", 6, 0), Candidate("s5", 5, 0), Candidate("s4", 4, 0), Candidate("s2", 2, 0)]
+    pairs = build_pairs(c, RULES)  # margins: 6-2=4, 5-2=3, 6-4=2, 5-4=1, 6-5=1
+    kept = limit_pairs(pairs, 3, random.Random(0))
+    assert [(p.text, n.text) for p, n, _ in kept] == [("s6", "s2"), ("s5", "s2"), ("s6", "s4")]
+    assert limit_pairs(pairs, None, random.Random(0)) == pairs

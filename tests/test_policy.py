@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tests.conftest import make_cfg
 
 from dno.policy import collate, generate, load_model, load_tokenizer, prompt_ids, response_ids, sequence_logps
 from dno.stages.reference import encode_pairs, length_batches, pair_batch
-from tests.conftest import make_cfg
 
 
 @pytest.fixture(scope="module")
@@ -70,4 +70,4 @@ def test_generate_is_seeded(tiny):
 def test_random_model_is_the_same_every_time(tiny):
     model, tok, cfg = tiny
     again = load_model(cfg.model, cfg.cache_dir, tok)
-    assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), again.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(model.state_dict().values(), again.state_dict().values(), strict=True))

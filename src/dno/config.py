@@ -54,8 +54,9 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
                 "schedule.test_prompts", "schedule.effective_batch_size", "schedule.epochs",
                 "sampling.max_new_tokens", "sampling.batch_size", "train.micro_batch_size", "model.max_length"):
         _positive_int(cfg, key)
-    if cfg.schedule.prompts_per_iteration is not None:
-        _positive_int(cfg, "schedule.prompts_per_iteration")
+    for key in ("schedule.prompts_per_iteration", "schedule.pairs.max_per_prompt"):
+        if OmegaConf.select(cfg, key) is not None:
+            _positive_int(cfg, key)
     _require(cfg.schedule.samples_per_prompt >= 2, "schedule.samples_per_prompt must be at least 2 to form pairs")
     _in_range(cfg, "sampling.temperature", 0.0, 10.0)
     _in_range(cfg, "sampling.top_p", 0.0, 1.0)

@@ -5,6 +5,7 @@ margins: a positive scores at least `min_positive_score`; it is paired with ever
 scores at least `teacher_margin` lower when the positive is the gold (teacher) answer, at least
 `student_margin` lower when it is a student sample. A student sample that loops (repeated word
 n-grams above `max_repeat_frac`) is never a positive and is a negative for every positive.
+`max_per_prompt` optionally keeps only the largest-margin pairs of a prompt (not in the paper).
 Replay adds a random fraction of earlier iterations' own pairs (30% of t-1, 15% of t-2, ...).
 """
 
@@ -29,6 +30,7 @@ class PairRules:
     student_margin: float = 1
     max_repeat_frac: float = 0.3
     ngram: int = 3
+    max_per_prompt: int | None = None  # None keeps every pair, as the paper
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,18 @@ def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Can
                 )
                 pairs.append((pos, neg, kind))
     return pairs
+
+
+def limit_pairs(pairs: list[tuple], cap: int | None, rng: random.Random) -> list[tuple]:
+    """At most `cap` pairs of one prompt, the largest score margins first (ties in random order).
+
+    Not in the paper, which keeps every pair; a compute knob for small budgets.
+    """
+    if cap is None or len(pairs) <= cap:
+        return pairs
+    shuffled = list(pairs)
+    rng.shuffle(shuffled)
+    return sorted(shuffled, key=lambda p: p[0].score - p[1].score, reverse=True)[:cap]
 
 
 def replay(earlier: list[list[dict]], fractions: list[float], seed: int) -> list[dict]:

@@ -24,6 +24,7 @@ import re
 import shutil
 import sys
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -33,9 +34,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from dno.config import ConfigError, grad_accumulation, validate
-from dno.data.splits import make_splits
+from dno.data.splits import Splits, make_splits
 from dno.pairs import PairRules
-from dno.records import read_json, run_stage
+from dno.records import run_stage
 from dno.tracking import Tracker
 
 log = logging.getLogger("dno")
@@ -76,18 +77,38 @@ class Policies:
         return self.model
 
 
-def checkpoint(run_dir: Path, iteration: int) -> Path | None:
-    """Where pi_{iteration + 1} lives; None for pi_1."""
-    return None if iteration == 0 else run_dir / f"iter_{iteration}" / "checkpoint"
+@dataclass
+class Run:
+    """What every stage of a run shares; built once, after the config has been checked."""
+
+    cfg: DictConfig
+    run_dir: Path
+    splits: Splits
+    oracle: object
+    loss: object
+    tracker: Tracker
+    accelerator: object
+    grad_accum: int
+    tokenizer: object = None
+    policies: Policies = None
+
+    def checkpoint(self, iteration: int) -> Path | None:
+        """Where pi_{iteration + 1} lives; None for pi_1."""
+        return None if iteration == 0 else self.run_dir / f"iter_{iteration}" / "checkpoint"
+
+    def sample(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int, desc: str = "sampling"):
+        from dno.stages.sample import sample_responses
+
+        return sample_responses(self.policies.get(policy), self.tokenizer, prompts, out, k=k,
+                                sampling=self.cfg.sampling, seed=seed, desc=desc)
 
 
-def run(cfg: DictConfig) -> dict:
+def prepare(cfg: DictConfig) -> Run:
+    """Check and instantiate everything cheap, so that a bad config fails before any compute."""
     from accelerate import Accelerator
 
     accelerator = Accelerator()
     validate(cfg, accelerator.num_processes)
-    grad_accum = grad_accumulation(cfg, accelerator.num_processes)
-    oracle, loss, sink = instantiate(cfg.oracle), instantiate(cfg.loss), instantiate(cfg.logger)
     from dno.policy import check_path
 
     if cfg.model.path:
@@ -98,88 +119,102 @@ def run(cfg: DictConfig) -> dict:
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    rules = PairRules(**s.pairs)
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    logged = {t for t in range(1, s.iterations + 1) if (run_dir / f"iter_{t}" / "DONE.log").exists()}
-    tracker = Tracker(run_dir, sink)
+    tracker = Tracker(run_dir, instantiate(cfg.logger))
     tracker.start(redact(OmegaConf.to_container(cfg, resolve=True)),
                   group=hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None,
-                  name=hc.job.override_dirname or run_dir.name, logged_iterations=logged)
+                  name=hc.job.override_dirname or run_dir.name,
+                  logged_iterations={t for t in range(1, s.iterations + 1)
+                                     if (run_dir / f"iter_{t}" / "DONE.log").exists()})
+    return Run(cfg, run_dir, splits, instantiate(cfg.oracle), instantiate(cfg.loss), tracker, accelerator,
+               grad_accumulation(cfg, accelerator.num_processes))
 
-    from dno.policy import load_tokenizer
+
+def iteration(r: Run, t: int) -> dict:
+    """Algorithm 2, one iteration: sample, judge, pairs, reference log-probs, update, evaluate, log."""
     from dno.stages.evaluate import evaluate_policy
     from dno.stages.judge import judge_samples
     from dno.stages.make_pairs import make_pairs
     from dno.stages.reference import reference_logps
-    from dno.stages.sample import sample_responses
     from dno.stages.train import save_checkpoint, train_policy
 
-    tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
-    policies = Policies(cfg, tokenizer, accelerator.device)
-    init = run_dir / "init"
+    cfg, s, seed = r.cfg, r.cfg.schedule, r.cfg.seed
+    d, pi_t, pi_next = r.run_dir / f"iter_{t}", r.checkpoint(t - 1), r.checkpoint(t)
+    m = run_stage(d, "sample", lambda: r.sample(pi_t, r.splits.iterations[t - 1], d / "samples.jsonl",
+                                                s.samples_per_prompt, stage_seed(seed, t, "sample")))
+    m |= run_stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl"))
+    m |= run_stage(d, "pairs", lambda: make_pairs(
+        d / "judgements.jsonl", d / "pairs.jsonl", rules=PairRules(**s.pairs), iteration=t,
+        earlier=[r.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],
+        replay_fractions=list(s.replay), seed=stage_seed(seed, t, "pairs")))
+    m |= run_stage(d, "reference", lambda: reference_logps(
+        r.policies.get(pi_t), r.tokenizer, d / "pairs.jsonl", micro_batch_size=cfg.train.micro_batch_size,
+        max_length=cfg.model.max_length))
 
-    def sample(path, prompts, out, k, seed, desc="sampling"):
-        return sample_responses(policies.get(path), tokenizer, prompts, out, k=k, sampling=cfg.sampling,
-                                seed=seed, desc=desc)
+    def train() -> dict:
+        stats = train_policy(r.policies.get(pi_t), r.tokenizer, d / "pairs.jsonl", r.loss, accelerator=r.accelerator,
+                             optim=s, epochs=s.epochs, micro_batch_size=cfg.train.micro_batch_size,
+                             grad_accum=r.grad_accum, max_length=cfg.model.max_length,
+                             seed=stage_seed(seed, t, "train"))
+        save_checkpoint(r.policies.model, r.tokenizer, pi_next, r.accelerator)
+        r.policies.path = pi_next  # the model in memory is now pi_{t+1}
+        return stats
 
-    run_stage(init, "val_samples", lambda: sample(None, splits.val, init / "val_samples.jsonl", 1,
-                                                  stage_seed(cfg.seed, 0, "val"), "pi_1 validation"))
-    run_stage(init, "test_samples", lambda: sample(None, splits.test, init / "test_samples.jsonl", 1,
-                                                   stage_seed(cfg.seed, 0, "test"), "pi_1 test"))
-    for t in range(1, s.iterations + 1):
-        d, pi_t, pi_next = run_dir / f"iter_{t}", checkpoint(run_dir, t - 1), checkpoint(run_dir, t)
-        prev_eval = init / "val_samples.jsonl" if t == 1 else run_dir / f"iter_{t - 1}" / "eval_samples.jsonl"
-        m = run_stage(d, "sample", lambda: sample(pi_t, splits.iterations[t - 1], d / "samples.jsonl",
-                                                  s.samples_per_prompt, stage_seed(cfg.seed, t, "sample")))
-        m |= run_stage(d, "judge", lambda: judge_samples(oracle, d / "samples.jsonl", d / "judgements.jsonl"))
-        m |= run_stage(d, "pairs", lambda: make_pairs(
-            d / "judgements.jsonl", d / "pairs.jsonl", rules=rules, iteration=t,
-            earlier=[run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],
-            replay_fractions=list(s.replay), seed=stage_seed(cfg.seed, t, "pairs")))
-        m |= run_stage(d, "reference", lambda: reference_logps(
-            policies.get(pi_t), tokenizer, d / "pairs.jsonl", micro_batch_size=cfg.train.micro_batch_size,
-            max_length=cfg.model.max_length))
+    m |= run_stage(d, "train", train)
+    prev = r.run_dir / "init" if t == 1 else r.run_dir / f"iter_{t - 1}"
+    m |= run_stage(d, "evaluate", lambda: evaluate_policy(
+        r.policies.get(pi_next), r.tokenizer, r.oracle, r.splits.val, d,
+        init_samples=r.run_dir / "init" / "val_samples.jsonl",
+        prev_samples=prev / ("val_samples.jsonl" if t == 1 else "eval_samples.jsonl"),
+        sampling=cfg.sampling, seed=stage_seed(seed, t, "evaluate")))
 
-        def train():
-            stats = train_policy(policies.get(pi_t), tokenizer, d / "pairs.jsonl", loss, accelerator=accelerator,
-                                 optim=s, epochs=s.epochs, micro_batch_size=cfg.train.micro_batch_size,
-                                 grad_accum=grad_accum, max_length=cfg.model.max_length,
-                                 seed=stage_seed(cfg.seed, t, "train"))
-            save_checkpoint(policies.model, tokenizer, pi_next, accelerator)
-            policies.path = pi_next  # the model in memory is now pi_{t+1}
-            return stats
+    def log() -> dict:
+        r.tracker.log(m, t)
+        return m
 
-        m |= run_stage(d, "train", train)
-        m |= run_stage(d, "evaluate", lambda: evaluate_policy(
-            policies.get(pi_next), tokenizer, oracle, splits.val, d, init_samples=init / "val_samples.jsonl",
-            prev_samples=prev_eval, sampling=cfg.sampling, seed=stage_seed(cfg.seed, t, "evaluate")))
-        run_stage(d, "log", lambda: (tracker.log(m, t), m)[1])
+    return run_stage(d, "log", log)
 
-    per_iteration = [read_json(run_dir / f"iter_{t}" / "DONE.log") for t in range(1, s.iterations + 1)]
-    best = max(range(s.iterations + 1),
+
+def final_stage(r: Run, per_iteration: list[dict]) -> dict:
+    """The best of pi_1..pi_{T+1} on validation (as the paper) against pi_1 on the test split."""
+    from dno.stages.final import final_evaluation
+
+    best = max(range(len(per_iteration) + 1),
                key=lambda t: (per_iteration[t - 1]["eval/win_rate_vs_init"] if t else 50.0, -t))
-    final = run_dir / "final"
+    init, final = r.run_dir / "init", r.run_dir / "final"
 
-    def final_samples():
+    def final_samples() -> dict:
         if best == 0:  # no iterate beat pi_1 on validation: its test samples are already there
             final.mkdir(parents=True, exist_ok=True)
             shutil.copy(init / "test_samples.jsonl", final / "model_samples.jsonl")
             return {}
-        return sample(checkpoint(run_dir, best), splits.test, final / "model_samples.jsonl", 1,
-                      stage_seed(cfg.seed, 0, "test"), f"pi_{best + 1} test")
+        return r.sample(r.checkpoint(best), r.splits.test, final / "model_samples.jsonl", 1,
+                        stage_seed(r.cfg.seed, 0, "test"), f"pi_{best + 1} test")
 
     run_stage(final, "sample", final_samples)
-    from dno.stages.final import final_evaluation
-
     metrics = run_stage(final, "evaluate", lambda: final_evaluation(
-        oracle, splits.test, final, init_samples=init / "test_samples.jsonl",
-        model_samples=final / "model_samples.jsonl", generator=f"{cfg.model.name}-dno-pi_{best + 1}",
-        annotator=cfg.oracle._target_.rsplit(".", 1)[-1]))
-    summary = {**metrics, "final/best_iteration": best, "final/iterations": s.iterations}
-    tracker.summary(summary)
-    tracker.finish()
+        r.oracle, r.splits.test, final, init_samples=init / "test_samples.jsonl",
+        model_samples=final / "model_samples.jsonl", generator=f"{r.cfg.model.name}-dno-pi_{best + 1}",
+        annotator=r.cfg.oracle._target_.rsplit(".", 1)[-1]))
+    return {**metrics, "final/best_iteration": best, "final/iterations": len(per_iteration)}
+
+
+def run(cfg: DictConfig) -> dict:
+    r = prepare(cfg)
+    from dno.policy import load_tokenizer
+
+    r.tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+    r.policies = Policies(cfg, r.tokenizer, r.accelerator.device)
+    init, seed = r.run_dir / "init", cfg.seed
+    run_stage(init, "val_samples", lambda: r.sample(None, r.splits.val, init / "val_samples.jsonl", 1,
+                                                    stage_seed(seed, 0, "val"), "pi_1 validation"))
+    run_stage(init, "test_samples", lambda: r.sample(None, r.splits.test, init / "test_samples.jsonl", 1,
+                                                     stage_seed(seed, 0, "test"), "pi_1 test"))
+    per_iteration = [iteration(r, t) for t in range(1, cfg.schedule.iterations + 1)]
+    summary = final_stage(r, per_iteration)
+    r.tracker.summary(summary)
+    r.tracker.finish()
     print(results_table(per_iteration, summary))
     return summary
 

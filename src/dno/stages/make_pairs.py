@@ -3,17 +3,18 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from dno.oracles.base import OK
-from dno.pairs import Candidate, PairRules, build_pairs, count_types, replay
+from dno.pairs import Candidate, PairRules, build_pairs, count_types, limit_pairs, replay
 from dno.records import read_jsonl, write_jsonl
 
 
 def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int, earlier: list[Path],
                replay_fractions: list[float], seed: int) -> dict:
     """`earlier[k]` is the pairs file of iteration t-1-k; only its own new pairs are replayed."""
-    new = []
+    new, rng = [], random.Random(seed)
     for row in read_jsonl(judgements):
         if row["judgement"]["status"] != OK:
             continue  # an invalid or failed judgement never becomes a label
@@ -24,7 +25,7 @@ def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int,
                 zip(row["candidates"], row["judgement"]["scores"], row["win_rates"], strict=True)
             )
         ]
-        for pos, neg, kind in build_pairs(candidates, rules):
+        for pos, neg, kind in limit_pairs(build_pairs(candidates, rules), rules.max_per_prompt, rng):
             new.append({
                 "prompt_id": row["id"], "instruction": row["instruction"], "chosen": pos.text,
                 "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,

@@ -31,8 +31,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
     steps = [micro[i : i + grad_accum] for i in range(0, len(micro), grad_accum)]
     total_steps = len(steps) * epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
-    scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=math.ceil(optim.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    warmup = math.ceil(optim.warmup_ratio * total_steps)
+    scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     rng = random.Random(seed)
@@ -45,7 +45,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
         for step in steps:
             n_step = sum(map(len, step))
             for idx in step:
-                batch = {k: v.to(accelerator.device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
+                batch = pair_batch(encoded, idx, tokenizer.pad_token_id)
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 logps = sequence_logps(model, batch)
                 chosen, rejected = logps[: len(idx)], logps[len(idx) :]
                 r = ref[idx].to(logps.device)
