@@ -10,9 +10,9 @@ import re
 import shlex
 
 import pytest
+from tests.conftest import REPO, dno_run, make_cfg
 
 from dno.config import validate
-from tests.conftest import REPO, dno_run, make_cfg
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)

@@ -18,13 +18,14 @@ PROMPT = {
 
 @pytest.mark.parametrize("response,points", [
     # formatted, relevant, substantial, correct, complete, concise
-    ("The ocean is vast and deep and blue.", [1, 1, 1, 1, 1, 1]),            # 8 words, no comma: 6
-    ("The ocean is vast, deep and blue.", [1, 1, 1, 0, 1, 1]),               # comma: half the constraints: 5
-    ("The ocean is vast, deep and blue and full of life today", [1, 1, 0, 0, 0, 1]),  # 11 words, comma, no end: 3
-    ("Mountains are tall and green.", [1, 0, 1, 1, 1, 1]),                  # off topic: 5
-    ("Sea.", [0, 1, 1, 1, 1, 1]),                                           # one word is not an answer: 5
+    ("The ocean is vast and deep and blue.", [1, 1, 1, 1, 1, 1]),           # 8 words, no comma: 6
+    ("The ocean is vast, deep, calm and very blue.", [1, 1, 1, 0, 1, 1]),   # a comma: half the constraints: 5
+    ("The ocean is vast, deep and blue.", [1, 1, 0, 0, 1, 1]),              # and only 7 words: not substantial
+    ("The ocean is vast, deep and blue and full of life today", [1, 1, 0, 0, 0, 1]),  # 12 words, comma, no end
+    ("Mountains are tall and green.", [1, 0, 0, 1, 1, 1]),                 # off topic, 5 words: 4
+    ("Sea.", [0, 1, 0, 1, 1, 1]),                                          # one word is not an answer: 4
     ("", [0, 0, 0, 0, 0, 0]),
-    ("<|im_start|>assistant ocean waves here.", [0, 1, 1, 1, 1, 1]),         # template debris
+    ("<|im_start|>assistant ocean waves here.", [0, 1, 0, 1, 1, 1]),        # template debris
 ])
 def test_hand_scored_examples(response, points):
     oracle = RulesOracle(min_words=3, concise_max_words=60)
@@ -35,7 +36,7 @@ def test_hand_scored_examples(response, points):
 
 
 def test_concise_and_repetition_points():
-    oracle = RulesOracle(min_words=3, concise_max_words=5, max_repeat_frac=0.3)
+    oracle = RulesOracle(min_words=3, substantial_min_words=4, concise_max_words=5, max_repeat_frac=0.3)
     prompt = {"instruction": "Describe the sea.", "keywords": ["sea"], "constraints": []}
     long_answer = "the sea is wide and the sea is deep today."         # 10 words > 5: no concise point
     loop = "the sea the sea the sea the sea the sea."

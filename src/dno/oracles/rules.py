@@ -7,7 +7,8 @@ One point each (the score is their sum, 0..6):
 1. formatted: an answer of at least `min_words` words, with no chat-template debris and not a
    copy of the instruction;
 2. relevant: mentions the topic (one of the record's keywords);
-3. substantial: satisfies at least half of the instruction's constraints;
+3. substantial: satisfies at least half of the instruction's constraints with at least
+   `substantial_min_words` words (so that a three-word reply cannot collect every point);
 4. correct: satisfies every constraint;
 5. complete: ends like a finished answer (sentence punctuation, or a bullet list), and does not
    loop (fraction of repeated word n-grams at most `max_repeat_frac`);
@@ -51,11 +52,13 @@ class RulesOracle(Oracle):
     def __init__(
         self,
         min_words: int = 3,
+        substantial_min_words: int = 8,
         concise_max_words: int = 60,
         max_repeat_frac: float = 0.3,
         ngram: int = 3,
     ) -> None:
         self.min_words = min_words
+        self.substantial_min_words = substantial_min_words
         self.concise_max_words = concise_max_words
         self.max_repeat_frac = max_repeat_frac
         self.ngram = ngram
@@ -72,7 +75,7 @@ class RulesOracle(Oracle):
             and not any(d in text for d in TEMPLATE_DEBRIS)
             and prompt["instruction"].strip().lower() not in text.lower(),
             "relevant": any(w in keywords for w in lowered) if keywords else n_words > 0,
-            "substantial": met >= math.ceil(len(constraints) / 2) and n_words > 0,
+            "substantial": met >= math.ceil(len(constraints) / 2) and n_words >= self.substantial_min_words,
             "correct": met == len(constraints) and n_words > 0,
             "complete": _ends_finished(text)
             and repeated_ngram_fraction(text, self.ngram) <= self.max_repeat_frac,
