@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run
+from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run, make_cfg
 
 from dno.records import read_jsonl
 
@@ -119,3 +119,36 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
     for j in jobs:
         assert str(sweep).encode() in wandb_log(j)  # the group reached W&B's own log
     assert read_jsonl(jobs[0] / "iter_1" / "samples.jsonl") != read_jsonl(jobs[1] / "iter_1" / "samples.jsonl")
+
+
+def test_every_loss_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_path):
+    sweep = tmp_path / "losses"
+    dno_run("-m", *SMOKE, "loss=dno,ipo,sppo", f"hydra.sweep.dir={sweep}")
+    hard = read_jsonl(smoke_run / "metrics.jsonl")[0]
+    k, prompts = 4, 6  # the smoke schedule
+    for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
+        loss = json.loads((job / "wandb_run.json").read_text())["name"].split("loss=")[1].split(",")[0]
+        first = read_jsonl(job / "metrics.jsonl")[0]
+        assert first["train/steps"] > 0 and (job / "summary.json").exists()
+        if loss == "ipo":
+            assert first["pairs/new"] == hard["pairs/new"]  # the same large-margin rules as dno_prct
+            assert 0 < first["train/loss"] < (1 / (2 * 0.1)) ** 2  # starts at (0 - 5)^2 = 25 and falls
+        else:
+            assert first["pairs/new"] == prompts * k * (k - 1) // 2  # every pair of the K samples
+
+
+def test_best_of_n_teacher_gives_gold_pairs_and_is_computed_once(tmp_path):
+    teachers = Path(make_cfg().cache_dir) / "teachers"  # the default cache_dir, shared by the tests
+    args = [*SMOKE, "teacher=best_of_n", "teacher.n=3", "schedule.pairs.teacher_margin=1"]
+    dno_run(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    cached = sorted(teachers.glob("best_of_3-*.json"))
+    dno_run(*args, f"hydra.run.dir={tmp_path / 'b'}")
+    assert sorted(teachers.glob("best_of_3-*.json")) == cached  # the second run reused the cache
+    gold_a = json.loads((tmp_path / "a" / "init" / "gold.json").read_text())
+    assert gold_a == json.loads((tmp_path / "b" / "init" / "gold.json").read_text())
+    assert len(gold_a) == 2 * 6  # every prompt of both iterations
+    judged = read_jsonl(tmp_path / "a" / "iter_1" / "judgements.jsonl")
+    assert all(row["gold"] == gold_a[row["id"]] and len(row["candidates"]) == 4 + 1 for row in judged)
+    first = read_jsonl(tmp_path / "a" / "metrics.jsonl")[0]
+    assert "data/teacher_score_mean" in first and "data/best_of_n_win_rate" in first
+    assert first["pairs/teacher_over_student"] + first["pairs/student_over_teacher"] > 0

@@ -72,3 +72,15 @@ def test_limit_keeps_the_largest_margins():
     kept = limit_pairs(pairs, 3, random.Random(0))
     assert [(p.text, n.text) for p, n, _ in kept] == [("s6", "s2"), ("s5", "s2"), ("s6", "s4")]
     assert limit_pairs(pairs, None, random.Random(0)) == pairs
+
+
+def test_soft_pairs_take_every_distinct_pair_higher_score_first():
+    import random
+
+    from dno.pairs import soft_pairs
+
+    c = [Candidate("a", 2, 0.0), Candidate("b", 4, 1.0), Candidate("c", 3, 0.5), Candidate("b", 4, 1.0)]
+    pairs = soft_pairs(c, None, random.Random(0))
+    # 6 index pairs; (b, b) has one text twice and is skipped: 5 remain
+    assert sorted((p.text, n.text) for p, n, _ in pairs) == [("b", "a"), ("b", "a"), ("b", "c"), ("b", "c"), ("c", "a")]
+    assert len(soft_pairs(c, 2, random.Random(0))) == 2

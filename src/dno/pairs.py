@@ -41,6 +41,12 @@ class Candidate:
     is_gold: bool = False
 
 
+def pair_type(pos: Candidate, neg: Candidate) -> str:
+    if pos.is_gold:
+        return TEACHER_OVER_STUDENT
+    return STUDENT_OVER_TEACHER if neg.is_gold else STUDENT_OVER_STUDENT
+
+
 def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
     """All (positive, negative, type) pairs of one prompt's judged candidates."""
     looping = [
@@ -56,15 +62,23 @@ def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Can
             if i == j or neg.text == pos.text:
                 continue
             if looping[j] or neg.score <= pos.score - margin:
-                kind = (
-                    TEACHER_OVER_STUDENT
-                    if pos.is_gold
-                    else STUDENT_OVER_TEACHER
-                    if neg.is_gold
-                    else STUDENT_OVER_STUDENT
-                )
-                pairs.append((pos, neg, kind))
+                pairs.append((pos, neg, pair_type(pos, neg)))
     return pairs
+
+
+def soft_pairs(candidates: list[Candidate], cap: int | None, rng: random.Random) -> list[tuple]:
+    """Every unordered pair of distinct candidates (or a random `cap` of them), higher score first.
+
+    Eq. 8 is a regression onto sigma(r_1 - r_2), so its pairs need no margin: the sampling
+    distribution changes only the sample efficiency, not the target (Section 3 of the paper).
+    """
+    pairs = []
+    for i, a in enumerate(candidates):
+        for b in candidates[i + 1 :]:
+            if a.text != b.text:
+                pos, neg = (a, b) if a.score >= b.score else (b, a)
+                pairs.append((pos, neg, pair_type(pos, neg)))
+    return pairs if cap is None or len(pairs) <= cap else rng.sample(pairs, cap)
 
 
 def limit_pairs(pairs: list[tuple], cap: int | None, rng: random.Random) -> list[tuple]:

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.data.splits import Splits, make_splits
 from dno.pairs import PairRules
-from dno.records import run_stage
+from dno.records import read_json, run_stage, write_json
 from dno.tracking import Tracker
 
 log = logging.getLogger("dno")
@@ -147,7 +147,7 @@ def iteration(r: Run, t: int) -> dict:
     m |= run_stage(d, "pairs", lambda: make_pairs(
         d / "judgements.jsonl", d / "pairs.jsonl", rules=PairRules(**s.pairs), iteration=t,
         earlier=[r.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],
-        replay_fractions=list(s.replay), seed=stage_seed(seed, t, "pairs")))
+        replay_fractions=list(s.replay), seed=stage_seed(seed, t, "pairs"), soft=r.loss.needs_soft_targets))
     m |= run_stage(d, "reference", lambda: reference_logps(
         r.policies.get(pi_t), r.tokenizer, d / "pairs.jsonl", micro_batch_size=cfg.train.micro_batch_size,
         max_length=cfg.model.max_length))
@@ -200,6 +200,19 @@ def final_stage(r: Run, per_iteration: list[dict]) -> dict:
     return {**metrics, "final/best_iteration": best, "final/iterations": len(per_iteration)}
 
 
+def teacher_answers(r: Run) -> dict:
+    """Gold answers for the iterations' prompts (init/gold.json); the data's own win if it has them."""
+    prompts = [p for part in r.splits.iterations for p in part if not p.get("gold")]
+    key = {"model": OmegaConf.to_container(r.cfg.model, resolve=True),
+           "oracle": OmegaConf.to_container(r.cfg.oracle, resolve=True),
+           "sampling": OmegaConf.to_container(r.cfg.sampling, resolve=True)}
+    gold = instantiate(r.cfg.teacher).gold(
+        policy=lambda: r.policies.get(None), tokenizer=r.tokenizer, oracle=r.oracle, prompts=prompts,
+        sampling=r.cfg.sampling, seed=stage_seed(r.cfg.seed, 0, "teacher"), cache_dir=r.cfg.cache_dir, key=key)
+    write_json(r.run_dir / "init" / "gold.json", gold)
+    return {"data/gold_answers": len(gold)}
+
+
 def run(cfg: DictConfig) -> dict:
     r = prepare(cfg)
     from dno.policy import load_tokenizer
@@ -211,6 +224,10 @@ def run(cfg: DictConfig) -> dict:
                                                     stage_seed(seed, 0, "val"), "pi_1 validation"))
     run_stage(init, "test_samples", lambda: r.sample(None, r.splits.test, init / "test_samples.jsonl", 1,
                                                      stage_seed(seed, 0, "test"), "pi_1 test"))
+    run_stage(init, "gold", lambda: teacher_answers(r))
+    gold = read_json(init / "gold.json")
+    for t, part in enumerate(r.splits.iterations, start=1):
+        r.splits.iterations[t - 1] = [{**p, "gold": gold[p["id"]]} if p["id"] in gold else p for p in part]
     per_iteration = [iteration(r, t) for t in range(1, cfg.schedule.iterations + 1)]
     summary = final_stage(r, per_iteration)
     r.tracker.summary(summary)

@@ -7,13 +7,16 @@ import random
 from pathlib import Path
 
 from dno.oracles.base import OK
-from dno.pairs import Candidate, PairRules, build_pairs, count_types, limit_pairs, replay
+from dno.pairs import Candidate, PairRules, build_pairs, count_types, limit_pairs, replay, soft_pairs
 from dno.records import read_jsonl, write_jsonl
 
 
 def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int, earlier: list[Path],
-               replay_fractions: list[float], seed: int) -> dict:
-    """`earlier[k]` is the pairs file of iteration t-1-k; only its own new pairs are replayed."""
+               replay_fractions: list[float], seed: int, soft: bool = False) -> dict:
+    """`earlier[k]` is the pairs file of iteration t-1-k; only its own new pairs are replayed.
+
+    `soft` (a loss with soft targets, Eq. 8): every pair of candidates, no margin rule.
+    """
     new, rng = [], random.Random(seed)
     for row in read_jsonl(judgements):
         if row["judgement"]["status"] != OK:
@@ -25,7 +28,9 @@ def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int,
                 zip(row["candidates"], row["judgement"]["scores"], row["win_rates"], strict=True)
             )
         ]
-        for pos, neg, kind in limit_pairs(build_pairs(candidates, rules), rules.max_per_prompt, rng):
+        chosen = (soft_pairs(candidates, rules.max_per_prompt, rng) if soft
+                  else limit_pairs(build_pairs(candidates, rules), rules.max_per_prompt, rng))
+        for pos, neg, kind in chosen:
             new.append({
                 "prompt_id": row["id"], "instruction": row["instruction"], "chosen": pos.text,
                 "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,

@@ -37,6 +37,7 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
     model.train()
     rng = random.Random(seed)
     ref = torch.tensor([[p["ref_logp_chosen"], p["ref_logp_rejected"]] for p in pairs])
+    win = torch.tensor([[p["chosen_win_rate"], p["rejected_win_rate"]] for p in pairs])
     sums = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "tokens": 0, "pairs": 0}
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="training", unit="step", leave=False)
@@ -49,8 +50,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
                 batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                 logps = sequence_logps(model, batch)
                 chosen, rejected = logps[: len(idx)], logps[len(idx) :]
-                r = ref[idx].to(logps.device)
-                losses = loss_fn(chosen, rejected, r[:, 0], r[:, 1])
+                r, w = ref[idx].to(logps.device), win[idx].to(logps.device)
+                losses = loss_fn(chosen, rejected, r[:, 0], r[:, 1], win_rate_1=w[:, 0], win_rate_2=w[:, 1])
                 accelerator.backward(losses.sum() / n_step)
                 h = ((chosen - r[:, 0]) - (rejected - r[:, 1])).detach()
                 sums["loss"] += float(losses.detach().sum())

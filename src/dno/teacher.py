@@ -1,0 +1,52 @@
+"""Gold answers (the paper's teacher, GPT-4-Turbo) for the prompts of the iterations.
+
+`DataGold` keeps what the data carries (UltraFeedback's best-rated answer; nothing for the
+builtin prompts). `BestOfN` needs no network: the best of N samples of the initial policy under
+the oracle (first best on a tie), computed once per (model, prompts, N, sampling, oracle, seed)
+and cached in `cache_dir/teachers/`, so every run of a sweep reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from dno.oracles.base import OK
+from dno.records import read_json, write_json
+
+
+class DataGold:
+    """The data's own gold answers, if any."""
+
+    def gold(self, **_) -> dict[str, str]:
+        return {}
+
+
+class BestOfN:
+    def __init__(self, n: int = 8) -> None:
+        if n < 2:
+            raise ValueError(f"teacher.n must be at least 2, got {n}")
+        self.n = n
+
+    def gold(self, *, policy, tokenizer, oracle, prompts: list[dict], sampling, seed: int, cache_dir: str,
+             key: dict) -> dict[str, str]:
+        from dno.policy import generate
+
+        digest = hashlib.sha1(json.dumps({**key, "n": self.n, "seed": seed, "ids": [p["id"] for p in prompts]},
+                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
+        cached = Path(cache_dir) / "teachers" / f"best_of_{self.n}-{digest}.json"
+        if cached.exists():
+            return read_json(cached)
+        responses, _ = generate(
+            policy(), tokenizer, [p["instruction"] for p in prompts], n=self.n,
+            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+            batch_size=sampling.batch_size, seed=seed, desc=f"teacher (best of {self.n})",
+        )
+        gold = {}
+        for prompt, candidates in zip(prompts, responses, strict=True):
+            j = oracle.judge(prompt, candidates)
+            if j.status == OK:  # no judgement, no gold: the prompt keeps no teacher answer
+                gold[prompt["id"]] = candidates[j.scores.index(max(j.scores))]
+        write_json(cached, gold)
+        return gold
