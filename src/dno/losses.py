@@ -61,8 +61,9 @@ class DNOPrctLoss:
     beta: float
     needs_reference = True
     needs_soft_targets = False
+    needs_rejected = True
 
-    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1=None, win_rate_2=None) -> torch.Tensor:
+    def __call__(self, policy_1, policy_2, ref_1, ref_2, **_) -> torch.Tensor:
         return dpo_loss(policy_1, policy_2, ref_1, ref_2, beta=self.beta)
 
 
@@ -70,7 +71,7 @@ class DNOPrctLoss:
 class IPOLoss(DNOPrctLoss):
     """IPO on the same large-margin pairs as DNO-Prct."""
 
-    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1=None, win_rate_2=None) -> torch.Tensor:
+    def __call__(self, policy_1, policy_2, ref_1, ref_2, **_) -> torch.Tensor:
         return ipo_loss(policy_1, policy_2, ref_1, ref_2, beta=self.beta)
 
 
@@ -82,8 +83,9 @@ class DNOLoss:
     reward_scale: float = 1.0
     needs_reference = True
     needs_soft_targets = True
+    needs_rejected = True
 
-    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1, win_rate_2) -> torch.Tensor:
+    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1, win_rate_2, **_) -> torch.Tensor:
         return dno_loss(policy_1, policy_2, ref_1, ref_2, win_rate_1=win_rate_1, win_rate_2=win_rate_2,
                         beta=self.beta, reward_scale=self.reward_scale)
 
@@ -95,7 +97,28 @@ class SPPOLoss:
     beta: float
     needs_reference = True
     needs_soft_targets = True
+    needs_rejected = True
 
-    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1, win_rate_2) -> torch.Tensor:
+    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, win_rate_1, win_rate_2, **_) -> torch.Tensor:
         return sppo_loss(policy_1, policy_2, ref_1, ref_2, win_rate_1=win_rate_1, win_rate_2=win_rate_2,
                          beta=self.beta)
+
+
+def sft_loss(policy_logps: torch.Tensor, n_tokens: torch.Tensor) -> torch.Tensor:
+    """Supervised fine-tuning: mean negative log-likelihood per response token (prompt masked).
+
+    The "SFT on positives" baseline of Table 1. Shape: (B,) -> (B,).
+    """
+    return -policy_logps / n_tokens
+
+
+@dataclass(frozen=True)
+class SFTLoss:
+    """SFT on the positive (chosen) responses only; no reference, no negatives."""
+
+    needs_reference = False
+    needs_soft_targets = False
+    needs_rejected = False
+
+    def __call__(self, policy_1, policy_2, ref_1, ref_2, *, n_tokens_1, **_) -> torch.Tensor:
+        return sft_loss(policy_1, n_tokens_1)

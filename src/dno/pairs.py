@@ -31,6 +31,15 @@ class PairRules:
     max_repeat_frac: float = 0.3
     ngram: int = 3
     max_per_prompt: int | None = None  # None keeps every pair, as the paper
+    rule: str = "paper"  # "paper" (Algorithm 2) or "spin" (gold over every student sample)
+    keep_types: tuple[str, ...] | None = None  # e.g. (teacher_over_student,) for DNO-Restrictive
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("paper", "spin"):
+            raise ValueError(f"schedule.pairs.rule must be paper or spin, got {self.rule!r}")
+        unknown = set(self.keep_types or ()) - set(PAIR_TYPES)
+        if unknown:
+            raise ValueError(f"schedule.pairs.keep_types has unknown types {sorted(unknown)}; known: {PAIR_TYPES}")
 
 
 @dataclass(frozen=True)
@@ -48,7 +57,17 @@ def pair_type(pos: Candidate, neg: Candidate) -> str:
 
 
 def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
-    """All (positive, negative, type) pairs of one prompt's judged candidates."""
+    """All (positive, negative, type) pairs of one prompt's judged candidates, by `rules.rule`,
+    keeping only `rules.keep_types` when given."""
+    if rules.rule == "spin":  # SPIN (Chen et al.): the gold answer beats every student sample
+        pairs = [(g, c, TEACHER_OVER_STUDENT) for g in candidates if g.is_gold for c in candidates
+                 if not c.is_gold and c.text != g.text]
+    else:
+        pairs = _paper_pairs(candidates, rules)
+    return [p for p in pairs if rules.keep_types is None or p[2] in rules.keep_types]
+
+
+def _paper_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
     looping = [
         not c.is_gold and repeated_ngram_fraction(c.text, rules.ngram) > rules.max_repeat_frac
         for c in candidates

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.data.splits import Splits, make_splits
 from dno.pairs import PairRules
-from dno.records import read_json, run_stage, write_json
+from dno.records import read_json, read_jsonl, run_stage, write_json, write_jsonl
 from dno.tracking import Tracker
 
 log = logging.getLogger("dno")
@@ -89,6 +89,7 @@ class Run:
     tracker: Tracker
     accelerator: object
     grad_accum: int
+    rules: PairRules
     tokenizer: object = None
     policies: Policies = None
 
@@ -117,6 +118,7 @@ def prepare(cfg: DictConfig) -> Run:
     try:
         splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+        rules = PairRules(**OmegaConf.to_container(s.pairs, resolve=True))
     except ValueError as e:
         raise ConfigError(str(e)) from None
     hc = HydraConfig.get()
@@ -128,7 +130,30 @@ def prepare(cfg: DictConfig) -> Run:
                   logged_iterations={t for t in range(1, s.iterations + 1)
                                      if (run_dir / f"iter_{t}" / "DONE.log").exists()})
     return Run(cfg, run_dir, splits, instantiate(cfg.oracle), instantiate(cfg.loss), tracker, accelerator,
-               grad_accumulation(cfg, accelerator.num_processes))
+               grad_accumulation(cfg, accelerator.num_processes), rules)
+
+
+def reference(r: Run, policy: Path | None, pairs: Path) -> dict:
+    """Reference log-probs of the pairs under `policy`, when the loss has a reference."""
+    if not r.loss.needs_reference:
+        return {}
+    from dno.stages.reference import reference_logps
+
+    return reference_logps(r.policies.get(policy), r.tokenizer, pairs, micro_batch_size=r.cfg.train.micro_batch_size,
+                           max_length=r.cfg.model.max_length)
+
+
+def train(r: Run, start: Path | None, pairs: Path, out: Path, seed: int) -> dict:
+    """The update from `start`'s weights on `pairs`, saved to `out`."""
+    from dno.stages.train import save_checkpoint, train_policy
+
+    cfg, s = r.cfg, r.cfg.schedule
+    stats = train_policy(r.policies.get(start), r.tokenizer, pairs, r.loss, accelerator=r.accelerator, optim=s,
+                         epochs=s.epochs, micro_batch_size=cfg.train.micro_batch_size, grad_accum=r.grad_accum,
+                         max_length=cfg.model.max_length, seed=seed)
+    save_checkpoint(r.policies.model, r.tokenizer, out, r.accelerator)
+    r.policies.path = out  # the model in memory is now the trained one
+    return stats
 
 
 def iteration(r: Run, t: int) -> dict:
@@ -136,8 +161,6 @@ def iteration(r: Run, t: int) -> dict:
     from dno.stages.evaluate import evaluate_policy
     from dno.stages.judge import judge_samples
     from dno.stages.make_pairs import make_pairs
-    from dno.stages.reference import reference_logps
-    from dno.stages.train import save_checkpoint, train_policy
 
     cfg, s, seed = r.cfg, r.cfg.schedule, r.cfg.seed
     d, pi_t, pi_next = r.run_dir / f"iter_{t}", r.checkpoint(t - 1), r.checkpoint(t)
@@ -145,23 +168,11 @@ def iteration(r: Run, t: int) -> dict:
                                                 s.samples_per_prompt, stage_seed(seed, t, "sample")))
     m |= run_stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl"))
     m |= run_stage(d, "pairs", lambda: make_pairs(
-        d / "judgements.jsonl", d / "pairs.jsonl", rules=PairRules(**s.pairs), iteration=t,
+        d / "judgements.jsonl", d / "pairs.jsonl", rules=r.rules, iteration=t,
         earlier=[r.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],
         replay_fractions=list(s.replay), seed=stage_seed(seed, t, "pairs"), soft=r.loss.needs_soft_targets))
-    m |= run_stage(d, "reference", lambda: reference_logps(
-        r.policies.get(pi_t), r.tokenizer, d / "pairs.jsonl", micro_batch_size=cfg.train.micro_batch_size,
-        max_length=cfg.model.max_length))
-
-    def train() -> dict:
-        stats = train_policy(r.policies.get(pi_t), r.tokenizer, d / "pairs.jsonl", r.loss, accelerator=r.accelerator,
-                             optim=s, epochs=s.epochs, micro_batch_size=cfg.train.micro_batch_size,
-                             grad_accum=r.grad_accum, max_length=cfg.model.max_length,
-                             seed=stage_seed(seed, t, "train"))
-        save_checkpoint(r.policies.model, r.tokenizer, pi_next, r.accelerator)
-        r.policies.path = pi_next  # the model in memory is now pi_{t+1}
-        return stats
-
-    m |= run_stage(d, "train", train)
+    m |= run_stage(d, "reference", lambda: reference(r, pi_t, d / "pairs.jsonl"))
+    m |= run_stage(d, "train", lambda: train(r, pi_t, d / "pairs.jsonl", pi_next, stage_seed(seed, t, "train")))
     prev = r.run_dir / "init" if t == 1 else r.run_dir / f"iter_{t - 1}"
     m |= run_stage(d, "evaluate", lambda: evaluate_policy(
         r.policies.get(pi_next), r.tokenizer, r.oracle, r.splits.val, d,
@@ -176,28 +187,55 @@ def iteration(r: Run, t: int) -> dict:
     return run_stage(d, "log", log)
 
 
-def final_stage(r: Run, per_iteration: list[dict]) -> dict:
-    """The best of pi_1..pi_{T+1} on validation (as the paper) against pi_1 on the test split."""
+def best_iterate(per_iteration: list[dict]) -> int:
+    """The best of pi_1..pi_{T+1} on validation, as the paper (pi_1 counts 50%; earliest on a tie)."""
+    return max(range(len(per_iteration) + 1),
+               key=lambda t: (per_iteration[t - 1]["eval/win_rate_vs_init"] if t else 50.0, -t))
+
+
+def lookahead(r: Run, iterations: int) -> dict:
+    """DNO-Lookahead (Table 1): all iterations' new pairs shuffled together, one training from pi_1."""
+    from dno.stages.evaluate import evaluate_policy
+
+    d, init_val = r.run_dir / "lookahead", r.run_dir / "init" / "val_samples.jsonl"
+
+    def pairs() -> dict:
+        rows = [{k: v for k, v in p.items() if not k.startswith("ref_")}
+                for t in range(1, iterations + 1) for p in read_jsonl(r.run_dir / f"iter_{t}" / "pairs.jsonl")
+                if p["source_iteration"] == t]
+        write_jsonl(d / "pairs.jsonl", rows)
+        return {"lookahead/pairs": len(rows)}
+
+    m = run_stage(d, "pairs", pairs)
+    m |= run_stage(d, "reference", lambda: reference(r, None, d / "pairs.jsonl"))
+    m |= run_stage(d, "train", lambda: train(r, None, d / "pairs.jsonl", d / "checkpoint",
+                                             stage_seed(r.cfg.seed, iterations + 1, "train")))
+    m |= run_stage(d, "evaluate", lambda: evaluate_policy(
+        r.policies.get(d / "checkpoint"), r.tokenizer, r.oracle, r.splits.val, d, init_samples=init_val,
+        prev_samples=init_val, sampling=r.cfg.sampling, seed=stage_seed(r.cfg.seed, iterations + 1, "evaluate")))
+    return {k.replace("eval/", "lookahead/").replace("train/", "lookahead/train_"): v for k, v in m.items()
+            if k.startswith(("eval/win_rate_vs_init", "train/loss", "lookahead/"))}
+
+
+def final_stage(r: Run, label: str, policy: Path | None) -> dict:
+    """`policy` (None: pi_1 itself) against pi_1 on the test split, in AlpacaEval's formats."""
     from dno.stages.final import final_evaluation
 
-    best = max(range(len(per_iteration) + 1),
-               key=lambda t: (per_iteration[t - 1]["eval/win_rate_vs_init"] if t else 50.0, -t))
     init, final = r.run_dir / "init", r.run_dir / "final"
 
     def final_samples() -> dict:
-        if best == 0:  # no iterate beat pi_1 on validation: its test samples are already there
+        if policy is None:  # no iterate beat pi_1 on validation: its test samples are already there
             final.mkdir(parents=True, exist_ok=True)
             shutil.copy(init / "test_samples.jsonl", final / "model_samples.jsonl")
             return {}
-        return r.sample(r.checkpoint(best), r.splits.test, final / "model_samples.jsonl", 1,
-                        stage_seed(r.cfg.seed, 0, "test"), f"pi_{best + 1} test")
+        return r.sample(policy, r.splits.test, final / "model_samples.jsonl", 1,
+                        stage_seed(r.cfg.seed, 0, "test"), f"{label} test")
 
     run_stage(final, "sample", final_samples)
-    metrics = run_stage(final, "evaluate", lambda: final_evaluation(
+    return run_stage(final, "evaluate", lambda: final_evaluation(
         r.oracle, r.splits.test, final, init_samples=init / "test_samples.jsonl",
-        model_samples=final / "model_samples.jsonl", generator=f"{r.cfg.model.name}-dno-pi_{best + 1}",
+        model_samples=final / "model_samples.jsonl", generator=f"{r.cfg.model.name}-dno-{label}",
         annotator=r.cfg.oracle._target_.rsplit(".", 1)[-1]))
-    return {**metrics, "final/best_iteration": best, "final/iterations": len(per_iteration)}
 
 
 def teacher_answers(r: Run) -> dict:
@@ -228,8 +266,16 @@ def run(cfg: DictConfig) -> dict:
     gold = read_json(init / "gold.json")
     for t, part in enumerate(r.splits.iterations, start=1):
         r.splits.iterations[t - 1] = [{**p, "gold": gold[p["id"]]} if p["id"] in gold else p for p in part]
-    per_iteration = [iteration(r, t) for t in range(1, cfg.schedule.iterations + 1)]
-    summary = final_stage(r, per_iteration)
+    T = cfg.schedule.iterations
+    per_iteration = [iteration(r, t) for t in range(1, T + 1)]
+    if cfg.schedule.lookahead:
+        summary = {**lookahead(r, T), "final/model": "lookahead", "final/best_iteration": T}
+        summary |= final_stage(r, "lookahead", r.run_dir / "lookahead" / "checkpoint")
+    else:
+        best = best_iterate(per_iteration)
+        summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
+        summary |= final_stage(r, f"pi_{best + 1}", r.checkpoint(best))
+    summary["final/iterations"] = T
     r.tracker.summary(summary)
     r.tracker.finish()
     print(results_table(per_iteration, summary))
@@ -243,7 +289,7 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
         rows.append(f"| {t} | {m['eval/win_rate_vs_init']:.1f} | {m['eval/win_rate_vs_prev']:.1f} | "
                     f"{m['pairs/total']} | {m.get('data/student_score_mean', float('nan')):.2f} | "
                     f"{m['eval/avg_length']:.0f} |")
-    rows.append(f"\nFinal (test, pi_{summary['final/best_iteration'] + 1} vs pi_1, n={summary['final/n_total']}): "
+    rows.append(f"\nFinal (test, {summary['final/model']} vs pi_1, n={summary['final/n_total']}): "
                 f"win-rate {summary['final/win_rate']:.1f}, LC win-rate {summary['final/lc_win_rate']:.1f}, "
                 f"length {summary['final/avg_length']:.0f} vs {summary['final/avg_length_init']:.0f} chars")
     return "\n".join(rows)

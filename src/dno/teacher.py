@@ -2,8 +2,8 @@
 
 `DataGold` keeps what the data carries (UltraFeedback's best-rated answer; nothing for the
 builtin prompts). `BestOfN` needs no network: the best of N samples of the initial policy under
-the oracle (first best on a tie), computed once per (model, prompts, N, sampling, oracle, seed)
-and cached in `cache_dir/teachers/`, so every run of a sweep reuses it.
+the oracle (first best on a tie), computed once per prompt and (model, N, sampling, oracle, seed)
+and cached in `cache_dir/teachers/`, so every run of a sweep reuses what an earlier run paid for.
 """
 
 from __future__ import annotations
@@ -31,15 +31,21 @@ class BestOfN:
 
     def gold(self, *, policy, tokenizer, oracle, prompts: list[dict], sampling, seed: int, cache_dir: str,
              key: dict) -> dict[str, str]:
+        digest = hashlib.sha1(json.dumps({**key, "n": self.n, "seed": seed}, sort_keys=True,
+                                         default=str).encode()).hexdigest()[:16]
+        cached = Path(cache_dir) / "teachers" / f"best_of_{self.n}-{digest}.json"
+        gold = read_json(cached) if cached.exists() else {}
+        missing = [p for p in prompts if p["id"] not in gold]
+        if missing:
+            gold |= self._answers(policy(), tokenizer, oracle, missing, sampling, seed)
+            write_json(cached, gold)
+        return {p["id"]: gold[p["id"]] for p in prompts if p["id"] in gold}
+
+    def _answers(self, model, tokenizer, oracle, prompts, sampling, seed) -> dict[str, str]:
         from dno.policy import generate
 
-        digest = hashlib.sha1(json.dumps({**key, "n": self.n, "seed": seed, "ids": [p["id"] for p in prompts]},
-                                         sort_keys=True, default=str).encode()).hexdigest()[:16]
-        cached = Path(cache_dir) / "teachers" / f"best_of_{self.n}-{digest}.json"
-        if cached.exists():
-            return read_json(cached)
         responses, _ = generate(
-            policy(), tokenizer, [p["instruction"] for p in prompts], n=self.n,
+            model, tokenizer, [p["instruction"] for p in prompts], n=self.n,
             max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
             batch_size=sampling.batch_size, seed=seed, desc=f"teacher (best of {self.n})",
         )
@@ -48,5 +54,4 @@ class BestOfN:
             j = oracle.judge(prompt, candidates)
             if j.status == OK:  # no judgement, no gold: the prompt keeps no teacher answer
                 gold[prompt["id"]] = candidates[j.scores.index(max(j.scores))]
-        write_json(cached, gold)
         return gold

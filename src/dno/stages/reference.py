@@ -31,9 +31,11 @@ def length_batches(encoded: list[tuple], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def pair_batch(encoded: list[tuple], idx: list[int], pad_id: int) -> dict[str, torch.Tensor]:
-    """Chosen sequences first, then rejected: rows [0, B) and [B, 2B)."""
-    seqs = [(encoded[i][0], encoded[i][1]) for i in idx] + [(encoded[i][0], encoded[i][2]) for i in idx]
+def pair_batch(encoded: list[tuple], idx: list[int], pad_id: int, with_rejected: bool = True) -> dict:
+    """Chosen sequences first, then rejected: rows [0, B) and [B, 2B) (only the first B without rejected)."""
+    seqs = [(encoded[i][0], encoded[i][1]) for i in idx]
+    if with_rejected:
+        seqs += [(encoded[i][0], encoded[i][2]) for i in idx]
     return collate(seqs, pad_id)
 
 

@@ -1,0 +1,72 @@
+"""Every Table 1 row runs end to end on the tiny model, through experiments/table1.sh as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from tests.conftest import REPO
+
+from dno.records import read_jsonl
+
+pytestmark = pytest.mark.slow
+ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno_restrictive",
+        "table1_dno_lookahead", "table1_dno", "table1_dno_eq8"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("table1")
+    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out)}
+    proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
+                           "schedule.pairs.teacher_margin=1"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    jobs = {}
+    for job in out.iterdir():
+        if (job / "wandb_run.json").exists():
+            name = json.loads((job / "wandb_run.json").read_text())["name"]
+            jobs[name.split("experiment=")[1].split(",")[0]] = job
+    return out, jobs
+
+
+def test_every_row_finishes_in_one_wandb_group(sweep):
+    out, jobs = sweep
+    assert sorted(jobs) == sorted(ROWS)
+    for row, job in jobs.items():
+        record = json.loads((job / "wandb_run.json").read_text())
+        assert record["group"] == str(out)
+        summary = json.loads((job / "summary.json").read_text())
+        assert 0 <= summary["final/win_rate"] <= 100, row
+        assert row.removeprefix("table1_").encode() in b"".join(p.read_bytes() for p in job.glob("wandb/*/*.wandb"))
+
+
+def test_rows_build_the_pairs_they_promise(sweep):
+    _, jobs = sweep
+    spin = read_jsonl(jobs["table1_spin"] / "iter_1" / "pairs.jsonl")
+    assert spin and all(p["type"] == "teacher_over_student" for p in spin)
+    gold = json.loads((jobs["table1_spin"] / "init" / "gold.json").read_text())
+    assert all(p["chosen"] == gold[p["prompt_id"]] for p in spin)
+    restrictive = read_jsonl(jobs["table1_dno_restrictive"] / "iter_1" / "pairs.jsonl")
+    assert all(p["type"] == "teacher_over_student" and p["chosen_score"] - p["rejected_score"] >= 1
+               for p in restrictive)
+    dno = read_jsonl(jobs["table1_dno"] / "metrics.jsonl")[0]
+    assert dno["pairs/teacher_over_student"] + dno["pairs/student_over_teacher"] > 0
+
+
+def test_single_pass_rows_and_lookahead(sweep):
+    _, jobs = sweep
+    for row, epochs in (("table1_sft_positives", 4), ("table1_offline_dpo", 4)):
+        rows = read_jsonl(jobs[row] / "metrics.jsonl")
+        assert [r["iteration"] for r in rows] == [1] and rows[0]["train/steps"] > 0
+        assert rows[0]["train/steps"] % epochs == 0
+    sft_pairs = read_jsonl(jobs["table1_sft_positives"] / "iter_1" / "pairs.jsonl")
+    assert sft_pairs and not any("ref_logp_chosen" in p for p in sft_pairs)  # SFT needs no reference
+    look = json.loads((jobs["table1_dno_lookahead"] / "summary.json").read_text())
+    assert look["final/model"] == "lookahead"
+    n_new = sum(r["pairs/new"] for r in read_jsonl(jobs["table1_dno_lookahead"] / "metrics.jsonl"))
+    assert look["lookahead/pairs"] == n_new  # every iteration's own pairs, once
+    eq8 = read_jsonl(jobs["table1_dno_eq8"] / "iter_1" / "pairs.jsonl")
+    assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + gold, for each of the 6 prompts
