@@ -78,12 +78,15 @@ def test_redact_drops_secret_values():
     ("schedule.iterations=0", "schedule.iterations must be a positive integer"),
     ("schedule.prompts_per_iteration=500", "the data has 600 prompts but the schedule needs"),
     ("model.path=/nonexistent/model.gguf", "does not exist"),
+    ("+oracle.bogus=1", "bogus"),
+    ("teacher=best_of_n teacher.n=1", "teacher.n must be at least 2"),
+    ("schedule.pairs.rule=nope", "schedule.pairs.rule must be paper or spin"),
 ])
 def test_dno_run_fails_before_compute(tmp_path, override, message):
     run_dir = tmp_path / "run"
     start = time.perf_counter()
-    proc = dno_run(*SMOKE, override, f"hydra.run.dir={run_dir}", check=False)
+    proc = dno_run(*SMOKE, *override.split(), f"hydra.run.dir={run_dir}", check=False)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert not (run_dir / "init").exists() and not (run_dir / "metrics.jsonl").exists()
+    assert not (run_dir / "init").exists() and not (run_dir / "wandb").exists()
     assert time.perf_counter() - start < 60

@@ -18,6 +18,8 @@ README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
 DNO_RUNS = [shlex.split(c)[1:] for c in COMMANDS if c.startswith(".venv/bin/dno-run")]
+TABLE1 = [shlex.split(c)[1:] for c in COMMANDS if c.startswith("experiments/table1.sh")]
+TABLE1_ROWS = re.search(r"ROWS=(\S+)", (REPO / "experiments" / "table1.sh").read_text()).group(1).split(",")
 
 
 def test_readme_gives_the_two_setup_commands_and_ci_runs_them():
@@ -25,7 +27,14 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_them():
     assert makes == ["make demo", "make test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "make demo" in ci
-    assert all(c.startswith((".venv/bin/dno-run", "make ")) for c in COMMANDS), COMMANDS
+    assert all(c.startswith((".venv/bin/dno-run", "make ", "experiments/table1.sh")) for c in COMMANDS), COMMANDS
+
+
+@pytest.mark.parametrize("args", TABLE1, ids=[" ".join(a) or "default" for a in TABLE1])
+def test_readme_table1_commands_compose_for_every_row(args):
+    # the script itself runs in tests/test_experiments.py on the tiny model
+    for row in TABLE1_ROWS:
+        validate(make_cfg(f"experiment={row}", *args))
 
 
 @pytest.mark.parametrize("args", DNO_RUNS, ids=[" ".join(a) for a in DNO_RUNS])

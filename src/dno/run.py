@@ -29,6 +29,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -86,6 +87,7 @@ class Run:
     splits: Splits
     oracle: object
     loss: object
+    teacher: object
     tracker: Tracker
     accelerator: object
     grad_accum: int
@@ -116,20 +118,21 @@ def prepare(cfg: DictConfig) -> Run:
         check_path(cfg.model.path)
     s = cfg.schedule
     try:
+        oracle, loss, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
         splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
         rules = PairRules(**OmegaConf.to_container(s.pairs, resolve=True))
-    except ValueError as e:
+    except (ValueError, InstantiationException) as e:
         raise ConfigError(str(e)) from None
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    tracker = Tracker(run_dir, instantiate(cfg.logger))
+    tracker = Tracker(run_dir, sink)
     tracker.start(redact(OmegaConf.to_container(cfg, resolve=True)),
                   group=hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None,
                   name=hc.job.override_dirname or run_dir.name,
                   logged_iterations={t for t in range(1, s.iterations + 1)
                                      if (run_dir / f"iter_{t}" / "DONE.log").exists()})
-    return Run(cfg, run_dir, splits, instantiate(cfg.oracle), instantiate(cfg.loss), tracker, accelerator,
+    return Run(cfg, run_dir, splits, oracle, loss, teacher, tracker, accelerator,
                grad_accumulation(cfg, accelerator.num_processes), rules)
 
 
@@ -244,7 +247,7 @@ def teacher_answers(r: Run) -> dict:
     key = {"model": OmegaConf.to_container(r.cfg.model, resolve=True),
            "oracle": OmegaConf.to_container(r.cfg.oracle, resolve=True),
            "sampling": OmegaConf.to_container(r.cfg.sampling, resolve=True)}
-    gold = instantiate(r.cfg.teacher).gold(
+    gold = r.teacher.gold(
         policy=lambda: r.policies.get(None), tokenizer=r.tokenizer, oracle=r.oracle, prompts=prompts,
         sampling=r.cfg.sampling, seed=stage_seed(r.cfg.seed, 0, "teacher"), cache_dir=r.cfg.cache_dir, key=key)
     write_json(r.run_dir / "init" / "gold.json", gold)
