@@ -61,3 +61,22 @@ def test_rules_oracle_is_deterministic_and_order_free():
     oracle = RulesOracle()
     a, b = "The ocean is vast and deep and blue.", "Mountains, tall."
     assert oracle.judge(PROMPT, [a, b]).scores == oracle.judge(PROMPT, [b, a]).scores[::-1]
+
+
+def test_one_listwise_call_gives_every_comparison_and_failures_stay_out():
+    from dno.oracles.base import FAILED, Judgement
+    from dno.stages.evaluate import against
+
+    class Counting(RulesOracle):
+        calls = 0
+
+        def judge(self, prompt, candidates):
+            Counting.calls += 1
+            if "fail" in candidates[0]:
+                return Judgement(scores=None, status=FAILED)
+            return super().judge(prompt, candidates)
+
+    good, short = "The ocean is vast and deep and blue.", "Sea."
+    vs_a, vs_b = against(Counting(), [PROMPT, PROMPT], [good, "fail"], [short, short], [good, good])
+    assert Counting.calls == 2  # one call per prompt, not one per comparison
+    assert vs_a == [1.0, None] and vs_b == [0.5, None]

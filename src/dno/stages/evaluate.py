@@ -10,13 +10,20 @@ from dno.records import read_jsonl, write_jsonl
 from dno.stages.sample import sample_responses
 
 
+def against(oracle, prompts: list[dict], a: list[str], *others: list[str]) -> list[list[float | None]]:
+    """P(a > o) for each of `others`, per prompt, from ONE listwise judgement of [a, *others] per
+    prompt (one paid call, not one per comparison). None where the judgement was not ok: excluded,
+    never a label."""
+    out = []
+    for prompt, x, *ys in zip(prompts, a, *others, strict=True):
+        j = oracle.judge(prompt, [x, *ys])
+        out.append([preference(j.scores[0], j.scores[k]) if j.status == OK else None for k in range(1, len(ys) + 1)])
+    return [list(col) for col in zip(*out, strict=True)] if out else [[] for _ in others]
+
+
 def head_to_head(oracle, prompts: list[dict], a: list[str], b: list[str]) -> list[float | None]:
-    """P(a > b) per prompt, None where the judgement was not ok (excluded, never a label)."""
-    prefs = []
-    for prompt, x, y in zip(prompts, a, b, strict=True):
-        j = oracle.judge(prompt, [x, y])
-        prefs.append(preference(*j.scores) if j.status == OK else None)
-    return prefs
+    """P(a > b) per prompt, None where the judgement was not ok."""
+    return against(oracle, prompts, a, b)[0]
 
 
 def win_rate(prefs: list[float | None]) -> float:
@@ -35,7 +42,7 @@ def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path
     stats = sample_responses(model, tokenizer, prompts, samples, k=1, sampling=sampling, seed=seed,
                              desc="validation sampling")
     new, init, prev = first_responses(samples), first_responses(init_samples), first_responses(prev_samples)
-    vs_init, vs_prev = head_to_head(oracle, prompts, new, init), head_to_head(oracle, prompts, new, prev)
+    vs_init, vs_prev = against(oracle, prompts, new, init, prev)
     write_jsonl(out_dir / "eval_judgements.jsonl", [
         {"id": p["id"], "vs_init": a, "vs_prev": b} for p, a, b in zip(prompts, vs_init, vs_prev, strict=True)
     ])
