@@ -22,8 +22,9 @@ def make_cfg(*overrides: str, return_hydra_config: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", **(env or {})}
     proc = subprocess.run([DNO_RUN, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:

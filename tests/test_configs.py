@@ -14,6 +14,7 @@ from dno.config import ConfigError, validate
 from dno.run import CONF_DIR, redact
 
 GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger"]
+REQUIRED = {("oracle", "reward_model"): ["oracle.model.path=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"]}
 
 
 def options(group: str) -> list[str]:
@@ -21,12 +22,18 @@ def options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_validates(group, option):
-    cfg = make_cfg(f"{group}={option}")
+def test_every_option_composes_and_validates(group, option, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-not-used")  # API judges check that their key variable is set
+    cfg = make_cfg(f"{group}={option}", *REQUIRED.get((group, option), []))
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if group in ("oracle", "loss", "logger"):
         assert instantiate(cfg[group]) is not None
+
+
+def test_an_option_with_a_required_value_names_the_key():
+    with pytest.raises(ConfigError, match="'oracle.model.path'.*oracle.model.path=..."):
+        validate(make_cfg("oracle=reward_model"))
 
 
 def test_required_groups_have_the_issue_options():

@@ -70,7 +70,7 @@ def test_one_listwise_call_gives_every_comparison_and_failures_stay_out():
     class Counting(RulesOracle):
         calls = 0
 
-        def judge(self, prompt, candidates):
+        def judge(self, prompt, candidates, pairs=None):
             Counting.calls += 1
             if "fail" in candidates[0]:
                 return Judgement(scores=None, status=FAILED)

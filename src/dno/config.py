@@ -47,7 +47,9 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (MissingMandatoryValue, InterpolationToMissingValueError) as e:
-        key = str(e).split("Missing mandatory value: ")[-1].split()[0] if "Missing mandatory" in str(e) else e.full_key
+        # through an interpolation the message names the missing key; directly, full_key does
+        key = str(e).split("Missing mandatory value: ")[-1].split()[0] \
+            if isinstance(e, InterpolationToMissingValueError) else e.full_key
         raise ConfigError(f"missing required value {key!r} (it is ??? in the config): "
                           f"set it on the command line, e.g. {key}=...") from None
     for key in ("schedule.iterations", "schedule.samples_per_prompt", "schedule.val_prompts",
@@ -69,6 +71,7 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _in_range(cfg, "schedule.pairs.min_positive_score", -1e9, 1e9)
     _in_range(cfg, "schedule.pairs.teacher_margin", 0.0, 1e9, lo_open=False)
     _in_range(cfg, "schedule.pairs.student_margin", 0.0, 1e9, lo_open=False)
+    _in_range(cfg, "schedule.pairs.min_preference", 0.5, 1.0, lo_open=False)
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"),
              f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),

@@ -6,6 +6,8 @@ scores at least `teacher_margin` lower when the positive is the gold (teacher) a
 `student_margin` lower when it is a student sample. A student sample that loops (repeated word
 n-grams above `max_repeat_frac`) is never a positive and is a negative for every positive.
 `max_per_prompt` optionally keeps only the largest-margin pairs of a prompt (not in the paper).
+A pairwise oracle (no scores) gives P(y+ > y-) directly: a pair is kept when it is at least
+`min_preference`, the same large-margin idea; the looping rule applies as well.
 Replay adds a random fraction of earlier iterations' own pairs (30% of t-1, 15% of t-2, ...).
 """
 
@@ -31,6 +33,7 @@ class PairRules:
     max_repeat_frac: float = 0.3
     ngram: int = 3
     max_per_prompt: int | None = None  # None keeps every pair, as the paper
+    min_preference: float = 0.75  # pairwise oracles: keep (y+, y-) when P(y+ > y-) is at least this
     rule: str = "paper"  # "paper" (Algorithm 2) or "spin" (gold over every student sample)
     keep_types: tuple[str, ...] | None = None  # e.g. (teacher_over_student,) for DNO-Restrictive
 
@@ -83,6 +86,22 @@ def _paper_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Ca
             if looping[j] or neg.score <= pos.score - margin:
                 pairs.append((pos, neg, pair_type(pos, neg)))
     return pairs
+
+
+def preference_pairs(candidates: list[Candidate], judgement, rules: PairRules) -> list[tuple]:
+    """Pairs of a pairwise judgement: (i, j) when P(i > j) >= `min_preference`, or when j loops
+    and i does not; by `rules.rule` and `rules.keep_types` as `build_pairs`."""
+    looping = [not c.is_gold and repeated_ngram_fraction(c.text, rules.ngram) > rules.max_repeat_frac
+               for c in candidates]
+    pairs = []
+    for i, pos in enumerate(candidates):
+        for j, neg in enumerate(candidates):
+            if i == j or neg.text == pos.text or looping[i] or (rules.rule == "spin" and not pos.is_gold):
+                continue
+            p = judgement.preference(i, j)
+            if rules.rule == "spin" or looping[j] or (p is not None and p >= rules.min_preference):
+                pairs.append((pos, neg, pair_type(pos, neg)))
+    return [p for p in pairs if rules.keep_types is None or p[2] in rules.keep_types]
 
 
 def soft_pairs(candidates: list[Candidate], cap: int | None, rng: random.Random) -> list[tuple]:

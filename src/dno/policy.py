@@ -96,8 +96,10 @@ def _dequantised_dir(gguf: str, cache_dir: str) -> str:
     return str(_atomic_dir(target, build))
 
 
-def load_model(model_cfg, cache_dir: str, tokenizer=None, path: str | None = None):
-    """The initial policy from `model_cfg`, or a checkpoint directory when `path` is given."""
+def load_model(model_cfg, cache_dir: str, tokenizer=None, path: str | None = None, auto_class=AutoModelForCausalLM):
+    """The initial policy from `model_cfg`, or a checkpoint directory when `path` is given.
+
+    `auto_class` picks the head (AutoModelForSequenceClassification for a reward model)."""
     dtype = getattr(torch, model_cfg.dtype)
     if path is None and model_cfg.get("random_init"):
         config = AutoConfig.for_model(
@@ -108,11 +110,11 @@ def load_model(model_cfg, cache_dir: str, tokenizer=None, path: str | None = Non
             **model_cfg.random_init,
         )
         torch.manual_seed(model_cfg.get("init_seed", 0))
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        return auto_class.from_config(config, dtype=dtype)
     source = resolve_path(path or model_cfg.path)
     if source.endswith(".gguf"):
         source = _dequantised_dir(source, cache_dir)
-    return AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    return auto_class.from_pretrained(source, dtype=dtype)
 
 
 def prompt_ids(tokenizer, instruction: str) -> list[int]:

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.data.splits import Splits, make_splits
+from dno.oracles.api import BudgetExceeded, OracleError
 from dno.pairs import PairRules
 from dno.records import read_json, read_jsonl, run_stage, write_json, write_jsonl
 from dno.tracking import Tracker
@@ -119,6 +120,7 @@ def prepare(cfg: DictConfig) -> Run:
     s = cfg.schedule
     try:
         oracle, loss, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
+        oracle.check()
         splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
         rules = PairRules(**OmegaConf.to_container(s.pairs, resolve=True))
@@ -306,6 +308,10 @@ def main(cfg: DictConfig) -> None:
         log.error("config error: %s", e)
         print(f"dno-run: config error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (BudgetExceeded, OracleError) as e:  # what was paid for is cached: a re-run resumes
+        log.error("%s", e)
+        print(f"dno-run: {e}", file=sys.stderr)
+        sys.exit(3)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `DataGold` keeps what the data carries (UltraFeedback's best-rated answer; nothing for the
 builtin prompts). `BestOfN` needs no network: the best of N samples of the initial policy under
-the oracle (first best on a tie), computed once per prompt and (model, N, sampling, oracle, seed)
+the oracle (highest expected win-rate, first on a tie), computed once per prompt and (model, N,
+sampling, oracle, seed)
 and cached in `cache_dir/teachers/`, so every run of a sweep reuses what an earlier run paid for.
 """
 
@@ -50,8 +51,9 @@ class BestOfN:
             batch_size=sampling.batch_size, seed=seed, desc=f"teacher (best of {self.n})",
         )
         gold = {}
-        for prompt, candidates in zip(prompts, responses, strict=True):
-            j = oracle.judge(prompt, candidates)
+        judgements = oracle.judge_many(list(zip(prompts, responses, strict=True)), desc="teacher judging")
+        for prompt, candidates, j in zip(prompts, responses, judgements, strict=True):
             if j.status == OK:  # no judgement, no gold: the prompt keeps no teacher answer
-                gold[prompt["id"]] = candidates[j.scores.index(max(j.scores))]
+                wins = j.win_rates()
+                gold[prompt["id"]] = candidates[wins.index(max(wins))]
         return gold

@@ -1,30 +1,64 @@
 """The oracle interface: a judgement per prompt, with its status, raw text and cost.
 
-A listwise oracle scores all candidates of a prompt in one call (the paper's GPT-4-Turbo judge).
-From scores the loop derives each candidate's expected win-rate against the others, r_t(x, y) of
-arXiv 2404.03715. A judgement that is not `ok` never becomes a label: its prompt is dropped.
+DNO (arXiv 2404.03715) needs a preference, not a reward. An oracle answers, for a prompt and its
+candidates, either a score per candidate (listwise: the paper's GPT-4-Turbo judge) or P(a > b) for
+the pairs it is asked (pairwise: AlpacaEval-style judges, reward models, committees). The loop
+derives each candidate's expected win-rate against the others, r_t(x, y), from either.
+
+A judgement that is not `ok` (`invalid`: the judge answered but not in the asked form; `failed`:
+no answer after the retries) never becomes a label: its prompt leaves the pair set.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 
+from tqdm.auto import tqdm
+
 OK, INVALID, FAILED = "ok", "invalid", "failed"
+_SEVERITY = {OK: 0, INVALID: 1, FAILED: 2}
+COST_KEYS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd")
 
 
 @dataclass
 class Judgement:
-    scores: list[float] | None  # one per candidate when status is ok
+    scores: list[float] | None = None  # listwise: one per candidate when status is ok
     status: str = OK
     raw: str | None = None  # the judge's own text, kept for inspection
-    cost: dict = field(default_factory=dict)  # e.g. {"prompt_tokens": .., "completion_tokens": .., "usd": ..}
+    cost: dict = field(default_factory=dict)  # requests, cache_hits, prompt/completion tokens, usd
+    prefs: list[list[float | None]] | None = None  # pairwise: prefs[i][j] = P(i > j) where asked
+    detail: dict = field(default_factory=dict)  # e.g. the presentation order, or why it is invalid
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> Judgement:
-        return cls(**{k: d[k] for k in ("scores", "status", "raw", "cost")})
+        return cls(**{k: d[k] for k in ("scores", "status", "raw", "cost") if k in d},
+                   prefs=d.get("prefs"), detail=d.get("detail") or {})
+
+    def preference(self, i: int, j: int) -> float | None:
+        """P(candidate i > candidate j), or None when the judgement is not ok or the pair was not asked."""
+        if self.status != OK:
+            return None
+        if self.prefs is not None:
+            p = self.prefs[i][j]
+            return p if p is not None else None if self.prefs[j][i] is None else 1.0 - self.prefs[j][i]
+        return preference(self.scores[i], self.scores[j])
+
+    def win_rates(self) -> list[float] | None:
+        """Each candidate's expected win-rate against the others it was compared with."""
+        if self.status != OK:
+            return None
+        if self.prefs is None:
+            return expected_win_rates(self.scores)
+        n = len(self.prefs)
+        out = []
+        for i in range(n):
+            known = [p for j in range(n) if j != i and (p := self.preference(i, j)) is not None]
+            out.append(sum(known) / len(known) if known else 0.5)
+        return out
 
 
 def expected_win_rates(scores: list[float]) -> list[float]:
@@ -43,10 +77,79 @@ def preference(score_a: float, score_b: float) -> float:
     return 1.0 if score_a > score_b else 0.5 if score_a == score_b else 0.0
 
 
+def worst(statuses) -> str:
+    return max(statuses, key=_SEVERITY.__getitem__, default=OK)
+
+
+def add_costs(costs) -> dict:
+    """Sum of cost dicts (missing keys count zero)."""
+    total = dict.fromkeys(COST_KEYS, 0)
+    for c in costs:
+        for k in COST_KEYS:
+            total[k] += c.get(k, 0) or 0
+    return total
+
+
+def all_pairs(n: int) -> list[tuple[int, int]]:
+    return list(itertools.combinations(range(n), 2))
+
+
 class Oracle:
-    """Base class. Subclasses set `is_listwise` and implement `judge`."""
+    """Base class. `judge` answers one prompt; `judge_many` many (API oracles run them concurrently).
+
+    `pairs` lists the (i, j) comparisons the caller needs (None: all); a listwise oracle scores
+    every candidate in one call whatever is asked.
+    """
 
     is_listwise: bool = True
 
-    def judge(self, prompt: dict, candidates: list[str]) -> Judgement:
+    def check(self) -> None:
+        """Cheap checks before any compute (a missing API key, a bad option): raise ValueError."""
+
+    def judge(self, prompt: dict, candidates: list[str], pairs: list[tuple[int, int]] | None = None) -> Judgement:
         raise NotImplementedError
+
+    def judge_many(self, items: list[tuple[dict, list[str]]], pairs: list[tuple[int, int]] | None = None,
+                   desc: str = "judging") -> list[Judgement]:
+        return [self.judge(p, c, pairs) for p, c in tqdm(items, desc=desc, unit="prompt", leave=False)]
+
+
+class PairwiseOracle(Oracle):
+    """An oracle that answers P(a > b) for one pair at a time; `compare_many` may batch them."""
+
+    is_listwise = False
+
+    def compare_many(self, comparisons: list[tuple[dict, str, str]], desc: str) -> list[Judgement]:
+        """One Judgement per (prompt, a, b), with prefs [[None, p], [1 - p, None]] when ok."""
+        raise NotImplementedError
+
+    def judge(self, prompt, candidates, pairs=None) -> Judgement:
+        return self.judge_many([(prompt, candidates)], pairs)[0]
+
+    def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
+        asked = [pairs if pairs is not None else all_pairs(len(c)) for _, c in items]
+        flat = [(p, c[i], c[j]) for (p, c), ps in zip(items, asked, strict=True) for i, j in ps]
+        answers = iter(self.compare_many(flat, desc))
+        out = []
+        for (_, candidates), ps in zip(items, asked, strict=True):
+            n = len(candidates)
+            prefs: list[list[float | None]] = [[None] * n for _ in range(n)]
+            parts = []
+            for i, j in ps:
+                a = next(answers)
+                parts.append(a)
+                if a.status == OK:
+                    prefs[i][j], prefs[j][i] = a.prefs[0][1], 1.0 - a.prefs[0][1]
+            status = worst(a.status for a in parts)
+            out.append(Judgement(status=status, prefs=prefs if status == OK else None,
+                                 raw="\n".join(a.raw for a in parts if a.raw) or None,
+                                 cost=add_costs(a.cost for a in parts),
+                                 detail={"pairs": [list(p) for p in ps]}))
+        return out
+
+
+def pair_judgement(p: float | None, status: str = OK, raw: str | None = None, cost: dict | None = None,
+                   detail: dict | None = None) -> Judgement:
+    """The answer of one comparison of (a, b): P(a > b) = p."""
+    return Judgement(status=status, prefs=[[None, p], [None if p is None else 1.0 - p, None]] if status == OK else None,
+                     raw=raw, cost=cost or {}, detail=detail or {})

@@ -82,7 +82,7 @@ class RulesOracle(Oracle):
             "concise": 0 < n_words <= self.concise_max_words,
         }
 
-    def judge(self, prompt: dict, candidates: list[str]) -> Judgement:
+    def judge(self, prompt: dict, candidates: list[str], pairs=None) -> Judgement:
         details = [self.checks(prompt, c) for c in candidates]
         scores = [float(sum(d.values())) for d in details]
         return Judgement(scores=scores, raw=json.dumps(details), cost={"calls": 0, "usd": 0.0})

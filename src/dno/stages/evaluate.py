@@ -5,19 +5,17 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from dno.oracles.base import OK, preference
 from dno.records import read_jsonl, write_jsonl
 from dno.stages.sample import sample_responses
 
 
 def against(oracle, prompts: list[dict], a: list[str], *others: list[str]) -> list[list[float | None]]:
-    """P(a > o) for each of `others`, per prompt, from ONE listwise judgement of [a, *others] per
-    prompt (one paid call, not one per comparison). None where the judgement was not ok: excluded,
-    never a label."""
-    out = []
-    for prompt, x, *ys in zip(prompts, a, *others, strict=True):
-        j = oracle.judge(prompt, [x, *ys])
-        out.append([preference(j.scores[0], j.scores[k]) if j.status == OK else None for k in range(1, len(ys) + 1)])
+    """P(a > o) for each of `others`, per prompt, from ONE judgement of [a, *others] per prompt (a
+    listwise oracle pays one call, not one per comparison; a pairwise one is asked only (a, o)).
+    None where the judgement was not ok: excluded, never a label."""
+    items = [(prompt, [x, *ys]) for prompt, x, *ys in zip(prompts, a, *others, strict=True)]
+    judgements = oracle.judge_many(items, pairs=[(0, k) for k in range(1, len(others) + 1)], desc="evaluating")
+    out = [[j.preference(0, k) for k in range(1, len(others) + 1)] for j in judgements]
     return [list(col) for col in zip(*out, strict=True)] if out else [[] for _ in others]
 
 

@@ -1,47 +1,50 @@
 """Stage 2: the oracle judges the K samples (and the gold answer, when there is one) of each
-prompt in one call; each candidate gets its expected win-rate against the others (Algorithm 2, step 3)."""
+prompt; each candidate gets its expected win-rate against the others (Algorithm 2, step 3)."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from dno.oracles.base import FAILED, INVALID, OK, expected_win_rates
+from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
 from dno.records import read_jsonl, write_jsonl
 
 
 def judge_samples(oracle, samples: Path, out: Path) -> dict:
     rows = read_jsonl(samples)
-    judged, status_counts = [], {OK: 0, INVALID: 0, FAILED: 0}
-    for row in tqdm(rows, desc="judging", unit="prompt", leave=False):
-        candidates = list(row["responses"]) + ([row["gold"]] if row.get("gold") else [])
-        judgement = oracle.judge(row, candidates)
-        status_counts[judgement.status] += 1
-        win_rates = expected_win_rates(judgement.scores) if judgement.status == OK else None
-        judged.append({**row, "candidates": candidates, "judgement": judgement.to_dict(), "win_rates": win_rates})
+    items = [(row, list(row["responses"]) + ([row["gold"]] if row.get("gold") else [])) for row in rows]
+    judgements = oracle.judge_many(items, desc="judging")
+    judged = [{**row, "candidates": candidates, "judgement": j.to_dict(), "win_rates": j.win_rates()}
+              for (row, candidates), j in zip(items, judgements, strict=True)]
     write_jsonl(out, judged)
-    return {**_statistics(judged), **_status_fractions(status_counts, len(rows))}
+    return {**_statistics(judged), **oracle_metrics(judgements)}
 
 
-def _status_fractions(counts: dict, n: int) -> dict:
-    return {"oracle/invalid_frac": counts[INVALID] / max(n, 1), "oracle/failed_frac": counts[FAILED] / max(n, 1)}
+def oracle_metrics(judgements: list, prefix: str = "oracle/") -> dict:
+    """Share of invalid and failed answers (their prompts are excluded) and what the judging cost."""
+    n = max(len(judgements), 1)
+    cost = add_costs(j.cost for j in judgements)
+    return {f"{prefix}invalid_frac": sum(j.status == INVALID for j in judgements) / n,
+            f"{prefix}failed_frac": sum(j.status == FAILED for j in judgements) / n,
+            **{f"{prefix}{k}": v for k, v in cost.items()}}
 
 
 def _statistics(judged: list[dict]) -> dict:
-    """Table 2 of arXiv 2404.03715: student score; with gold answers, teacher score, how often the
-    best of the K students beats the teacher, and how many students beat it on average."""
-    ok = [r for r in judged if r["judgement"]["status"] == OK]
+    """Table 2 of arXiv 2404.03715: student score (listwise oracles and reward models), student
+    win-rate (every oracle); with gold answers, teacher score, how often the best of the K students
+    beats the teacher, and how many students beat it on average (a win: P(student > teacher) > 0.5)."""
+    ok = [(r, len(r["responses"]), Judgement.from_dict(r["judgement"])) for r in judged
+          if r["judgement"]["status"] == OK]
     if not ok:
         return {}
-    k = [len(r["responses"]) for r in ok]
-    student = [s for r, n in zip(ok, k, strict=True) for s in r["judgement"]["scores"][:n]]
-    stats = {"data/student_score_mean": statistics.fmean(student)}
-    gold = [(r["judgement"]["scores"][:n], r["judgement"]["scores"][n]) for r, n in zip(ok, k, strict=True)
-            if r.get("gold")]
-    if gold:
-        stats["data/teacher_score_mean"] = statistics.fmean(t for _, t in gold)
-        stats["data/best_of_n_win_rate"] = 100 * statistics.fmean(max(s) > t for s, t in gold)
-        stats["data/avg_student_wins"] = statistics.fmean(sum(x > t for x in s) for s, t in gold)
+    stats = {"data/student_win_rate_mean": statistics.fmean(w for r, n, _ in ok for w in r["win_rates"][:n])}
+    scored = [(r, n, j) for r, n, j in ok if j.scores is not None]
+    if scored:
+        stats["data/student_score_mean"] = statistics.fmean(s for _, n, j in scored for s in j.scores[:n])
+        if any(r.get("gold") for r, _, _ in scored):
+            stats["data/teacher_score_mean"] = statistics.fmean(j.scores[n] for r, n, j in scored if r.get("gold"))
+    wins = [[(p := j.preference(i, n)) is not None and p > 0.5 for i in range(n)] for r, n, j in ok if r.get("gold")]
+    if wins:
+        stats["data/best_of_n_win_rate"] = 100 * statistics.fmean(any(w) for w in wins)
+        stats["data/avg_student_wins"] = statistics.fmean(sum(w) for w in wins)
     return stats

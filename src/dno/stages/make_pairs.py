@@ -6,8 +6,17 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from dno.oracles.base import OK
-from dno.pairs import Candidate, PairRules, build_pairs, count_types, limit_pairs, replay, soft_pairs
+from dno.oracles.base import OK, Judgement
+from dno.pairs import (
+    Candidate,
+    PairRules,
+    build_pairs,
+    count_types,
+    limit_pairs,
+    preference_pairs,
+    replay,
+    soft_pairs,
+)
 from dno.records import read_jsonl, write_jsonl
 
 
@@ -21,15 +30,16 @@ def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int,
     for row in read_jsonl(judgements):
         if row["judgement"]["status"] != OK:
             continue  # an invalid or failed judgement never becomes a label
-        n = len(row["responses"])
-        candidates = [
-            Candidate(text, score, wr, is_gold=i >= n)
-            for i, (text, score, wr) in enumerate(
-                zip(row["candidates"], row["judgement"]["scores"], row["win_rates"], strict=True)
-            )
-        ]
-        chosen = (soft_pairs(candidates, rules.max_per_prompt, rng) if soft
-                  else limit_pairs(build_pairs(candidates, rules), rules.max_per_prompt, rng))
+        n, j = len(row["responses"]), Judgement.from_dict(row["judgement"])
+        # listwise: the rubric score; pairwise: the expected win-rate (pairs then follow P(y+ > y-))
+        scores = j.scores if j.prefs is None else row["win_rates"]
+        candidates = [Candidate(text, score, wr, is_gold=i >= n) for i, (text, score, wr)
+                      in enumerate(zip(row["candidates"], scores, row["win_rates"], strict=True))]
+        if soft:
+            chosen = soft_pairs(candidates, rules.max_per_prompt, rng)
+        else:
+            built = build_pairs(candidates, rules) if j.prefs is None else preference_pairs(candidates, j, rules)
+            chosen = limit_pairs(built, rules.max_per_prompt, rng)
         for pos, neg, kind in chosen:
             new.append({
                 "prompt_id": row["id"], "instruction": row["instruction"], "chosen": pos.text,

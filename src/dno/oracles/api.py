@@ -1,0 +1,191 @@
+"""Chat-completions judges over the `openai` client: OpenAI itself or any OpenAI-compatible server (vLLM).
+
+What this module adds to the client, and what it leaves to it:
+- retries with exponential backoff (and the server's Retry-After) on 408/409/429/5xx, timeouts
+  and dropped connections are the client's own (`max_retries`, `timeout_s`); after them the
+  answer is `failed`, never a guess. A wrong key, a forbidden call or an unknown model (401, 403,
+  404) stops the run at once with a clear error: every other answer would fail the same way;
+- a bound on requests in flight (`max_concurrency`) and a rate limit (`requests_per_minute`);
+- the persistent cache (cache.py): a question already answered, by this run or any other, is
+  not asked again; its cost is counted as a cache hit;
+- a budget (`max_requests` and/or `budget_usd`, priced per million prompt and completion tokens):
+  past it the next request raises `BudgetExceeded`; everything paid for is already in the cache,
+  so the same command with a larger budget resumes without paying twice;
+- the API key is read from the environment variable named by `api_key_env` when the client is
+  made, and is never stored in the config, the cache, a log or a result (errors are scrubbed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from dno.oracles.cache import JudgeCache, cache_key
+
+log = logging.getLogger(__name__)
+
+
+class BudgetExceeded(RuntimeError):
+    """The oracle's request or dollar budget is spent; what was paid for is cached."""
+
+
+class OracleError(RuntimeError):
+    """The judge cannot answer at all (bad key, forbidden, unknown model)."""
+
+
+@dataclass
+class Reply:
+    text: str | None = None
+    top_logprobs: list[dict] | None = None  # the first generated token's alternatives: [{token, logprob}]
+    usage: dict = field(default_factory=dict)
+    cached: bool = False
+    error: str | None = None  # set when the request failed after the client's retries
+
+    def cost(self, api: ChatAPI) -> dict:
+        if self.cached:
+            return {"cache_hits": 1}
+        if self.error is not None:
+            return {}
+        return {"requests": 1, **self.usage, "usd": api.price(self.usage)}
+
+
+class RateLimit:
+    """At most `per_minute` request starts per minute, evenly spaced, across threads."""
+
+    def __init__(self, per_minute: float | None) -> None:
+        self.interval = 60.0 / per_minute if per_minute else 0.0
+        self.next = 0.0
+        self.lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self.interval:
+            return
+        with self.lock:
+            now = time.monotonic()
+            start = max(now, self.next)
+            self.next = start + self.interval
+        time.sleep(start - now)
+
+
+class ChatAPI:
+    def __init__(self, *, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+                 max_concurrency: int = 8, requests_per_minute: float | None = None, max_retries: int = 5,
+                 timeout_s: float = 120.0, budget_usd: float | None = None, max_requests: int | None = None,
+                 cache_path: str | None = None, price_input_per_1m: float = 0.0, price_output_per_1m: float = 0.0,
+                 template_version: str = "v1") -> None:
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
+        self.budget_usd, self.max_requests = budget_usd, max_requests
+        self.prices = (price_input_per_1m, price_output_per_1m)
+        self.template_version = template_version
+        self.cache = JudgeCache(cache_path) if cache_path else None
+        self.rate = RateLimit(requests_per_minute)
+        self.lock = threading.Lock()
+        self.requests, self.usd = 0, 0.0  # paid by this process
+        self._client = None
+
+    def check(self) -> None:
+        if not self.model:
+            raise ValueError("oracle.model is empty: name the judge model")
+        if self.max_concurrency < 1:
+            raise ValueError(f"oracle.max_concurrency must be at least 1, got {self.max_concurrency}")
+        if self.api_key_env and not os.environ.get(self.api_key_env):
+            raise ValueError(f"oracle.api_key_env: the environment variable {self.api_key_env} is not set; "
+                             f"export it with the judge's API key (or set oracle.api_key_env=null for a "
+                             f"server without authentication)")
+
+    def _key(self) -> str:
+        return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+
+    def client(self):
+        with self.lock:
+            if self._client is None:
+                import openai
+
+                self._client = openai.OpenAI(api_key=self._key() or "EMPTY", base_url=self.base_url,
+                                             max_retries=self.max_retries, timeout=self.timeout_s)
+            return self._client
+
+    def price(self, usage: dict) -> float:
+        return (usage.get("prompt_tokens", 0) * self.prices[0]
+                + usage.get("completion_tokens", 0) * self.prices[1]) / 1e6
+
+    def _reserve(self) -> None:
+        with self.lock:
+            if self.max_requests is not None and self.requests >= self.max_requests:
+                raise BudgetExceeded(f"oracle budget spent: {self.requests} requests made, oracle.max_requests="
+                                     f"{self.max_requests}. Answers paid for are cached in {self.cache_path()}; "
+                                     f"raise the budget and run the same command again to go on.")
+            if self.budget_usd is not None and self.usd >= self.budget_usd:
+                raise BudgetExceeded(f"oracle budget spent: ${self.usd:.4f} of oracle.budget_usd={self.budget_usd}. "
+                                     f"Answers paid for are cached in {self.cache_path()}; raise the budget and "
+                                     f"run the same command again to go on.")
+            self.requests += 1
+
+    def cache_path(self) -> str:
+        return str(self.cache.path) if self.cache else "(no cache: oracle.cache_path is null)"
+
+    def _scrub(self, text: str) -> str:
+        key = self._key()
+        return text.replace(key, "***") if key else text
+
+    def complete(self, messages: list[dict], **params) -> Reply:
+        """One chat completion, from the cache when this exact question was answered before."""
+        import openai
+
+        key = cache_key(model=self.model, template=self.template_version, messages=messages, params=params)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return Reply(**hit, cached=True)
+        self._reserve()
+        client = self.client()
+        self.rate.wait()
+        try:
+            resp = client.chat.completions.create(model=self.model, messages=messages, **params)
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as e:
+            raise OracleError(f"judge {self.model} at {self.base_url or 'api.openai.com'}: "
+                              f"{self._scrub(str(e))}") from None
+        except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
+            with self.lock:
+                self.requests -= 1  # not paid
+            log.warning("judge request failed after %d retries: %s", self.max_retries, self._scrub(str(e))[:200])
+            return Reply(error=f"{type(e).__name__}: {self._scrub(str(e))[:500]}")
+        choice = resp.choices[0]
+        top = None
+        if choice.logprobs is not None and choice.logprobs.content:
+            top = [{"token": t.token, "logprob": t.logprob} for t in choice.logprobs.content[0].top_logprobs]
+        usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens} \
+            if resp.usage else {}
+        value = {"text": choice.message.content, "top_logprobs": top, "usage": usage}
+        if self.cache is not None:
+            self.cache.put(key, value)
+        with self.lock:
+            self.usd += self.price(usage)
+        return Reply(**value)
+
+
+def run_concurrently(fn, items: list, max_workers: int, desc: str) -> list:
+    """fn(item) for every item on at most `max_workers` threads, results in order. On an error
+    (a spent budget, a bad key) nothing new starts; requests in flight finish (and are cached)."""
+    if max_workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in tqdm(items, desc=desc, unit="call", leave=False)]
+    results: list = [None] * len(items)
+    with ThreadPoolExecutor(max_workers=max_workers) as pool, \
+            tqdm(total=len(items), desc=desc, unit="call", leave=False) as bar:
+        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
+        for f in futures:
+            f.add_done_callback(lambda _: bar.update())
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in done if f.exception() is not None]
+        if failed:
+            for f in pending:
+                f.cancel()
+            raise failed[0].exception()
+        for f, i in futures.items():
+            results[i] = f.result()
+    return results

@@ -1,0 +1,107 @@
+"""The paper's judge: all candidates of a prompt side by side, scored on an additive 6-point rubric.
+
+Section 3 of arXiv 2404.03715: GPT-4-Turbo sees the K samples and the gold answer labelled id1..idN
+and returns {"id1_justification": ..., "id1_score": ..., ...}. One chat-completions call per
+prompt. The candidates are shown in an order shuffled per question (seeded by the question, so a
+repeat asks the identical question and hits the cache); `detail.order[k]` is the candidate shown
+as id(k+1), and the scores are put back in the caller's order.
+
+An answer that is not a JSON object, lacks a score for some id, or has a score that is not a
+number from 1 to 6 is `invalid`: counted, kept in the run's files, never turned into a label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+from dno.oracles.api import ChatAPI, run_concurrently
+from dno.oracles.base import FAILED, INVALID, Judgement, Oracle
+
+TEMPLATE_VERSION = "listwise-v1"
+
+SYSTEM = """You are an impartial expert judge of answers to user instructions.
+Score each response on an additive 6-point scale, one point for each of these qualities it has:
+1. it is an answer to the instruction, formatted as one (not a refusal, not a copy of the question);
+2. it is relevant to what was asked;
+3. it addresses a substantial part of the instruction;
+4. it is nearly all correct and answers directly;
+5. it is entirely correct, well organised and succinct;
+6. it is at an expert's level: concise, accurate and fitted exactly to the instruction.
+A response has between 1 and 6 points. Judge each response on its own merits; the order in which
+they are shown means nothing. Give a justification of at most 100 words for each score."""
+
+
+def user_message(instruction: str, shown: list[str]) -> str:
+    blocks = "\n\n".join(f"## id{k}\n{text}" for k, text in enumerate(shown, start=1))
+    keys = ", ".join(f'"id{k}_justification": "...", "id{k}_score": <1-6>' for k in range(1, len(shown) + 1))
+    return (f"# Instruction\n{instruction}\n\n# Responses\n{blocks}\n\n"
+            f"Answer with one JSON object and nothing else: {{{keys}}}")
+
+
+def presentation_order(instruction: str, candidates: list[str], seed: int) -> list[int]:
+    """A shuffle that depends only on the question (and `seed`), so a repeat is identical."""
+    digest = hashlib.sha256(json.dumps([seed, instruction, candidates]).encode()).digest()
+    order = list(range(len(candidates)))
+    random.Random(int.from_bytes(digest[:8], "big")).shuffle(order)
+    return order
+
+
+def parse_scores(text: str | None, n: int, lo: int = 1, hi: int = 6) -> tuple[list[float] | None, str | None]:
+    """Scores of id1..idN in the order shown, or (None, why the answer is invalid)."""
+    if not text:
+        return None, "empty answer"
+    body = re.sub(r"^```(?:json)?\s*|\s*```$", "", text.strip())
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as e:
+        return None, f"not JSON: {e.msg}"
+    if not isinstance(obj, dict):
+        return None, "not a JSON object"
+    scores = []
+    for k in range(1, n + 1):
+        value = obj.get(f"id{k}_score")
+        if value is None:
+            return None, f"missing id{k}_score"
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            return None, f"id{k}_score={value!r} is not a number from {lo} to {hi}"
+        scores.append(float(value))
+    return scores, None
+
+
+class OpenAIListwiseOracle(Oracle):
+    is_listwise = True
+
+    def __init__(self, model: str, shuffle_seed: int = 0, temperature: float = 0.0, max_tokens: int = 2048,
+                 json_mode: bool = True, **api) -> None:
+        self.api = ChatAPI(model=model, template_version=TEMPLATE_VERSION, **api)
+        self.shuffle_seed, self.temperature, self.max_tokens, self.json_mode = \
+            shuffle_seed, temperature, max_tokens, json_mode
+
+    def check(self) -> None:
+        self.api.check()
+
+    def messages(self, instruction: str, shown: list[str]) -> list[dict]:
+        return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(instruction, shown)}]
+
+    def judge(self, prompt: dict, candidates: list[str], pairs=None) -> Judgement:
+        order = presentation_order(prompt["instruction"], candidates, self.shuffle_seed)
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        if self.json_mode:
+            params["response_format"] = {"type": "json_object"}
+        reply = self.api.complete(self.messages(prompt["instruction"], [candidates[i] for i in order]), **params)
+        cost, detail = reply.cost(self.api), {"order": order}
+        if reply.error is not None:
+            return Judgement(status=FAILED, cost=cost, detail={**detail, "error": reply.error})
+        shown_scores, why = parse_scores(reply.text, len(candidates))
+        if shown_scores is None:
+            return Judgement(status=INVALID, raw=reply.text, cost=cost, detail={**detail, "error": why})
+        scores = [0.0] * len(candidates)
+        for position, index in enumerate(order):
+            scores[index] = shown_scores[position]
+        return Judgement(scores=scores, raw=reply.text, cost=cost, detail=detail)
+
+    def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
+        return run_concurrently(lambda item: self.judge(*item), items, self.api.max_concurrency, desc)

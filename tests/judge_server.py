@@ -1,0 +1,126 @@
+"""A real HTTP server on 127.0.0.1 that speaks the chat-completions protocol and plays a judge.
+
+Listwise questions (the openai_listwise template) get {"idK_justification", "idK_score"} with
+score(text) per shown response; pairwise questions (max_tokens 1 + logprobs) get the labels' log-
+probabilities from P(A) = sigmoid(score(A) - score(B) + position_bias). `faults` is a queue: each
+request takes the next one, if any: "500", "429", "timeout" (answers after `timeout_sleep` s),
+"malformed" (not JSON), "missing" (an id's score left out), "range" (a score of 9), "401".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def score(text: str) -> int:
+    """The scripted judge's rubric score of a response: 1..6, a function of its content only."""
+    return 1 + sum(map(ord, text)) % 6
+
+
+def shown_responses(user: str) -> list[str]:
+    body = user.split("# Responses\n", 1)[1].rsplit("\n\nAnswer with one JSON object", 1)[0]
+    parts = re.split(r"(?:^|\n\n)## id\d+\n", body)
+    return parts[1:]
+
+
+def pair_outputs(user: str) -> tuple[str, str]:
+    a = user.split("# Output A\n", 1)[1].split("\n\n# Output B\n", 1)
+    return a[0], a[1].rsplit("\n\nWhich output is better?", 1)[0]
+
+
+class JudgeServer:
+    def __init__(self, position_bias: float = 0.0, timeout_sleep: float = 1.5, latency: float = 0.0) -> None:
+        self.faults: list[str] = []
+        self.requests: list[dict] = []  # every request received: time, authorization, body, fault
+        self.position_bias, self.timeout_sleep, self.latency = position_bias, timeout_sleep, latency
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    fault = server.faults.pop(0) if server.faults else None
+                    server.requests.append({"time": time.monotonic(), "path": self.path, "fault": fault,
+                                            "authorization": self.headers.get("Authorization"), "body": body})
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    time.sleep(server.latency)
+                    status, payload, headers = server.answer(body, fault)
+                    data = json.dumps(payload).encode()
+                    self.send_response(status)
+                    for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)),
+                                 **headers}.items():
+                        self.send_header(k, v)
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and hung up
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> JudgeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def answered(self) -> int:
+        """Requests that got a 200 answer (what a paid API would bill)."""
+        return sum(r["fault"] not in ("500", "429", "timeout", "401") for r in self.requests)
+
+    def answer(self, body: dict, fault: str | None) -> tuple[int, dict, dict]:
+        if fault in ("500", "429"):
+            return int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}}, \
+                {"retry-after-ms": "10"}
+        if fault == "401":
+            return 401, {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}, {}
+        if fault == "timeout":
+            time.sleep(self.timeout_sleep)
+        user = body["messages"][-1]["content"]
+        if body.get("logprobs"):
+            a, b = pair_outputs(user)
+            p = 1 / (1 + math.exp(-(score(a) - score(b) + self.position_bias)))
+            top = [{"token": "A", "logprob": math.log(p), "bytes": None},
+                   {"token": "B", "logprob": math.log(1 - p), "bytes": None}]
+            content = "A" if p >= 0.5 else "B"
+            logprobs = {"content": [{"token": content, "logprob": math.log(max(p, 1 - p)), "bytes": None,
+                                     "top_logprobs": top}]}
+        else:
+            shown = shown_responses(user)
+            obj = {}
+            for k, text in enumerate(shown, start=1):
+                obj[f"id{k}_justification"] = f"{len(text)} characters"
+                obj[f"id{k}_score"] = score(text)
+            if fault == "missing":
+                obj.pop(f"id{len(shown)}_score")
+            if fault == "range":
+                obj["id1_score"] = 9
+            content = "I think the first one is best." if fault == "malformed" else json.dumps(obj)
+            logprobs = None
+        usage = {"prompt_tokens": len(user) // 4, "completion_tokens": len(content) // 4}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return 200, {
+            "id": f"chatcmpl-{len(self.requests)}", "object": "chat.completion", "created": int(time.time()),
+            "model": body["model"], "usage": usage,
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
+                         "message": {"role": "assistant", "content": content}}],
+        }, {}
