@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 OK, INVALID, FAILED = "ok", "invalid", "failed"
 _SEVERITY = {OK: 0, INVALID: 1, FAILED: 2}
-COST_KEYS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "usd")
+# requests: paid API requests; cache_hits: answers the cache gave for free; calls: local model queries
+COST_KEYS = ("requests", "cache_hits", "calls", "prompt_tokens", "completion_tokens", "usd")
 
 
 @dataclass
