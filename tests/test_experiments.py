@@ -70,3 +70,17 @@ def test_single_pass_rows_and_lookahead(sweep):
     assert look["lookahead/pairs"] == n_new  # every iteration's own pairs, once
     eq8 = read_jsonl(jobs["table1_dno_eq8"] / "iter_1" / "pairs.jsonl")
     assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + gold, for each of the 6 prompts
+
+
+def agreement(run_dir, *overrides: str) -> dict:
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "experiments/judge_agreement.py", str(run_dir),
+                           *overrides], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def test_judge_agreement_of_the_runs_own_oracle_is_one_and_a_committee_is_measured(smoke_run):
+    same = agreement(smoke_run, "oracle.concise_max_words=8")  # the smoke run's own oracle
+    assert same["decided_pairs"] > 0 and same["agreement"] == 1.0 and same["abstained"] == 0
+    other = agreement(smoke_run, "oracle=committee")
+    assert other["decided_pairs"] == same["decided_pairs"] and 0.0 <= other["agreement"] <= 1.0

@@ -49,4 +49,5 @@ def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path
         "eval/win_rate_vs_prev": win_rate(vs_prev),
         "eval/avg_length": statistics.fmean(len(t) for t in new),
         "eval/avg_length_words": stats["data/student_len_words_mean"],
+        "eval/n_excluded": sum(p is None for p in vs_init),  # the judge gave no valid answer
     }
