@@ -89,3 +89,16 @@ def test_a_missing_key_fails_before_any_compute(tmp_path):
                    "oracle.api_key_env=DNO_TEST_UNSET_KEY", f"hydra.run.dir={tmp_path / 'run'}", check=False)
     assert proc.returncode == 2 and "DNO_TEST_UNSET_KEY is not set" in proc.stderr
     assert not (tmp_path / "run" / "init").exists()
+
+
+def test_a_judge_that_is_down_stops_the_run_instead_of_training_on_nothing(server, tmp_path):
+    server.requests.clear()
+    server.faults = ["500"] * 1000
+    try:
+        proc = judged_run(server, tmp_path / "run", tmp_path / "judge.sqlite", "oracle.max_retries=0", check=False)
+    finally:
+        server.faults = []
+    assert proc.returncode == 3 and "100% of the judgements failed" in proc.stderr
+    assert "InternalServerError" in proc.stderr
+    assert not (tmp_path / "run" / "iter_1" / "judgements.jsonl").exists()
+    assert len(server.requests) == 6  # one try per prompt, no retries asked for

@@ -72,6 +72,7 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _in_range(cfg, "schedule.pairs.teacher_margin", 0.0, 1e9, lo_open=False)
     _in_range(cfg, "schedule.pairs.student_margin", 0.0, 1e9, lo_open=False)
     _in_range(cfg, "schedule.pairs.min_preference", 0.5, 1.0, lo_open=False)
+    _in_range(cfg, "max_failed_frac", 0.0, 1.0, lo_open=False)
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"),
              f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),

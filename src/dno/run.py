@@ -171,7 +171,8 @@ def iteration(r: Run, t: int) -> dict:
     d, pi_t, pi_next = r.run_dir / f"iter_{t}", r.checkpoint(t - 1), r.checkpoint(t)
     m = run_stage(d, "sample", lambda: r.sample(pi_t, r.splits.iterations[t - 1], d / "samples.jsonl",
                                                 s.samples_per_prompt, stage_seed(seed, t, "sample")))
-    m |= run_stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl"))
+    m |= run_stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl",
+                                                     cfg.max_failed_frac))
     m |= run_stage(d, "pairs", lambda: make_pairs(
         d / "judgements.jsonl", d / "pairs.jsonl", rules=r.rules, iteration=t,
         earlier=[r.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],

@@ -6,14 +6,22 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from dno.oracles.api import OracleError
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
 from dno.records import read_jsonl, write_jsonl
 
 
-def judge_samples(oracle, samples: Path, out: Path) -> dict:
+def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5) -> dict:
+    """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge
+    that is down): nothing is written, the answers that came are cached, a re-run goes on."""
     rows = read_jsonl(samples)
     items = [(row, list(row["responses"]) + ([row["gold"]] if row.get("gold") else [])) for row in rows]
     judgements = oracle.judge_many(items, desc="judging")
+    failed = sum(j.status == FAILED for j in judgements) / max(len(judgements), 1)
+    if failed > max_failed_frac:
+        errors = {j.detail.get("error", "?")[:200] for j in judgements if j.status == FAILED}
+        raise OracleError(f"{failed:.0%} of the judgements failed (max_failed_frac={max_failed_frac}); "
+                          f"is the judge up? errors: {sorted(errors)[:3]}")
     judged = [{**row, "candidates": candidates, "judgement": j.to_dict(), "win_rates": j.win_rates()}
               for (row, candidates), j in zip(items, judgements, strict=True)]
     write_jsonl(out, judged)
