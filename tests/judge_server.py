@@ -4,7 +4,9 @@ Listwise questions (the openai_listwise template) get {"idK_justification", "idK
 score(text) per shown response; pairwise questions (max_tokens 1 + logprobs) get the labels' log-
 probabilities from P(A) = sigmoid(score(A) - score(B) + position_bias). `faults` is a queue: each
 request takes the next one, if any: "500", "429", "timeout" (answers after `timeout_sleep` s),
-"malformed" (not JSON), "missing" (an id's score left out), "range" (a score of 9), "401".
+"malformed" (not JSON), "missing" (an id's score left out), "range" (a score of 9), "401",
+"nolabel" (a pairwise answer without either label). AlpacaEval's annotator prompt (labels m, M)
+is answered like a pairwise question.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ def shown_responses(user: str) -> list[str]:
     body = user.split("# Responses\n", 1)[1].rsplit("\n\nAnswer with one JSON object", 1)[0]
     parts = re.split(r"(?:^|\n\n)## id\d+\n", body)
     return parts[1:]
+
+
+ALPACA_OUTPUT = re.compile(r'"model_identifier": "(m|M)",\s*"output": """(.*?)"""\s*}', re.DOTALL)
+
+
+def alpaca_outputs(user: str) -> tuple[str, str] | None:
+    """output_1 (identifier m) and output_2 (M) of alpaca_eval's weighted GPT-4-Turbo prompt."""
+    found = dict((k, v) for k, v in ALPACA_OUTPUT.findall(user))
+    return (found["m"], found["M"]) if len(found) == 2 else None
 
 
 def pair_outputs(user: str) -> tuple[str, str]:
@@ -97,11 +108,15 @@ class JudgeServer:
             time.sleep(self.timeout_sleep)
         user = body["messages"][-1]["content"]
         if body.get("logprobs"):
-            a, b = pair_outputs(user)
+            alpaca = alpaca_outputs(user)  # AlpacaEval's annotator: labels m (output_1) and M (output_2)
+            a, b = alpaca or pair_outputs(user)
+            labels = ("m", "M") if alpaca else ("A", "B")
             p = 1 / (1 + math.exp(-(score(a) - score(b) + self.position_bias)))
-            top = [{"token": "A", "logprob": math.log(p), "bytes": None},
-                   {"token": "B", "logprob": math.log(1 - p), "bytes": None}]
-            content = "A" if p >= 0.5 else "B"
+            top = [{"token": labels[0], "logprob": math.log(p), "bytes": None},
+                   {"token": labels[1], "logprob": math.log(1 - p), "bytes": None}]
+            content = labels[0] if p >= 0.5 else labels[1]
+            if fault == "nolabel":  # an answer with neither label among the alternatives
+                top, content = [{"token": "Both", "logprob": -0.1, "bytes": None}], "Both"
             logprobs = {"content": [{"token": content, "logprob": math.log(max(p, 1 - p)), "bytes": None,
                                      "top_logprobs": top}]}
         else:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import sys
 import zlib
 from dataclasses import dataclass
@@ -224,24 +223,13 @@ def lookahead(r: Run, iterations: int) -> dict:
 
 
 def final_stage(r: Run, label: str, policy: Path | None) -> dict:
-    """`policy` (None: pi_1 itself) against pi_1 on the test split, in AlpacaEval's formats."""
-    from dno.stages.final import final_evaluation
+    """`policy` (None: pi_1 itself) evaluated by `eval=` (dno-eval's code) into <run_dir>/final."""
+    from dno.alpacaeval import final_evaluation
 
-    init, final = r.run_dir / "init", r.run_dir / "final"
-
-    def final_samples() -> dict:
-        if policy is None:  # no iterate beat pi_1 on validation: its test samples are already there
-            final.mkdir(parents=True, exist_ok=True)
-            shutil.copy(init / "test_samples.jsonl", final / "model_samples.jsonl")
-            return {}
-        return r.sample(policy, r.splits.test, final / "model_samples.jsonl", 1,
-                        stage_seed(r.cfg.seed, 0, "test"), f"{label} test")
-
-    run_stage(final, "sample", final_samples)
-    return run_stage(final, "evaluate", lambda: final_evaluation(
-        r.oracle, r.splits.test, final, init_samples=init / "test_samples.jsonl",
-        model_samples=final / "model_samples.jsonl", generator=f"{r.cfg.model.name}-dno-{label}",
-        annotator=r.cfg.oracle._target_.rsplit(".", 1)[-1]))
+    return final_evaluation(r.cfg, r.run_dir / "final", policy=lambda: r.policies.get(policy), tokenizer=r.tokenizer,
+                            oracle=r.oracle, test_prompts=r.splits.test,
+                            baseline_samples=r.run_dir / "init" / "test_samples.jsonl",
+                            generator=f"{r.cfg.model.name}-dno-{label}", same_as_baseline=policy is None)
 
 
 def teacher_answers(r: Run) -> dict:
@@ -295,9 +283,11 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
         rows.append(f"| {t} | {m['eval/win_rate_vs_init']:.1f} | {m['eval/win_rate_vs_prev']:.1f} | "
                     f"{m['pairs/total']} | {m.get('data/student_score_mean', float('nan')):.2f} | "
                     f"{m['eval/avg_length']:.0f} |")
-    rows.append(f"\nFinal (test, {summary['final/model']} vs pi_1, n={summary['final/n_total']}): "
-                f"win-rate {summary['final/win_rate']:.1f}, LC win-rate {summary['final/lc_win_rate']:.1f}, "
-                f"length {summary['final/avg_length']:.0f} vs {summary['final/avg_length_init']:.0f} chars")
+    rows.append(f"\nFinal ({summary['final/model']} vs {summary['alpaca_eval/baseline']}, "
+                f"n={summary['alpaca_eval/n_total']}, judge {summary['alpaca_eval/annotator']}): "
+                f"win-rate {summary['alpaca_eval/win_rate']:.1f}, "
+                f"LC win-rate {summary['alpaca_eval/lc_win_rate']:.1f}, "
+                f"length {summary['alpaca_eval/avg_length']:.0f} chars")
     return "\n".join(rows)
 
 

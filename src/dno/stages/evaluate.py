@@ -46,8 +46,22 @@ def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path
     ])
     return {
         "eval/win_rate_vs_init": win_rate(vs_init),
+        "eval/lc_win_rate_vs_init": validation_lc(init, new, vs_init),
         "eval/win_rate_vs_prev": win_rate(vs_prev),
         "eval/avg_length": statistics.fmean(len(t) for t in new),
         "eval/avg_length_words": stats["data/student_len_words_mean"],
         "eval/n_excluded": sum(p is None for p in vs_init),  # the judge gave no valid answer
     }
+
+
+def validation_lc(init: list[str], new: list[str], vs_init: list[float | None]) -> float:
+    """Length-controlled win-rate of pi_{t+1} against pi_1 on validation (alpaca_eval's minimal GLM),
+    so that the length effect can be followed per iteration, not only at the end."""
+    from dno.stages.final import length_controlled
+
+    annotations = [{"instruction": str(i), "output_1": a, "output_2": b, "generator_1": "pi_1", "generator_2": "new",
+                    "annotator": "oracle", "preference": None if p is None else 1.0 + p}
+                   for i, (a, b, p) in enumerate(zip(init, new, vs_init, strict=True))]
+    if sum(a["preference"] is not None for a in annotations) < 2:
+        return float("nan")
+    return length_controlled(annotations)["lc_win_rate"]

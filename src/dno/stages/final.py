@@ -1,5 +1,6 @@
-"""The final stage: the chosen iterate against pi_1 on the test split, in AlpacaEval's formats,
-with win-rate and length-controlled win-rate from the alpaca_eval package's own metric code.
+"""`eval=local`, the offline final stage: the chosen iterate against pi_1 (or the data's gold
+answers) on the test split, annotated by the configured oracle, in AlpacaEval's formats, with
+win-rate and length-controlled win-rate from the alpaca_eval package's own metric code.
 
 The official LC metric needs per-instruction difficulty that exists only for AlpacaEval's 805
 instructions. For our own prompts we fit the package's `length_controlled_minimal` GLM
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from dno.records import write_json
 from dno.stages.evaluate import first_responses, head_to_head
+
+DATASET = "dno-test"
 
 
 def alpaca_outputs(prompts: list[dict], texts: list[str], generator: str, dataset: str) -> list[dict]:
@@ -58,23 +61,39 @@ def length_controlled(annotations: list[dict]) -> dict[str, float]:
             "lc_win_rate": lc, "n_total": int(metrics["n_total"])}
 
 
-def final_evaluation(oracle, prompts: list[dict], out_dir: Path, *, init_samples: Path,
-                     model_samples: Path, generator: str, annotator: str) -> dict:
-    """Writes model_outputs.json, reference_outputs.json, annotations.json and metrics.json."""
-    dataset = "dno-test"
-    outputs = alpaca_outputs(prompts, first_responses(model_samples), generator, dataset)
-    reference = alpaca_outputs(prompts, first_responses(init_samples), "pi_1", dataset)
+def local_metrics(outputs: list[dict], reference: list[dict], annotations: list[dict]) -> dict:
+    """The summary keys of an evaluation (`alpaca_eval/...`), from annotations in alpaca_eval's format."""
+    m = length_controlled(annotations)
+    return {
+        "alpaca_eval/win_rate": m["win_rate"], "alpaca_eval/lc_win_rate": m["lc_win_rate"],
+        "alpaca_eval/standard_error": m["standard_error"], "alpaca_eval/n_total": m["n_total"],
+        "alpaca_eval/avg_length": statistics.fmean(len(o["output"]) for o in outputs),
+        "alpaca_eval/avg_length_baseline": statistics.fmean(len(o["output"]) for o in reference),
+        "alpaca_eval/n_excluded": sum(a["preference"] is None for a in annotations),
+    }
+
+
+def local_evaluation(oracle, prompts: list[dict], out_dir: Path, *, outputs: list[dict], reference: list[dict],
+                     annotator: str) -> dict:
+    """`eval=local`: the configured oracle annotates `outputs` against `reference` (pi_1's answers, or
+    the data's gold answers). Writes model_outputs.json, reference_outputs.json, annotations.json
+    and summary.json into out_dir."""
     annotations = annotate(oracle, prompts, outputs, reference, annotator)
     write_json(out_dir / "model_outputs.json", outputs)
     write_json(out_dir / "reference_outputs.json", reference)
     write_json(out_dir / "annotations.json", annotations)
-    m = length_controlled(annotations)
-    metrics = {
-        "final/win_rate": m["win_rate"], "final/lc_win_rate": m["lc_win_rate"],
-        "final/standard_error": m["standard_error"], "final/n_total": m["n_total"],
-        "final/avg_length": statistics.fmean(len(o["output"]) for o in outputs),
-        "final/avg_length_init": statistics.fmean(len(o["output"]) for o in reference),
-        "final/n_excluded": sum(a["preference"] is None for a in annotations),
-    }
-    write_json(out_dir / "metrics.json", metrics)
-    return metrics
+    summary = {**local_metrics(outputs, reference, annotations), "alpaca_eval/annotator": annotator,
+               "alpaca_eval/baseline": reference[0]["generator"] if reference else None}
+    write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def baseline_outputs(prompts: list[dict], init_samples: Path, baseline: str, dataset: str) -> list[dict]:
+    """The reference answers: the data's gold answers (`gold`, or `auto` when every prompt has one)
+    or pi_1's samples (`pi_1`, or `auto` otherwise)."""
+    has_gold = bool(prompts) and all(p.get("gold") for p in prompts)
+    if baseline == "gold" and not has_gold:
+        raise ValueError("eval.baseline=gold, but the data has no gold answer for every test prompt")
+    if baseline == "gold" or (baseline == "auto" and has_gold):
+        return alpaca_outputs(prompts, [p["gold"] for p in prompts], "gold", dataset)
+    return alpaca_outputs(prompts, first_responses(init_samples), "pi_1", dataset)
