@@ -39,7 +39,7 @@ def test_every_row_finishes_in_one_wandb_group(sweep):
         record = json.loads((job / "wandb_run.json").read_text())
         assert record["group"] == str(out)
         summary = json.loads((job / "summary.json").read_text())
-        assert 0 <= summary["final/win_rate"] <= 100, row
+        assert 0 <= summary["alpaca_eval/win_rate"] <= 100, row
         assert row.removeprefix("table1_").encode() in b"".join(p.read_bytes() for p in job.glob("wandb/*/*.wandb"))
 
 

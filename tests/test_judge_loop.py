@@ -61,7 +61,8 @@ def test_faults_are_retried_or_excluded_and_a_second_run_pays_nothing(server, tm
     assert len(server.requests) == sent  # zero requests
     again = read_json(second / "iter_1" / "DONE.judge")
     assert again["oracle/requests"] == 0 and again["oracle/cache_hits"] == 6
-    assert read_json(second / "summary.json")["final/win_rate"] == read_json(first / "summary.json")["final/win_rate"]
+    win_rate = [read_json(run / "summary.json")["alpaca_eval/win_rate"] for run in (first, second)]
+    assert win_rate[0] == win_rate[1]
 
     for run in (first, second):
         assert files_containing(run, KEY) == []  # not in configs, logs, W&B files or results

@@ -139,4 +139,4 @@ def test_committee_of_rules_local_judge_and_reward_model_runs_the_loop(tmp_path)
     assert all(r["judgement"]["prefs"] is not None and len(r["judgement"]["detail"]["members"]) == 3 for r in rows)
     assert all(p in (0.0, 0.5, 1.0) for r in rows for row in r["judgement"]["prefs"] for p in row if p is not None)
     assert read_json(run_dir / "iter_1" / "DONE.judge")["oracle/invalid_frac"] == 0.0
-    assert "final/win_rate" in read_json(run_dir / "summary.json")
+    assert "alpaca_eval/win_rate" in read_json(run_dir / "summary.json")

@@ -41,15 +41,16 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
     for r in rows:
         for key in ("eval/win_rate_vs_init", "eval/win_rate_vs_prev", "eval/avg_length", "data/student_score_mean",
                     "data/student_len_words_mean", "pairs/student_over_student", "train/loss", "time/train_s",
-                    "time/sample_tokens_per_s", "oracle/invalid_frac"):
+                    "time/sample_tokens_per_s", "oracle/invalid_frac", "eval/lc_win_rate_vs_init"):
             assert key in r, key
         assert 0 <= r["eval/win_rate_vs_init"] <= 100
     assert rows[0]["pairs/total"] > 0 and rows[0]["train/steps"] > 0  # training really ran
     assert rows[1]["pairs/replayed"] == round(0.5 * rows[0]["pairs/new"])  # smoke replays 50% of t-1
     summary = json.loads((d / "summary.json").read_text())
-    for key in ("final/win_rate", "final/lc_win_rate", "final/avg_length", "final/n_total", "final/best_iteration"):
+    for key in ("alpaca_eval/win_rate", "alpaca_eval/lc_win_rate", "alpaca_eval/avg_length", "alpaca_eval/n_total",
+                "final/best_iteration", "final/model"):
         assert key in summary
-    assert summary["final/n_total"] == 8
+    assert summary["alpaca_eval/n_total"] == 8
     for t in (1, 2):
         assert (d / f"iter_{t}" / "checkpoint" / "config.json").exists()
         assert all((d / f"iter_{t}" / f"DONE.{s}").exists() for s in STAGES)
@@ -57,7 +58,7 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
     outputs = json.loads((d / "final" / "model_outputs.json").read_text())
     assert len(outputs) == 8 and set(outputs[0]) == {"instruction", "output", "generator", "dataset"}
     logged = wandb_log(d)
-    assert b"eval/win_rate_vs_init" in logged and b"final/lc_win_rate" in logged
+    assert b"eval/win_rate_vs_init" in logged and b"alpaca_eval/lc_win_rate" in logged
     run_id = json.loads((d / "wandb_run.json").read_text())["id"]
     assert list(d.glob(f"wandb/offline-run-*/run-{run_id}.wandb"))
 

@@ -97,3 +97,18 @@ class Tracker:
 
     def finish(self) -> None:
         self.sink.finish()
+
+
+def pull_runs(project: str, group: str | None) -> list[dict]:
+    """Runs of an online W&B project (and group) as dno-tables records: config, summary, history."""
+    import wandb
+
+    records = []
+    for run in wandb.Api().runs(project, filters={"group": group} if group else None):
+        config = dict(run.config)
+        history = [dict(row) for row in run.scan_history() if row.get("iteration") is not None]
+        records.append({"name": run.name, "label": config.get("method") or run.name,
+                        "judge": run.summary.get("alpaca_eval/annotator")
+                        or str((config.get("oracle") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+                        "summary": dict(run.summary), "metrics": history})
+    return records

@@ -1,0 +1,269 @@
+"""dno-tables: the paper's tables and plots from runs, beside the published numbers.
+
+    dno-tables runs=multirun/table1/offline-default out=results
+    dno-tables runs='outputs/*' out=/tmp/tables
+    dno-tables wandb=ENTITY/PROJECT group=GROUP out=results     # online: runs through the W&B API
+
+`runs` is a run directory, a sweep directory (its runs are the subdirectories with a summary.json),
+a glob, or several of these separated by commas. Offline, everything is read from the runs' own
+files (.hydra/config.yaml, metrics.jsonl, summary.json). Writes into `out`:
+- table1.md: the paper's Table 1 rows (results/paper/table1.csv), public AlpacaEval 2.0 rows from
+  alpaca_eval's leaderboard, and one row per run, each labelled with its judge and baseline;
+- table2.md: the data dynamics per iteration (Table 2) from the runs' logged statistics;
+- table4.md, when a run has more than 3 iterations (Table 4's layout);
+- win_rate.png (validation win-rate and LC win-rate against pi_1 per iteration) and length.png
+  (average answer length per iteration, the paper's length growth).
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from dno.records import read_json, read_jsonl
+from dno.run import CONF_DIR
+
+PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
+PUBLIC_ROWS = ("SPPO-Mistral7B-PairRM", "Snorkel-Mistral-PairRM-DPO", "Meta-Llama-3-8B-Instruct",
+               "Mistral-7B-Instruct-v0.2", "gpt4_1106_preview")
+
+
+@dataclass
+class RunRecord:
+    name: str
+    label: str
+    judge: str
+    summary: dict
+    metrics: list[dict]
+    init_length: float | None = None  # pi_1's average validation answer length (chars)
+    path: Path | None = field(default=None, repr=False)
+
+    def get(self, key: str, default=None):
+        """A summary value; runs recorded before the alpaca_eval/* keys used final/*."""
+        if key in self.summary:
+            return self.summary[key]
+        return self.summary.get(key.replace("alpaca_eval/", "final/"), default)
+
+
+def find_runs(runs: str) -> list[Path]:
+    found: list[Path] = []
+    for part in [p.strip() for p in str(runs).split(",") if p.strip()]:
+        for match in sorted(glob.glob(part)) or [part]:
+            path = Path(match)
+            if (path / "metrics.jsonl").exists():
+                found.append(path)
+            elif path.is_dir():
+                found.extend(sorted((p.parent for p in path.glob("*/metrics.jsonl")), key=_natural))
+    if not found:
+        raise FileNotFoundError(f"runs={runs}: no run directory (one with metrics.jsonl) found")
+    return found
+
+
+def _natural(path: Path):
+    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+
+
+def read_run(path: Path) -> RunRecord:
+    cfg = OmegaConf.load(path / ".hydra" / "config.yaml") if (path / ".hydra" / "config.yaml").exists() else {}
+    overrides = OmegaConf.load(path / ".hydra" / "overrides.yaml") if (path / ".hydra" / "overrides.yaml").exists() \
+        else []
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
+    summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
+    metrics = read_jsonl(path / "metrics.jsonl")
+    for m in metrics:  # runs recorded before eval/lc_win_rate_vs_init was logged: the same number from files
+        if "eval/lc_win_rate_vs_init" not in m and (path / f"iter_{m['iteration']}" / "eval_judgements.jsonl").exists():
+            m["eval/lc_win_rate_vs_init"] = _validation_lc_from_files(path, m["iteration"])
+    init = path / "init" / "val_samples.jsonl"
+    judge = summary.get("alpaca_eval/annotator") or str(OmegaConf.select(cfg, "oracle._target_", default="?")
+                                                           ).rsplit(".", 1)[-1]
+    label = (OmegaConf.select(cfg, "method", default=None) or _experiment_method(experiment)
+             or " ".join(o for o in overrides) or path.name)
+    return RunRecord(name=str(path), label=label, judge=judge, summary=summary, metrics=metrics, path=path,
+                     init_length=statistics.fmean(len(r["responses"][0]) for r in read_jsonl(init))
+                     if init.exists() else None)
+
+
+def _experiment_method(experiment: str | None) -> str | None:
+    """The `method` an experiment config names (for runs recorded before configs carried it)."""
+    path = Path(CONF_DIR) / "experiment" / f"{experiment}.yaml"
+    return OmegaConf.load(path).get("method") or experiment if experiment and path.exists() else experiment
+
+
+def _validation_lc_from_files(path: Path, t: int) -> float:
+    from dno.stages.evaluate import first_responses, validation_lc
+
+    vs_init = [r["vs_init"] for r in read_jsonl(path / f"iter_{t}" / "eval_judgements.jsonl")]
+    return validation_lc(first_responses(path / "init" / "val_samples.jsonl"),
+                         first_responses(path / f"iter_{t}" / "eval_samples.jsonl"), vs_init)
+
+
+def _fmt(x, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _iteration_label(model: str | None) -> str:
+    """pi_{t+1} is the policy after iteration t ("It t"); pi_1 is the start ("It 0")."""
+    if model and model.startswith("pi_"):
+        return f"It {int(model[3:]) - 1}"
+    return model or "-"
+
+
+def table1(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    lines = ["# Table 1: AlpacaEval-style results", "",
+             "Published rows are AlpacaEval 2.0 against GPT-4-Turbo, judged by GPT-4-Turbo. Rows of this "
+             "repository's runs name their own judge and baseline: a local oracle's numbers are not "
+             "GPT-4-Turbo numbers and are comparable only with each other.", "",
+             "| source | method | iteration | LC WR | WR | length (chars) | judge | baseline |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in pd.read_csv(paper_dir / "table1.csv").to_dict("records"):
+        lines.append(f"| paper | {r['method']} | {r['iteration']} | {_fmt(r['lc_win_rate'], 2)} | "
+                     f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | GPT-4-Turbo | GPT-4-Turbo |")
+    from dno.alpacaeval import _package_dir
+
+    board = pd.read_csv(_package_dir() / "leaderboards" / "data_AlpacaEval_2" /
+                        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", index_col=0)
+    for name in PUBLIC_ROWS:
+        if name in board.index:
+            b = board.loc[name]
+            lines.append(f"| AlpacaEval 2.0 leaderboard | {name} | - | {b['length_controlled_winrate']:.2f} | "
+                         f"{b['win_rate']:.2f} | {int(b['avg_length'])} | GPT-4-Turbo | GPT-4-Turbo |")
+    for run in runs:
+        se = run.get("alpaca_eval/standard_error")
+        wr = _fmt(run.get("alpaca_eval/win_rate")) + (f" ± {se:.1f}" if se is not None else "")
+        iteration = _iteration_label(run.get("final/model"))
+        lines.append(f"| run `{Path(run.name).name}` | {run.label} | {iteration} | "
+                     f"{_fmt(run.get('alpaca_eval/lc_win_rate'))} | {wr} | "
+                     f"{_fmt(run.get('alpaca_eval/avg_length'), 0)} | {run.judge} | "
+                     f"{run.get('alpaca_eval/baseline', 'pi_1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def table2(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    head = ["| source | row | iteration | inputs | student len (words) | best-of-n student WR | avg # student wins | "
+            "student score | teacher score | T≻S | S≻T | S≻S |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Table 2: training-data dynamics per iteration", "",
+             "Iteration t holds pi_t's samples (It 0 is the initial policy's). Scores are the run's judge's "
+             "(the rules oracle scores 0 to 6; GPT-4-Turbo's rubric 1 to 6). Pair counts are new pairs, "
+             "without replay.", "", *head]
+    for r in pd.read_csv(paper_dir / "table2.csv", dtype=str).to_dict("records"):
+        lines.append(f"| paper | {r['row']} | {r['iteration']} | {r['inputs']} | {r['student_len_words']} | "
+                     f"{r['best_of_n_win_rate']}% | {r['avg_student_wins']} | {r['student_score']} | "
+                     f"{r['teacher_score']} | {r['teacher_over_student']} | {r['student_over_teacher']} | "
+                     f"{r['student_over_student']} |")
+    for run in runs:
+        for m in run.metrics:
+            if "iteration" not in m or "pairs/new" not in m:
+                continue
+            length = (f"{_fmt(m.get('data/student_len_words_mean'), 0)}"
+                      f"±{_fmt(m.get('data/student_len_words_std'), 0)}")
+            lines.append(f"| run `{Path(run.name).name}` | {run.label} | {m['iteration'] - 1} | "
+                         f"{m.get('data/prompts', '-')} | "
+                         f"{length} | {_fmt(m.get('data/best_of_n_win_rate'))}% | "
+                         f"{_fmt(m.get('data/avg_student_wins'), 2)} | {_fmt(m.get('data/student_score_mean'), 2)} | "
+                         f"{_fmt(m.get('data/teacher_score_mean'), 2)} | {m.get('pairs/teacher_over_student', '-')} | "
+                         f"{m.get('pairs/student_over_teacher', '-')} | {m.get('pairs/student_over_student', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def table4(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    lines = ["# Table 4: DNO over more iterations", "",
+             "Published: AlpacaEval 2.0 per iteration. Runs: validation win-rate and LC win-rate of "
+             "pi_{t+1} against pi_1 under the run's judge, per iteration.", "",
+             "| source | model | LC WR | WR | length (chars) |", "|---|---|---|---|---|"]
+    for r in pd.read_csv(paper_dir / "table4.csv").to_dict("records"):
+        lines.append(f"| paper | {r['model']} | {r['lc_win_rate']:.2f} | {r['win_rate']:.2f} | {r['avg_length']} |")
+    for run in runs:
+        for m in run.metrics:
+            lines.append(f"| run `{Path(run.name).name}` ({run.label}, {run.judge}) | It{m['iteration']} | "
+                         f"{_fmt(m.get('eval/lc_win_rate_vs_init'))} | {_fmt(m.get('eval/win_rate_vs_init'))} | "
+                         f"{_fmt(m.get('eval/avg_length'), 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def plots(runs: list[RunRecord], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(run: RunRecord, key: str, start: float | None) -> tuple[list[int], list[float]]:
+        return ([0] + [m["iteration"] for m in run.metrics],
+                [math.nan if start is None else start] + [m.get(key, math.nan) for m in run.metrics])
+
+    xlabel = "iteration t (the policy after it, pi_{t+1}; 0 = pi_1)"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    for ax, key, title in ((axes[0], "eval/win_rate_vs_init", "win-rate vs pi_1"),
+                           (axes[1], "eval/lc_win_rate_vs_init", "length-controlled win-rate vs pi_1")):
+        for k, run in enumerate(runs):
+            ax.plot(*series(run, key, 50.0), "o-", color=f"C{k % 10}", label=run.label)
+        ax.axhline(50, color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{title} (validation)")
+        ax.set_xlabel(xlabel)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("%")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    judges = sorted({r.judge for r in runs})
+    fig.suptitle(f"Per iteration, judged by {', '.join(judges)}", fontsize=10)
+    fig.tight_layout()
+    paths = [out / "win_rate.png", out / "length.png"]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for k, run in enumerate(runs):
+        ax.plot(*series(run, "eval/avg_length", run.init_length), "o-", color=f"C{k % 10}", label=run.label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("average answer length (chars)")
+    ax.set_title("Answer length per iteration (validation)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in (("table1.md", table1), ("table2.md", table2)):
+        (out / name).write_text(make(runs, paper_dir))
+        written.append(out / name)
+    long = [r for r in runs if len(r.metrics) > 3]
+    if long:
+        (out / "table4.md").write_text(table4(long, paper_dir))
+        written.append(out / "table4.md")
+    return written + plots(runs, out)
+
+
+@hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.wandb:
+        from dno.tracking import pull_runs
+
+        runs = [RunRecord(**r) for r in pull_runs(cfg.wandb, cfg.group)]
+    elif cfg.runs:
+        runs = [read_run(p) for p in find_runs(cfg.runs)]
+    else:
+        raise SystemExit("dno-tables: give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
+    for path in write_tables(runs, Path(cfg.out), Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
