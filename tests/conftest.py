@@ -17,9 +17,9 @@ DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
 SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
 
 
-def make_cfg(*overrides: str, return_hydra_config: bool = False):
+def make_cfg(*overrides: str, return_hydra_config: bool = False, config_name: str = "config"):
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
+        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300,

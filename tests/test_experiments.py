@@ -19,7 +19,7 @@ ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("table1")
-    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out)}
+    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables")}
     proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
                            "schedule.pairs.teacher_margin=1"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
@@ -70,6 +70,23 @@ def test_single_pass_rows_and_lookahead(sweep):
     assert look["lookahead/pairs"] == n_new  # every iteration's own pairs, once
     eq8 = read_jsonl(jobs["table1_dno_eq8"] / "iter_1" / "pairs.jsonl")
     assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + gold, for each of the 6 prompts
+
+
+def test_the_script_writes_the_tables_and_plots_of_the_sweep(sweep):
+    out, jobs = sweep
+    table1 = (out / "tables" / "table1.md").read_text()
+    for job in jobs.values():  # one row per run, with its own numbers and its judge
+        summary = json.loads((job / "summary.json").read_text())
+        assert f"| run `{job.name}` |" in table1
+        assert f"{summary['alpaca_eval/win_rate']:.1f} ± {summary['alpaca_eval/standard_error']:.1f}" in table1
+    for method in ("| DNO-Restrictive |", "| SFT on Positives |", "| DNO (Eq. 8) |", "| paper | DNO | It 3 | 22.59"):
+        assert method in table1
+    table2 = (out / "tables" / "table2.md").read_text()
+    assert table2.count("| run `") == sum(len(read_jsonl(j / "metrics.jsonl")) for j in jobs.values())
+    assert not (out / "tables" / "table4.md").exists()  # no run has more than 3 iterations
+    for png in ("win_rate.png", "length.png"):
+        data = (out / "tables" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
 def agreement(run_dir, *overrides: str) -> dict:

@@ -1,4 +1,4 @@
-"""Every command in the README runs: make targets by CI, dno-run lines here.
+"""Every command in the README runs: make targets by CI, dno-run, dno-eval and dno-tables lines here.
 
 Commands on the tiny model run for real (into a temporary directory); commands that need the
 model hub or a GPU are composed and checked, which catches a README naming a config that is gone.
@@ -11,14 +11,31 @@ import shlex
 
 import pytest
 from tests.conftest import REPO, dno_run, make_cfg
+from tests.test_alpacaeval import dno_eval
 
 from dno.config import validate
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
-DNO_RUNS = [shlex.split(c)[1:] for c in COMMANDS if c.startswith(".venv/bin/dno-run")]
-TABLE1 = [shlex.split(c)[1:] for c in COMMANDS if c.startswith("experiments/table1.sh")]
+PROGRAMS = (".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", "make ", "experiments/table1.sh")
+
+
+def without_env(command: str) -> str:
+    """The command without leading VAR=value assignments."""
+    words = shlex.split(command)
+    while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+        words.pop(0)
+    return shlex.join(words)
+
+
+def args_of(program: str) -> list[list[str]]:
+    return [shlex.split(without_env(c))[1:] for c in COMMANDS if without_env(c).startswith(program)]
+
+
+DNO_RUNS, DNO_EVALS, DNO_TABLES = args_of(".venv/bin/dno-run"), args_of(".venv/bin/dno-eval"), \
+    args_of(".venv/bin/dno-tables")
+TABLE1 = args_of("experiments/table1.sh")
 TABLE1_ROWS = re.search(r"ROWS=(\S+)", (REPO / "experiments" / "table1.sh").read_text()).group(1).split(",")
 
 
@@ -27,7 +44,7 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_them():
     assert makes == ["make demo", "make test"]
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "make demo" in ci
-    assert all(c.startswith((".venv/bin/dno-run", "make ", "experiments/table1.sh")) for c in COMMANDS), COMMANDS
+    assert all(without_env(c).startswith(PROGRAMS) for c in COMMANDS), COMMANDS
 
 
 @pytest.mark.parametrize("args", TABLE1, ids=[" ".join(a) or "default" for a in TABLE1])
@@ -50,8 +67,27 @@ def test_readme_tiny_model_commands_run(args, tmp_path):
     args = [a for a in args if not a.startswith("hydra.")]
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in args else f"hydra.run.dir={tmp_path}"
     dno_run(*args, where)
-    summaries = list(tmp_path.rglob("summary.json"))
+    summaries = [p for p in tmp_path.rglob("summary.json") if p.parent.name != "final"]
     assert len(summaries) == (len(expand(args)) if "-m" in args else 1)
+
+
+@pytest.mark.parametrize("args", DNO_EVALS, ids=[" ".join(a) for a in DNO_EVALS])
+def test_readme_dno_eval_commands_compose(args):
+    validate(make_cfg(*[a for a in args if not a.startswith("hydra.")], config_name="eval_app"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [a for a in DNO_EVALS if "model=tiny_random" in a], ids=lambda a: " ".join(a))
+def test_readme_tiny_model_dno_eval_commands_run(args, tmp_path):
+    dno_eval(*[a for a in args if not a.startswith("hydra.")], f"hydra.run.dir={tmp_path}")
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "annotations.json").exists()
+
+
+@pytest.mark.parametrize("args", DNO_TABLES, ids=[" ".join(a) for a in DNO_TABLES])
+def test_readme_dno_tables_commands_compose(args):
+    # dno-tables itself runs in tests/test_tables.py and through experiments/table1.sh in test_experiments.py
+    cfg = make_cfg(*args, config_name="tables")
+    assert cfg.out and (cfg.runs or (cfg.wandb and cfg.group))
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

@@ -4,8 +4,8 @@
     dno-tables runs='outputs/*' out=/tmp/tables
     dno-tables wandb=ENTITY/PROJECT group=GROUP out=results     # online: runs through the W&B API
 
-`runs` is a run directory, a sweep directory (its runs are the subdirectories with a summary.json),
-a glob, or several of these separated by commas. Offline, everything is read from the runs' own
+`runs` is a run directory, a sweep directory (its runs are the subdirectories with metrics.jsonl),
+a glob (quoted: runs='outputs/*'), or a list of these (runs=[DIR1,DIR2]). Offline, everything is read from the runs' own
 files (.hydra/config.yaml, metrics.jsonl, summary.json). Writes into `out`:
 - table1.md: the paper's Table 1 rows (results/paper/table1.csv), public AlpacaEval 2.0 rows from
   alpaca_eval's leaderboard, and one row per run, each labelled with its judge and baseline;
@@ -51,9 +51,11 @@ class RunRecord:
         return self.summary.get(key.replace("alpaca_eval/", "final/"), default)
 
 
-def find_runs(runs: str) -> list[Path]:
+def find_runs(runs) -> list[Path]:
+    """Run directories from a path, a glob, a comma-separated string or a list of these."""
+    parts = [str(p) for p in runs] if not isinstance(runs, str) else runs.split(",")
     found: list[Path] = []
-    for part in [p.strip() for p in str(runs).split(",") if p.strip()]:
+    for part in [p.strip() for p in parts if p.strip()]:
         for match in sorted(glob.glob(part)) or [part]:
             path = Path(match)
             if (path / "metrics.jsonl").exists():

@@ -1,0 +1,62 @@
+"""dno-tables on real run records: two smoke runs, and Table 4 for a long run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.conftest import REPO, SMOKE, dno_run
+
+from dno.records import read_json, read_jsonl
+from dno.tables import RunRecord, find_runs, write_tables
+
+DNO_TABLES = str(Path(sys.executable).with_name("dno-tables"))
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("second") / "run"
+    dno_run(*SMOKE, "seed=1", "method=DNO seed 1", f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_run, second_run, tmp_path):
+    proc = subprocess.run([DNO_TABLES, f"runs=[{smoke_run},{second_run}]", f"out={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    table1 = (tmp_path / "table1.md").read_text()
+    for run, label in ((smoke_run, "model=tiny_random schedule=smoke oracle.concise_max_words=8"),
+                       (second_run, "DNO seed 1")):
+        s = read_json(run / "summary.json")
+        row = next(line for line in table1.splitlines() if line.startswith(f"| run `{run.name}` | {label} |"))
+        assert f"| {s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/win_rate']:.1f} ± " in row
+        assert row.endswith("| RulesOracle | pi_1 |")
+    table2 = (tmp_path / "table2.md").read_text()
+    m = read_jsonl(second_run / "metrics.jsonl")[1]  # iteration 2 holds pi_2's samples: "It 1"
+    row = next(line for line in table2.splitlines() if line.startswith(f"| run `{second_run.name}` | DNO seed 1 | 1 |"))
+    assert row.endswith(f"| {m['data/student_score_mean']:.2f} | - | {m['pairs/teacher_over_student']} | "
+                        f"{m['pairs/student_over_teacher']} | {m['pairs/student_over_student']} |")
+    assert table2.count("| run `") == 4  # 2 iterations x 2 runs
+    assert {p.name for p in tmp_path.iterdir()} == {"table1.md", "table2.md", "win_rate.png", "length.png"}
+
+
+def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
+    metrics = [{"iteration": t, "eval/win_rate_vs_init": 50.0 + 5 * t, "eval/lc_win_rate_vs_init": 48.0 + 4 * t,
+                "eval/avg_length": 100.0 + t} for t in range(1, 6)]
+    long = RunRecord(name="long", label="DNO-More-Data", judge="RulesOracle", summary={}, metrics=metrics,
+                     init_length=99.0)
+    written = write_tables([long], tmp_path)
+    assert tmp_path / "table4.md" in written
+    table4 = (tmp_path / "table4.md").read_text()
+    assert "| paper | It6 | 33.05 | 34.38 | 2683 |" in table4
+    assert "| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 |" in table4
+
+
+def test_runs_accept_a_sweep_directory_a_glob_and_a_list(smoke_run, second_run):
+    assert find_runs(str(smoke_run.parent)) == [smoke_run]  # a directory holding runs
+    assert find_runs(f"{smoke_run},{second_run}") == find_runs([smoke_run, second_run]) == [smoke_run, second_run]
+    assert find_runs(str(second_run.parent / "r*")) == [second_run]
+    with pytest.raises(FileNotFoundError, match="no run directory"):
+        find_runs("/nonexistent/*")
