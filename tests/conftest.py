@@ -15,6 +15,7 @@ from dno.run import CONF_DIR
 REPO = Path(__file__).resolve().parents[1]
 DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
 SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
+SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
 
 
 def make_cfg(*overrides: str, return_hydra_config: bool = False, config_name: str = "config"):
@@ -38,3 +39,11 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     dno_run(*SMOKE, f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def smoke_sweep(tmp_path_factory) -> list[Path]:
+    """The README's two-job multirun, run once; its job directories (seed 0, seed 1)."""
+    sweep = tmp_path_factory.mktemp("sweep") / "sweep"
+    dno_run(*SWEEP, f"hydra.sweep.dir={sweep}")
+    return sorted((p for p in sweep.iterdir() if (p / "summary.json").exists()), key=lambda p: p.name)

@@ -108,10 +108,8 @@ def test_killed_run_resumes_to_the_same_result(smoke_run, tmp_path):
     assert (run_dir / "iter_1" / "samples.jsonl").read_text() == (smoke_run / "iter_1" / "samples.jsonl").read_text()
 
 
-def test_multirun_gives_one_wandb_run_per_job_in_one_group(tmp_path):
-    sweep = tmp_path / "sweep"
-    dno_run("-m", *SMOKE, "loss=dno_prct", "oracle=rules", "seed=0,1", f"hydra.sweep.dir={sweep}")
-    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "summary.json").exists())
+def test_multirun_gives_one_wandb_run_per_job_in_one_group(smoke_sweep):
+    jobs, sweep = smoke_sweep, smoke_sweep[0].parent
     assert len(jobs) == 2
     records = [json.loads((j / "wandb_run.json").read_text()) for j in jobs]
     assert records[0]["id"] != records[1]["id"]

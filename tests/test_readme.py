@@ -10,7 +10,7 @@ import re
 import shlex
 
 import pytest
-from tests.conftest import REPO, dno_run, make_cfg
+from tests.conftest import REPO, SWEEP, dno_run, make_cfg
 from tests.test_alpacaeval import dno_eval
 
 from dno.config import validate
@@ -63,8 +63,10 @@ def test_readme_dno_run_commands_compose(args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("args", [a for a in DNO_RUNS if "model=tiny_random" in a], ids=lambda a: " ".join(a))
-def test_readme_tiny_model_commands_run(args, tmp_path):
+def test_readme_tiny_model_commands_run(args, tmp_path, request):
     args = [a for a in args if not a.startswith("hydra.")]
+    if args == SWEEP:  # the session's shared sweep is this very command
+        tmp_path = request.getfixturevalue("smoke_sweep")[0].parent
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in args else f"hydra.run.dir={tmp_path}"
     dno_run(*args, where)
     summaries = [p for p in tmp_path.rglob("summary.json") if p.parent.name != "final"]

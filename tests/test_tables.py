@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO, SMOKE, dno_run
+from tests.conftest import REPO
 
 from dno.records import read_json, read_jsonl
 from dno.tables import RunRecord, find_runs, write_tables
@@ -15,27 +15,22 @@ from dno.tables import RunRecord, find_runs, write_tables
 DNO_TABLES = str(Path(sys.executable).with_name("dno-tables"))
 
 
-@pytest.fixture(scope="module")
-def second_run(tmp_path_factory) -> Path:
-    run_dir = tmp_path_factory.mktemp("second") / "run"
-    dno_run(*SMOKE, "seed=1", "method=DNO seed 1", f"hydra.run.dir={run_dir}")
-    return run_dir
-
-
-def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_run, second_run, tmp_path):
-    proc = subprocess.run([DNO_TABLES, f"runs=[{smoke_run},{second_run}]", f"out={tmp_path}"], cwd=REPO,
+def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_path):
+    first, second_run = smoke_sweep
+    proc = subprocess.run([DNO_TABLES, f"runs=[{first},{second_run}]", f"out={tmp_path}"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     table1 = (tmp_path / "table1.md").read_text()
-    for run, label in ((smoke_run, "model=tiny_random schedule=smoke oracle.concise_max_words=8"),
-                       (second_run, "DNO seed 1")):
+    labels = [f"model=tiny_random schedule=smoke loss=dno_prct oracle=rules seed={s}" for s in (0, 1)]  # overrides
+    for run, label in zip((first, second_run), labels, strict=True):
         s = read_json(run / "summary.json")
         row = next(line for line in table1.splitlines() if line.startswith(f"| run `{run.name}` | {label} |"))
         assert f"| {s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/win_rate']:.1f} ± " in row
         assert row.endswith("| RulesOracle | pi_1 |")
     table2 = (tmp_path / "table2.md").read_text()
     m = read_jsonl(second_run / "metrics.jsonl")[1]  # iteration 2 holds pi_2's samples: "It 1"
-    row = next(line for line in table2.splitlines() if line.startswith(f"| run `{second_run.name}` | DNO seed 1 | 1 |"))
+    row = next(line for line in table2.splitlines()
+               if line.startswith(f"| run `{second_run.name}` | {labels[1]} | 1 |"))
     assert row.endswith(f"| {m['data/student_score_mean']:.2f} | - | {m['pairs/teacher_over_student']} | "
                         f"{m['pairs/student_over_teacher']} | {m['pairs/student_over_student']} |")
     assert table2.count("| run `") == 4  # 2 iterations x 2 runs
@@ -54,9 +49,10 @@ def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
     assert "| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 |" in table4
 
 
-def test_runs_accept_a_sweep_directory_a_glob_and_a_list(smoke_run, second_run):
-    assert find_runs(str(smoke_run.parent)) == [smoke_run]  # a directory holding runs
-    assert find_runs(f"{smoke_run},{second_run}") == find_runs([smoke_run, second_run]) == [smoke_run, second_run]
-    assert find_runs(str(second_run.parent / "r*")) == [second_run]
+def test_runs_accept_a_sweep_directory_a_glob_and_a_list(smoke_sweep):
+    a, b = smoke_sweep
+    assert find_runs(str(a.parent)) == [a, b]  # a sweep directory holding runs
+    assert find_runs(f"{a},{b}") == find_runs([a, b]) == [a, b]
+    assert find_runs(str(a.parent / "[1]")) == [b]  # a glob
     with pytest.raises(FileNotFoundError, match="no run directory"):
         find_runs("/nonexistent/*")
