@@ -88,6 +88,8 @@ def test_redact_drops_secret_values():
     ("+oracle.bogus=1", "bogus"),
     ("teacher=best_of_n teacher.n=1", "teacher.n must be at least 2"),
     ("schedule.pairs.rule=nope", "schedule.pairs.rule must be paper or spin"),
+    ("eval=alpaca_eval2 eval.api_key_env=DNO_TEST_UNSET_KEY", "DNO_TEST_UNSET_KEY is not set"),
+    ("eval.baseline=teacher", "eval.baseline must be auto, pi_1 or gold"),
 ])
 def test_dno_run_fails_before_compute(tmp_path, override, message):
     run_dir = tmp_path / "run"

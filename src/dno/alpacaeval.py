@@ -199,6 +199,7 @@ def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, t
 
 
 def check(cfg: DictConfig) -> None:
+    """The evaluation's settings, checked by dno-run and dno-eval before any compute."""
     e = cfg.eval
     if e.name not in ("local", "alpaca_eval2"):
         raise ConfigError(f"eval.name must be local or alpaca_eval2, got {e.name!r}")
@@ -221,7 +222,6 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
     from dno.run import Policies, prepare
     from dno.stages.sample import sample_responses
 
-    check(cfg)
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
     r = prepare(cfg)

@@ -120,6 +120,9 @@ def prepare(cfg: DictConfig) -> Run:
     try:
         oracle, loss, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
         oracle.check()
+        from dno.alpacaeval import check as check_eval
+
+        check_eval(cfg)
         splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
         rules = PairRules(**OmegaConf.to_container(s.pairs, resolve=True))
