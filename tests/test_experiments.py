@@ -101,3 +101,16 @@ def test_judge_agreement_of_the_runs_own_oracle_is_one_and_a_committee_is_measur
     assert same["decided_pairs"] > 0 and same["agreement"] == 1.0 and same["abstained"] == 0
     other = agreement(smoke_run, "oracle=committee")
     assert other["decided_pairs"] == same["decided_pairs"] and 0.0 <= other["agreement"] <= 1.0
+
+
+def test_nash_script_writes_the_report_and_plots(tmp_path):
+    env = {**os.environ, "NASH_DIR": str(tmp_path / "nash"), "REPORT": str(tmp_path / "nash.md"), "ITERATIONS": "100"}
+    proc = subprocess.run(["experiments/nash.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "nash.md").read_text()
+    for problem in ("rock_paper_scissors", "weighted_cycle", "transitive", "random_8x8"):
+        assert f"## {problem}" in report and (tmp_path / "nash" / f"{problem}.png").exists()
+    assert report.count("| `dno_exact` |") == 4 and report.count("| `sppo (explore 0.1)` |") == 4
+    errors = [float(line.split("|")[2]) for line in report.splitlines()
+              if line.startswith(("| 30 ", "| 300", "| 3000"))]
+    assert len(errors) == 4 and errors == sorted(errors, reverse=True)  # N = 30, 300, 3000, 30000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 
 import pytest
 from tests.conftest import REPO, SWEEP, dno_run, make_cfg
@@ -18,7 +19,8 @@ from dno.config import validate
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
-PROGRAMS = (".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", "make ", "experiments/table1.sh")
+PROGRAMS = (".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
+            "experiments/table1.sh", "experiments/nash.sh")
 
 
 def without_env(command: str) -> str:
@@ -90,6 +92,14 @@ def test_readme_dno_tables_commands_compose(args):
     # dno-tables itself runs in tests/test_tables.py and through experiments/table1.sh in test_experiments.py
     cfg = make_cfg(*args, config_name="tables")
     assert cfg.out and (cfg.runs or (cfg.wandb and cfg.group))
+
+
+@pytest.mark.parametrize("args", args_of(".venv/bin/dno-nash"), ids=" ".join)
+def test_readme_dno_nash_commands_run(args, tmp_path):
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "dno-nash"), *args, f"out={tmp_path}"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "summary.json").exists() and (tmp_path / "curves.png").exists()
 
 
 def expand(overrides: list[str]) -> list[list[str]]:

@@ -1,0 +1,1 @@
+"""DNO's theory checked exactly on small tabular games (independent of the LLM code)."""
