@@ -16,7 +16,8 @@ KEY_ENV, KEY = "DNO_TEST_JUDGE_KEY", "sk-test-loop-9f8e7d6c5b4a-secret"
 
 
 def judged_run(server: JudgeServer, run_dir: Path, cache: Path, *extra: str, check: bool = True):
-    return dno_run("model=tiny_random", "schedule=smoke", "oracle=openai_listwise", f"oracle.base_url={server.url}",
+    return dno_run("model=tiny_random", "schedule=smoke", "schedule.iterations=1", "oracle=openai_listwise",
+                   f"oracle.base_url={server.url}",
                    f"oracle.api_key_env={KEY_ENV}", f"oracle.cache_path={cache}", "oracle.timeout_s=0.5",
                    "oracle.max_retries=4", "oracle.max_concurrency=4", "oracle.model=scripted-judge",
                    f"hydra.run.dir={run_dir}", *extra, check=check, env={KEY_ENV: KEY})

@@ -122,7 +122,7 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(smoke_sweep):
 
 def test_every_loss_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_path):
     sweep = tmp_path / "losses"
-    dno_run("-m", *SMOKE, "loss=dno,ipo,sppo", f"hydra.sweep.dir={sweep}")
+    dno_run("-m", *SMOKE, "loss=dno,ipo,sppo", "schedule.iterations=1", f"hydra.sweep.dir={sweep}")
     hard = read_jsonl(smoke_run / "metrics.jsonl")[0]
     k, prompts = 4, 6  # the smoke schedule
     for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
@@ -138,14 +138,14 @@ def test_every_loss_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_p
 
 def test_best_of_n_teacher_gives_gold_pairs_and_is_computed_once(tmp_path):
     teachers = Path(make_cfg().cache_dir) / "teachers"  # the default cache_dir, shared by the tests
-    args = [*SMOKE, "teacher=best_of_n", "teacher.n=3", "schedule.pairs.teacher_margin=1"]
+    args = [*SMOKE, "teacher=best_of_n", "teacher.n=3", "schedule.pairs.teacher_margin=1", "schedule.iterations=1"]
     dno_run(*args, f"hydra.run.dir={tmp_path / 'a'}")
     cached = sorted(teachers.glob("best_of_3-*.json"))
     dno_run(*args, f"hydra.run.dir={tmp_path / 'b'}")
     assert sorted(teachers.glob("best_of_3-*.json")) == cached  # the second run reused the cache
     gold_a = json.loads((tmp_path / "a" / "init" / "gold.json").read_text())
     assert gold_a == json.loads((tmp_path / "b" / "init" / "gold.json").read_text())
-    assert len(gold_a) == 2 * 6  # every prompt of both iterations
+    assert len(gold_a) == 6  # every prompt of the (one) iteration
     judged = read_jsonl(tmp_path / "a" / "iter_1" / "judgements.jsonl")
     assert all(row["gold"] == gold_a[row["id"]] and len(row["candidates"]) == 4 + 1 for row in judged)
     first = read_jsonl(tmp_path / "a" / "metrics.jsonl")[0]
