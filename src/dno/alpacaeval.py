@@ -48,6 +48,14 @@ def _package_dir() -> Path:
     return Path(alpaca_eval.__file__).parent
 
 
+def package_leaderboard(annotator: str = OFFICIAL_ANNOTATOR):
+    """The AlpacaEval 2.0 leaderboard the alpaca_eval package ships for `annotator` (read only)."""
+    import pandas as pd
+
+    return pd.read_csv(_package_dir() / "leaderboards" / "data_AlpacaEval_2" / f"{annotator}_leaderboard.csv",
+                       index_col=0)
+
+
 def reference_path(e: DictConfig) -> tuple[str, str | None]:
     """The reference outputs file and the dataset revision it came from (None for a local file)."""
     if e.reference_outputs:
@@ -120,8 +128,7 @@ def merged_leaderboard(row: dict, name: str, annotator: str):
     """A copy of the package's AlpacaEval 2.0 leaderboard with this run's row, best LC first."""
     import pandas as pd
 
-    board = pd.read_csv(_package_dir() / "leaderboards" / "data_AlpacaEval_2" / f"{annotator}_leaderboard.csv",
-                        index_col=0)
+    board = package_leaderboard(annotator)
     board.loc[name] = pd.Series(row)
     return board.sort_values("length_controlled_winrate", ascending=False)
 

@@ -130,10 +130,9 @@ def table1(runs: list[RunRecord], paper_dir: Path) -> str:
     for r in pd.read_csv(paper_dir / "table1.csv").to_dict("records"):
         lines.append(f"| paper | {r['method']} | {r['iteration']} | {_fmt(r['lc_win_rate'], 2)} | "
                      f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | GPT-4-Turbo | GPT-4-Turbo |")
-    from dno.alpacaeval import _package_dir
+    from dno.alpacaeval import package_leaderboard
 
-    board = pd.read_csv(_package_dir() / "leaderboards" / "data_AlpacaEval_2" /
-                        "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", index_col=0)
+    board = package_leaderboard()
     for name in PUBLIC_ROWS:
         if name in board.index:
             b = board.loc[name]

@@ -149,6 +149,17 @@ class PairwiseOracle(Oracle):
         return out
 
 
+def both_orders(comparisons: list[tuple[dict, str, str]]) -> list[tuple[str, str, str]]:
+    """(instruction, a, b) then (instruction, b, a) for each comparison: a judge's position bias
+    cancels when the two answers are averaged by `order_averaged`."""
+    return [q for prompt, a, b in comparisons for q in ((prompt["instruction"], a, b), (prompt["instruction"], b, a))]
+
+
+def order_averaged(p_a_first: float, p_b_first: float) -> float:
+    """P(a > b) from P(first wins) asked with a first and with b first."""
+    return (p_a_first + 1.0 - p_b_first) / 2
+
+
 def pair_judgement(p: float | None, status: str = OK, raw: str | None = None, cost: dict | None = None,
                    detail: dict | None = None) -> Judgement:
     """The answer of one comparison of (a, b): P(a > b) = p."""

@@ -20,7 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
-from dno.oracles.base import Judgement, PairwiseOracle, all_pairs, pair_judgement
+from dno.oracles.base import Judgement, PairwiseOracle, all_pairs, both_orders, order_averaged, pair_judgement
 
 JUDGE_TEMPLATE = ("Which output follows the instruction better: more helpful, correct, relevant and concise?\n\n"
                   "# Instruction\n{instruction}\n\n# Output A\n{a}\n\n# Output B\n{b}\n\n"
@@ -104,10 +104,8 @@ class LocalJudgeOracle(_Local, PairwiseOracle):
         return out
 
     def compare_many(self, comparisons, desc):
-        questions = [q for prompt, a, b in comparisons for q in ((prompt["instruction"], a, b),
-                                                                 (prompt["instruction"], b, a))]
-        p = self.p_first(questions, desc)
-        return [pair_judgement((p[2 * k] + 1.0 - p[2 * k + 1]) / 2, cost={"calls": 2},
+        p = self.p_first(both_orders(comparisons), desc)
+        return [pair_judgement(order_averaged(p[2 * k], p[2 * k + 1]), cost={"calls": 2},
                                detail={"p_a_first": p[2 * k], "p_b_first": p[2 * k + 1]})
                 for k in range(len(comparisons))]
 
@@ -137,6 +135,3 @@ class RewardModelOracle(_Local, PairwiseOracle):
                 prefs[j][i] = 1.0 - prefs[i][j]
             out.append(Judgement(scores=r, prefs=prefs, cost={"calls": n}))
         return out
-
-    def judge(self, prompt, candidates, pairs=None) -> Judgement:
-        return self.judge_many([(prompt, candidates)], pairs)[0]

@@ -13,7 +13,17 @@ from __future__ import annotations
 import math
 
 from dno.oracles.api import ChatAPI, run_concurrently
-from dno.oracles.base import FAILED, INVALID, OK, PairwiseOracle, add_costs, pair_judgement, worst
+from dno.oracles.base import (
+    FAILED,
+    INVALID,
+    OK,
+    PairwiseOracle,
+    add_costs,
+    both_orders,
+    order_averaged,
+    pair_judgement,
+    worst,
+)
 
 TEMPLATE_VERSION = "pairwise-v1"
 
@@ -61,9 +71,7 @@ class OpenAIPairwiseOracle(PairwiseOracle):
         return p, OK if p is not None else INVALID, reply
 
     def compare_many(self, comparisons, desc):
-        questions = [q for prompt, a, b in comparisons for q in ((prompt["instruction"], a, b),
-                                                                 (prompt["instruction"], b, a))]
-        answers = run_concurrently(self._ask, questions, self.api.max_concurrency, desc)
+        answers = run_concurrently(self._ask, both_orders(comparisons), self.api.max_concurrency, desc)
         out = []
         for k in range(len(comparisons)):
             (p_ab, s_ab, r_ab), (p_ba, s_ba, r_ba) = answers[2 * k], answers[2 * k + 1]
@@ -72,7 +80,7 @@ class OpenAIPairwiseOracle(PairwiseOracle):
             raw = f"a,b: {r_ab.text!r}; b,a: {r_ba.text!r}"
             detail = {"p_a_first": p_ab, "p_b_first": p_ba}
             if status == OK:
-                out.append(pair_judgement((p_ab + 1.0 - p_ba) / 2, raw=raw, cost=cost, detail=detail))
+                out.append(pair_judgement(order_averaged(p_ab, p_ba), raw=raw, cost=cost, detail=detail))
             else:
                 errors = [r.error for r in (r_ab, r_ba) if r.error]
                 out.append(pair_judgement(None, status=status, raw=raw, cost=cost,
