@@ -57,6 +57,14 @@ def estimate_r(P: np.ndarray, pi: np.ndarray, ys: np.ndarray, opponents: int, rn
     return (rng.random((len(ys), opponents)) < P[ys[:, None], opp]).mean(axis=1)
 
 
+def pair_gradient(n: int, first: np.ndarray, second: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Gradient on n logits of a loss whose per-pair derivative is g for logit[first] - logit[second]."""
+    grad = np.zeros(n)
+    np.add.at(grad, first, g)
+    np.add.at(grad, second, -g)
+    return grad
+
+
 def _run(P, pi1, T, eta, step) -> Trajectory:
     logpi, out = np.log(pi1), Trajectory([pi1])
     for _ in range(T):
@@ -77,11 +85,7 @@ def fit_eq8(logpi: np.ndarray, y1: np.ndarray, y2: np.ndarray, target: np.ndarra
     def loss(theta):
         h = eta * ((theta[y1] - theta[y2]) - (logpi[y1] - logpi[y2]))
         value = -np.mean(target * log_expit(h) + (1 - target) * log_expit(-h))
-        g = eta * (expit(h) - target) / len(h)
-        grad = np.zeros_like(theta)
-        np.add.at(grad, y1, g)
-        np.add.at(grad, y2, -g)
-        return value, grad
+        return value, pair_gradient(len(theta), y1, y2, eta * (expit(h) - target) / len(h))
 
     return minimize(loss, logpi.copy(), jac=True, method="L-BFGS-B").x
 
@@ -116,11 +120,7 @@ def dno_prct(P, pi1, T, eta, rng, pairs=1000, opponents=4, margin=0.25, steps=20
         theta = logpi.copy()
         for _ in range(steps if keep.any() else 0):
             h = eta * ((theta[win] - theta[lose]) - (logpi[win] - logpi[lose]))
-            g = -eta * expit(-h) / len(h)  # d/dh of -log sigma(h), averaged
-            grad = np.zeros_like(theta)
-            np.add.at(grad, win, g)
-            np.add.at(grad, lose, -g)
-            theta -= lr * grad
+            theta -= lr * pair_gradient(len(theta), win, lose, -eta * expit(-h) / len(h))  # of -log sigma(h)
         return theta, float(np.abs(softmax(theta) - softmax(exact_step(P, logpi, eta))).sum())
 
     return _run(P, pi1, T, eta, step)
@@ -131,11 +131,7 @@ def fit_bradley_terry(y1: np.ndarray, y2: np.ndarray, won: np.ndarray, n: int, l
     def loss(r):
         h = r[y1] - r[y2]
         value = -np.mean(won * log_expit(h) + (1 - won) * log_expit(-h)) + l2 * r @ r
-        g = (expit(h) - won) / len(h)
-        grad = 2 * l2 * r
-        np.add.at(grad, y1, g)
-        np.add.at(grad, y2, -g)
-        return value, grad
+        return value, 2 * l2 * r + pair_gradient(n, y1, y2, (expit(h) - won) / len(h))
 
     return minimize(loss, np.zeros(n), jac=True, method="L-BFGS-B").x
 
