@@ -78,3 +78,11 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),
              "model.path is empty: give a hub id, a local directory or a .gguf file")
     grad_accumulation(cfg, num_processes)
+    _require(cfg.generation.backend in ("hf", "openai_server"),
+             f"generation.backend must be hf or openai_server, got {cfg.generation.backend!r}")
+    for key in ("generation.server.tensor_parallel", "generation.server.data_parallel",
+                "generation.server.concurrency"):
+        _positive_int(cfg, key)
+    _in_range(cfg, "generation.server.startup_timeout_s", 0.0, 1e6)
+    _in_range(cfg, "generation.server.request_timeout_s", 0.0, 1e6)
+    _in_range(cfg, "train.process_timeout_min", 0.0, 1e6)

@@ -128,22 +128,31 @@ def response_ids(tokenizer, response: str, max_tokens: int) -> list[int]:
     return ids + [tokenizer.eos_token_id]
 
 
+def sampling_batch(batch_size: int, n: int) -> int:
+    """Prompts per generate call: `batch_size` sequences, n per prompt."""
+    return max(1, batch_size // n)
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, instructions: list[str], *, n: int, max_new_tokens: int, temperature: float,
-    top_p: float, batch_size: int, seed: int, desc: str = "sampling",
+    top_p: float, batch_size: int, seed: int, desc: str = "sampling", starts: list[int] | None = None,
 ) -> tuple[list[list[str]], int]:
     """`n` sampled responses per instruction (chat template, left padding, seeded per batch).
 
-    Returns the responses and the number of generated tokens (up to and including EOS).
+    Batches hold `sampling_batch(batch_size, n)` prompts; `starts` picks the batches to run (a
+    process's shard, see dno.distributed.shard); a batch draws the same whoever runs it.
+    Returns the responses (of the picked batches, in order) and the number of generated tokens
+    (up to and including EOS).
     """
     model.eval()
     device = next(model.parameters()).device
     encoded = [prompt_ids(tokenizer, s) for s in instructions]
-    per_batch = max(1, batch_size // n)
+    per_batch = sampling_batch(batch_size, n)
     out: list[list[str]] = []
     n_tokens = 0
-    for start in tqdm(range(0, len(encoded), per_batch), desc=desc, unit="batch", leave=False):
+    starts = range(0, len(encoded), per_batch) if starts is None else starts
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False):
         chunk = encoded[start : start + per_batch]
         width = max(map(len, chunk))
         ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)

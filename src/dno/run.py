@@ -35,9 +35,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.data.splits import Splits, make_splits
+from dno.distributed import make_accelerator, same_run_dir, stage
+from dno.generation import GenerationError
 from dno.oracles.api import BudgetExceeded, OracleError
 from dno.pairs import PairRules
-from dno.records import read_json, read_jsonl, run_stage, write_json, write_jsonl
+from dno.records import read_json, read_jsonl, write_json, write_jsonl
 from dno.tracking import Tracker
 
 log = logging.getLogger("dno")
@@ -71,11 +73,19 @@ class Policies:
         if self.path != path:
             from dno.policy import load_model
 
-            self.model = None
+            self.release()
             self.model = load_model(self.cfg.model, self.cfg.cache_dir, self.tokenizer,
                                     path=None if path is None else str(path)).to(self.device)
             self.path = path
         return self.model
+
+    def release(self) -> None:
+        """Drop the model in memory (before a generation server needs the GPU)."""
+        import torch
+
+        self.model, self.path = None, "unloaded"
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 @dataclass
@@ -99,18 +109,55 @@ class Run:
         """Where pi_{iteration + 1} lives; None for pi_1."""
         return None if iteration == 0 else self.run_dir / f"iter_{iteration}" / "checkpoint"
 
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def stage(self, directory: Path, name: str, fn, *, everyone: bool = False) -> dict:
+        return stage(self.accelerator, directory, name, fn, everyone=everyone)
+
     def sample(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int, desc: str = "sampling"):
+        """In process, every process samples its shard (call on all); see sample_with_server."""
         from dno.stages.sample import sample_responses
 
         return sample_responses(self.policies.get(policy), self.tokenizer, prompts, out, k=k,
-                                sampling=self.cfg.sampling, seed=seed, desc=desc)
+                                sampling=self.cfg.sampling, seed=seed, desc=desc, accelerator=self.accelerator)
+
+    def sample_with_server(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int) -> dict:
+        """generation.backend=openai_server, on the main process: a server for `policy` while sampling."""
+        from dno.generation import ServerBackend
+        from dno.stages.sample import sample_responses
+
+        checkpoint = served_checkpoint(self, policy)
+        self.policies.release()
+        backend = ServerBackend(self.cfg.generation.server)
+        with backend.serving(str(checkpoint), out.parent / "server.log", seed=seed, dtype=self.cfg.model.dtype) as srv:
+            return sample_responses(None, self.tokenizer, prompts, out, k=k, sampling=self.cfg.sampling, seed=seed,
+                                    server=srv)
+
+
+def served_checkpoint(r: Run, policy: Path | None) -> str:
+    """What the generation server loads: a checkpoint, or pi_1 as given when it is a directory or hub
+    id, else pi_1 written once to <run_dir>/init/policy (a GGUF file or random weights)."""
+    if policy is not None:
+        return str(policy)
+    from dno.policy import resolve_path
+
+    path = r.cfg.model.path
+    if path and not resolve_path(path).endswith(".gguf"):
+        return resolve_path(path)
+    target = r.run_dir / "init" / "policy"
+    if not target.exists():
+        tmp = target.with_name("policy.tmp")
+        r.policies.get(None).save_pretrained(tmp)
+        r.tokenizer.save_pretrained(tmp)
+        tmp.rename(target)
+    return str(target)
 
 
 def prepare(cfg: DictConfig) -> Run:
     """Check and instantiate everything cheap, so that a bad config fails before any compute."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator()
+    accelerator = make_accelerator(cfg.train.process_timeout_min)
     validate(cfg, accelerator.num_processes)
     from dno.policy import check_path
 
@@ -123,6 +170,10 @@ def prepare(cfg: DictConfig) -> Run:
         from dno.alpacaeval import check as check_eval
 
         check_eval(cfg)
+        if cfg.generation.backend == "openai_server":
+            from dno.generation import ServerBackend
+
+            ServerBackend(cfg.generation.server).command("checkpoint", 1, 0, "float32")  # placeholders known
         splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
         rules = PairRules(**OmegaConf.to_container(s.pairs, resolve=True))
@@ -130,7 +181,8 @@ def prepare(cfg: DictConfig) -> Run:
         raise ConfigError(str(e)) from None
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    tracker = Tracker(run_dir, sink)
+    same_run_dir(accelerator, run_dir)
+    tracker = Tracker(run_dir, sink, enabled=accelerator.is_main_process)  # only the main process logs
     tracker.start(redact(OmegaConf.to_container(cfg, resolve=True)),
                   group=hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None,
                   name=hc.job.override_dirname or run_dir.name,
@@ -147,7 +199,7 @@ def reference(r: Run, policy: Path | None, pairs: Path) -> dict:
     from dno.stages.reference import reference_logps
 
     return reference_logps(r.policies.get(policy), r.tokenizer, pairs, micro_batch_size=r.cfg.train.micro_batch_size,
-                           max_length=r.cfg.model.max_length)
+                           max_length=r.cfg.model.max_length, accelerator=r.accelerator)
 
 
 def train(r: Run, start: Path | None, pairs: Path, out: Path, seed: int) -> dict:
@@ -159,7 +211,10 @@ def train(r: Run, start: Path | None, pairs: Path, out: Path, seed: int) -> dict
                          epochs=s.epochs, micro_batch_size=cfg.train.micro_batch_size, grad_accum=r.grad_accum,
                          max_length=cfg.model.max_length, seed=seed)
     save_checkpoint(r.policies.model, r.tokenizer, out, r.accelerator)
-    r.policies.path = out  # the model in memory is now the trained one
+    if r.accelerator.num_processes == 1:
+        r.policies.path = out  # the model in memory is now the trained one
+    else:  # wrapped (and under FSDP sharded) for training: read the saved weights back when needed
+        r.policies.release()
     return stats
 
 
@@ -171,18 +226,21 @@ def iteration(r: Run, t: int) -> dict:
 
     cfg, s, seed = r.cfg, r.cfg.schedule, r.cfg.seed
     d, pi_t, pi_next = r.run_dir / f"iter_{t}", r.checkpoint(t - 1), r.checkpoint(t)
-    m = run_stage(d, "sample", lambda: r.sample(pi_t, r.splits.iterations[t - 1], d / "samples.jsonl",
-                                                s.samples_per_prompt, stage_seed(seed, t, "sample")))
-    m |= run_stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl",
+    prompts, server = r.splits.iterations[t - 1], cfg.generation.backend == "openai_server"
+    sample = r.sample_with_server if server else r.sample
+    m = r.stage(d, "sample", lambda: sample(pi_t, prompts, d / "samples.jsonl", s.samples_per_prompt,
+                                            stage_seed(seed, t, "sample")), everyone=not server)
+    m |= r.stage(d, "judge", lambda: judge_samples(r.oracle, d / "samples.jsonl", d / "judgements.jsonl",
                                                      cfg.max_failed_frac))
-    m |= run_stage(d, "pairs", lambda: make_pairs(
+    m |= r.stage(d, "pairs", lambda: make_pairs(
         d / "judgements.jsonl", d / "pairs.jsonl", rules=r.rules, iteration=t,
         earlier=[r.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(s.replay)))],
         replay_fractions=list(s.replay), seed=stage_seed(seed, t, "pairs"), soft=r.loss.needs_soft_targets))
-    m |= run_stage(d, "reference", lambda: reference(r, pi_t, d / "pairs.jsonl"))
-    m |= run_stage(d, "train", lambda: train(r, pi_t, d / "pairs.jsonl", pi_next, stage_seed(seed, t, "train")))
+    m |= r.stage(d, "reference", lambda: reference(r, pi_t, d / "pairs.jsonl"), everyone=True)
+    m |= r.stage(d, "train", lambda: train(r, pi_t, d / "pairs.jsonl", pi_next, stage_seed(seed, t, "train")),
+                 everyone=True)
     prev = r.run_dir / "init" if t == 1 else r.run_dir / f"iter_{t - 1}"
-    m |= run_stage(d, "evaluate", lambda: evaluate_policy(
+    m |= r.stage(d, "evaluate", lambda: evaluate_policy(
         r.policies.get(pi_next), r.tokenizer, r.oracle, r.splits.val, d,
         init_samples=r.run_dir / "init" / "val_samples.jsonl",
         prev_samples=prev / ("val_samples.jsonl" if t == 1 else "eval_samples.jsonl"),
@@ -192,7 +250,7 @@ def iteration(r: Run, t: int) -> dict:
         r.tracker.log(m, t)
         return m
 
-    return run_stage(d, "log", log)
+    return r.stage(d, "log", log)
 
 
 def best_iterate(per_iteration: list[dict]) -> int:
@@ -214,11 +272,11 @@ def lookahead(r: Run, iterations: int) -> dict:
         write_jsonl(d / "pairs.jsonl", rows)
         return {"lookahead/pairs": len(rows)}
 
-    m = run_stage(d, "pairs", pairs)
-    m |= run_stage(d, "reference", lambda: reference(r, None, d / "pairs.jsonl"))
-    m |= run_stage(d, "train", lambda: train(r, None, d / "pairs.jsonl", d / "checkpoint",
-                                             stage_seed(r.cfg.seed, iterations + 1, "train")))
-    m |= run_stage(d, "evaluate", lambda: evaluate_policy(
+    m = r.stage(d, "pairs", pairs)
+    m |= r.stage(d, "reference", lambda: reference(r, None, d / "pairs.jsonl"), everyone=True)
+    m |= r.stage(d, "train", lambda: train(r, None, d / "pairs.jsonl", d / "checkpoint",
+                                           stage_seed(r.cfg.seed, iterations + 1, "train")), everyone=True)
+    m |= r.stage(d, "evaluate", lambda: evaluate_policy(
         r.policies.get(d / "checkpoint"), r.tokenizer, r.oracle, r.splits.val, d, init_samples=init_val,
         prev_samples=init_val, sampling=r.cfg.sampling, seed=stage_seed(r.cfg.seed, iterations + 1, "evaluate")))
     return {k.replace("eval/", "lookahead/").replace("train/", "lookahead/train_"): v for k, v in m.items()
@@ -255,18 +313,23 @@ def run(cfg: DictConfig) -> dict:
     r.tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
     r.policies = Policies(cfg, r.tokenizer, r.accelerator.device)
     init, seed = r.run_dir / "init", cfg.seed
-    run_stage(init, "val_samples", lambda: r.sample(None, r.splits.val, init / "val_samples.jsonl", 1,
-                                                    stage_seed(seed, 0, "val"), "pi_1 validation"))
-    run_stage(init, "test_samples", lambda: r.sample(None, r.splits.test, init / "test_samples.jsonl", 1,
-                                                     stage_seed(seed, 0, "test"), "pi_1 test"))
-    run_stage(init, "gold", lambda: teacher_answers(r))
+    r.stage(init, "val_samples", lambda: r.sample(None, r.splits.val, init / "val_samples.jsonl", 1,
+                                                  stage_seed(seed, 0, "val"), "pi_1 validation"), everyone=True)
+    r.stage(init, "test_samples", lambda: r.sample(None, r.splits.test, init / "test_samples.jsonl", 1,
+                                                   stage_seed(seed, 0, "test"), "pi_1 test"), everyone=True)
+    r.stage(init, "gold", lambda: teacher_answers(r))
     gold = read_json(init / "gold.json")
     for t, part in enumerate(r.splits.iterations, start=1):
         r.splits.iterations[t - 1] = [{**p, "gold": gold[p["id"]]} if p["id"] in gold else p for p in part]
     T = cfg.schedule.iterations
     per_iteration = [iteration(r, t) for t in range(1, T + 1)]
     if cfg.schedule.lookahead:
-        summary = {**lookahead(r, T), "final/model": "lookahead", "final/best_iteration": T}
+        lookahead_metrics = lookahead(r, T)
+    if not r.main:  # the final evaluation, the summary and W&B belong to the main process
+        r.accelerator.wait_for_everyone()
+        return {}
+    if cfg.schedule.lookahead:
+        summary = {**lookahead_metrics, "final/model": "lookahead", "final/best_iteration": T}
         summary |= final_stage(r, "lookahead", r.run_dir / "lookahead" / "checkpoint")
     else:
         best = best_iterate(per_iteration)
@@ -276,6 +339,7 @@ def run(cfg: DictConfig) -> dict:
     r.tracker.summary(summary)
     r.tracker.finish()
     print(results_table(per_iteration, summary))
+    r.accelerator.wait_for_everyone()
     return summary
 
 
@@ -302,7 +366,7 @@ def main(cfg: DictConfig) -> None:
         log.error("config error: %s", e)
         print(f"dno-run: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    except (BudgetExceeded, OracleError) as e:  # what was paid for is cached: a re-run resumes
+    except (BudgetExceeded, OracleError, GenerationError) as e:  # a re-run resumes (paid judgements are cached)
         log.error("%s", e)
         print(f"dno-run: {e}", file=sys.stderr)
         sys.exit(3)

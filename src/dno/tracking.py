@@ -72,18 +72,25 @@ class WandbSink(NullSink):
 
 
 class Tracker:
-    def __init__(self, run_dir: Path, sink: NullSink) -> None:
+    """enabled=False (the other processes of a multi-process run): nothing is written anywhere."""
+
+    def __init__(self, run_dir: Path, sink: NullSink, enabled: bool = True) -> None:
         self.run_dir = Path(run_dir)
-        self.sink = sink
+        self.sink = sink if enabled else NullSink()
         self.path = self.run_dir / "metrics.jsonl"
+        self.enabled = enabled
 
     def start(self, config: dict, *, group: str | None, name: str, logged_iterations: set[int]) -> None:
         """Keep only the lines of iterations whose logging finished (a crash can leave one extra)."""
+        if not self.enabled:
+            return
         if self.path.exists():
             write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] in logged_iterations])
         self.sink.start(self.run_dir, config, group=group, name=name)
 
     def log(self, metrics: dict, iteration: int) -> None:
+        if not self.enabled:
+            return
         row = {"iteration": iteration, **metrics}
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -92,6 +99,8 @@ class Tracker:
         self.sink.log(metrics, iteration)
 
     def summary(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
         write_json(self.run_dir / "summary.json", metrics)
         self.sink.summary(metrics)
 

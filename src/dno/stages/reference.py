@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dno.distributed import gather, shard
 from dno.policy import collate, prompt_ids, response_ids, sequence_logps
 from dno.records import read_jsonl, write_jsonl
 
@@ -40,16 +41,26 @@ def pair_batch(encoded: list[tuple], idx: list[int], pad_id: int, with_rejected:
 
 
 @torch.no_grad()
-def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int, max_length: int) -> dict:
+def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int, max_length: int,
+                    accelerator=None) -> dict:
+    """Every process computes its shard of the micro-batches; the main process writes the pairs."""
     pairs = read_jsonl(pairs_path)
     model.eval()
     device = next(model.parameters()).device
     encoded = encode_pairs(tokenizer, pairs, max_length)
-    for idx in tqdm(length_batches(encoded, micro_batch_size), desc="reference log-probs", leave=False):
+    batches = length_batches(encoded, micro_batch_size)
+    if accelerator is not None:
+        batches = [batches[i] for i in shard(len(batches), accelerator)]
+    logps_of = {}
+    for idx in tqdm(batches, desc="reference log-probs", leave=False):
         batch = {k: v.to(device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
         logps = sequence_logps(model, batch).cpu()
-        for j, i in enumerate(idx):
-            pairs[i]["ref_logp_chosen"] = float(logps[j])
-            pairs[i]["ref_logp_rejected"] = float(logps[len(idx) + j])
+        logps_of |= {i: (float(logps[j]), float(logps[len(idx) + j])) for j, i in enumerate(idx)}
+    if accelerator is not None and accelerator.num_processes > 1:
+        logps_of = {i: v for part in gather(accelerator, logps_of) for i, v in part.items()}
+        if not accelerator.is_main_process:
+            return {}
+    for i, (chosen, rejected) in logps_of.items():
+        pairs[i]["ref_logp_chosen"], pairs[i]["ref_logp_rejected"] = chosen, rejected
     write_jsonl(pairs_path, pairs)
     return {}

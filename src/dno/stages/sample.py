@@ -7,19 +7,42 @@ import time
 from pathlib import Path
 
 from dno.data.constraints import words
-from dno.policy import generate
+from dno.distributed import gather, shard
+from dno.policy import generate, sampling_batch
 from dno.records import write_jsonl
 
 
 def sample_responses(model, tokenizer, prompts: list[dict], out: Path, *, k: int, sampling, seed: int,
-                     desc: str = "sampling") -> dict:
-    """Write `out` (one row per prompt: the record plus "responses") and return its statistics."""
+                     desc: str = "sampling", accelerator=None, server=None) -> dict:
+    """Write `out` (one row per prompt: the record plus "responses") and return its statistics.
+
+    In process, each of N processes samples its shard of the batches (every process must call
+    this); through `server` (an OpenAI-compatible generation server) the main process asks for all.
+    The file is written once everything is in: a failure leaves no half-written samples."""
     start = time.perf_counter()
-    responses, n_tokens = generate(
-        model, tokenizer, [p["instruction"] for p in prompts], n=k,
-        max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-        batch_size=sampling.batch_size, seed=seed, desc=desc,
-    )
+    if server is not None:
+        responses, n_tokens = server.sample(tokenizer, [p["instruction"] for p in prompts], n=k, sampling=sampling,
+                                            seed=seed, desc=desc)
+    else:
+        per_batch = sampling_batch(sampling.batch_size, k)
+        starts = shard(len(prompts), accelerator, per_batch) if accelerator else None
+        mine, n_tokens = generate(
+            model, tokenizer, [p["instruction"] for p in prompts], n=k,
+            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+            batch_size=sampling.batch_size, seed=seed, desc=desc, starts=starts,
+        )
+        if accelerator is not None and accelerator.num_processes > 1:
+            parts = gather(accelerator, (starts, mine, n_tokens))
+            if not accelerator.is_main_process:
+                return {}
+            by_start = {}
+            for part_starts, part, _ in parts:
+                rows = iter(part)
+                for s in part_starts:
+                    by_start[s] = [next(rows) for _ in range(min(per_batch, len(prompts) - s))]
+            mine = [r for s in sorted(by_start) for r in by_start[s]]
+            n_tokens = sum(p[2] for p in parts)
+        responses = mine
     seconds = time.perf_counter() - start
     write_jsonl(out, [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])
     lengths = [len(words(text)) for group in responses for text in group]

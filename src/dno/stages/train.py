@@ -2,10 +2,13 @@
 
 Micro-batches are formed by length; each optimizer step averages the loss over the pairs of its
 effective batch (micro-batch x accumulation x processes), and steps are shuffled with the seed.
+With N processes a step's micro-batches are dealt round robin, so N processes with accumulation
+A take the same steps as one process with accumulation N x A.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
@@ -17,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
+from dno.distributed import gather
 from dno.policy import sequence_logps
 from dno.records import read_jsonl
 from dno.stages.reference import encode_pairs, length_batches, pair_batch
@@ -31,11 +35,14 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
         return {"train/pairs": 0, "train/steps": 0}
     encoded = encode_pairs(tokenizer, pairs, max_length)
     micro = length_batches(encoded, micro_batch_size)
-    steps = [micro[i : i + grad_accum] for i in range(0, len(micro), grad_accum)]
+    world, rank = accelerator.num_processes, accelerator.process_index
+    steps = [micro[i : i + grad_accum * world] for i in range(0, len(micro), grad_accum * world)]
     total_steps = len(steps) * epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
     warmup = math.ceil(optim.warmup_ratio * total_steps)
+    # not passed to prepare(): accelerate would step it once per process and step
     scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    deepspeed = _configure_deepspeed(accelerator, micro_batch_size, grad_accum, optim.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     rng = random.Random(seed)
@@ -43,34 +50,63 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
         "ref": torch.tensor([[p.get("ref_logp_chosen", 0.0), p.get("ref_logp_rejected", 0.0)] for p in pairs]),
         "win": torch.tensor([[p["chosen_win_rate"], p["rejected_win_rate"]] for p in pairs]),
     }
+    # Each process runs its share of a step's micro-batches. DDP averages gradients over processes
+    # and DeepSpeed divides by its accumulation steps, so the loss is scaled back to the step's mean.
+    scale = world * (grad_accum if deepspeed else 1)
     sums: Counter = Counter()
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="training", unit="step", leave=False)
+    bar = tqdm(total=total_steps, desc="training", unit="step", leave=False,
+               disable=not accelerator.is_local_main_process)
     for _ in range(epochs):
         rng.shuffle(steps)
         for step in steps:
             n_step = sum(map(len, step))
-            for idx in step:
-                sums.update(_micro_step(model, loss_fn, encoded, idx, fixed, n_step, accelerator, tokenizer))
-            accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+            work = [(idx, 1.0) for idx in step[rank::world]]
+            if world > 1 or deepspeed:  # same number of backward passes everywhere: zero-weight fillers
+                work += [(step[0], 0.0)] * (grad_accum - len(work))
+            for j, (idx, weight) in enumerate(work):
+                sync = j == len(work) - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
+                    m = _micro_step(model, loss_fn, encoded, idx, fixed, weight * scale / n_step, accelerator,
+                                    tokenizer)
+                if weight:
+                    sums.update(m)
+            if not deepspeed:
+                accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
             bar.update()
-            bar.set_postfix(loss=f"{sums['loss'] / sums['pairs']:.3f}")
+            bar.set_postfix(loss=f"{sums['loss'] / max(sums['pairs'], 1):.3f}")
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.free_memory()
-    n = sums["pairs"]
+    per_process = [dict(c) for c in gather(accelerator, dict(sums))]
+    total = Counter()
+    for c in per_process:
+        total.update(c)
+    n = total["pairs"]
     return {
-        "train/loss": sums["loss"] / n, "train/reward_accuracy": sums["acc"] / n,
-        "train/implicit_margin": sums["margin"] / n, "train/pairs": len(pairs), "train/steps": total_steps,
-        "time/train_tokens_per_s": sums["tokens"] / seconds,
+        "train/loss": total["loss"] / n, "train/reward_accuracy": total["acc"] / n,
+        "train/implicit_margin": total["margin"] / n, "train/pairs": len(pairs), "train/steps": total_steps,
+        "train/processes": world, "train/pairs_per_process": [c.get("pairs", 0) for c in per_process],
+        "time/train_tokens_per_s": total["tokens"] / seconds,
     }
 
 
-def _micro_step(model, loss_fn, encoded, idx, fixed, n_step, accelerator, tokenizer) -> dict:
-    """Forward and backward of one micro-batch; its loss weighs len(idx) / n_step of the step's mean."""
+def _configure_deepspeed(accelerator, micro_batch_size: int, grad_accum: int, max_grad_norm: float) -> bool:
+    """DeepSpeed reads batch sizes and clipping from its own config: fill them from the schedule."""
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
+    if plugin is None:
+        return False
+    plugin.deepspeed_config.update(
+        train_micro_batch_size_per_gpu=micro_batch_size, gradient_accumulation_steps=grad_accum,
+        train_batch_size=micro_batch_size * grad_accum * accelerator.num_processes, gradient_clipping=max_grad_norm)
+    return True
+
+
+def _micro_step(model, loss_fn, encoded, idx, fixed, scale, accelerator, tokenizer) -> dict:
+    """Forward and backward of one micro-batch; its summed loss is multiplied by `scale`."""
     batch = pair_batch(encoded, idx, tokenizer.pad_token_id, with_rejected=loss_fn.needs_rejected)
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
     logps = sequence_logps(model, batch)
@@ -81,18 +117,20 @@ def _micro_step(model, loss_fn, encoded, idx, fixed, n_step, accelerator, tokeni
     r, w = fixed["ref"][idx].to(logps.device), fixed["win"][idx].to(logps.device)
     losses = loss_fn(chosen, rejected, r[:, 0], r[:, 1], win_rate_1=w[:, 0], win_rate_2=w[:, 1],
                      n_tokens_1=n_tokens[:b])
-    accelerator.backward(losses.sum() / n_step)
+    accelerator.backward(losses.sum() * scale)
     h = ((chosen - r[:, 0]) - (rejected - r[:, 1])).detach()
     return {"loss": float(losses.detach().sum()), "acc": float((h > 0).sum()), "margin": float(h.sum()),
             "tokens": int(batch["attention_mask"].sum()), "pairs": b}
 
 
 def save_checkpoint(model, tokenizer, out: Path, accelerator) -> None:
-    """Write pi_{t+1} in HF format, atomically (a directory renamed into place)."""
+    """Write pi_{t+1} in HF format, atomically (a directory renamed into place). Every process
+    takes part: under FSDP or ZeRO-3 the full weights are gathered from all of them."""
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
-        accelerator.unwrap_model(model).save_pretrained(tmp)
+        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         tmp.rename(out)
     accelerator.wait_for_everyone()

@@ -1,0 +1,96 @@
+"""The loop under `accelerate launch` with 2 CPU processes (gloo) equals 1 process with the same
+effective batch: samples, pairs, reference log-probs and every checkpoint's parameters."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, SMOKE, dno_run
+from dno.generation import free_port
+
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+# effective batch 4: 1 process x micro 2 x accumulation 2 == 2 processes x micro 2 x accumulation 1;
+# sampling batches of 2 prompts, so that the 6 prompts make 3 batches to deal between processes
+SAME = [*SMOKE, "train.micro_batch_size=2", "sampling.batch_size=8"]
+
+
+def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    return subprocess.run([ACCELERATE, "launch", "--config_file", str(REPO / "conf/accelerate/cpu_ddp.yaml"),
+                           "--num_processes", str(processes), "--main_process_port", str(free_port()),
+                           "-m", "dno.run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("ddp")
+    one, two = base / "one", base / "two"
+    dno_run(*SAME, "logger=none", f"hydra.run.dir={one}")
+    proc = launch(*SAME, f"hydra.run.dir={two}")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return one, two
+
+
+@pytest.mark.slow
+def test_two_processes_really_ran(runs):
+    _, two = runs
+    for t in (1, 2):
+        train = json.loads((two / f"iter_{t}" / "DONE.train").read_text())
+        assert train["train/processes"] == 2
+        shares = train["train/pairs_per_process"]
+        assert len(shares) == 2 and min(shares) > 0 and sum(shares) == train["train/pairs"]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one(runs):
+    one, two = runs
+    for f in ("init/val_samples.jsonl", "init/test_samples.jsonl", "iter_1/samples.jsonl", "iter_2/samples.jsonl"):
+        assert (one / f).read_text() == (two / f).read_text(), f
+    for t in (1, 2):
+        a, b = ([json.loads(x) for x in (d / f"iter_{t}" / "pairs.jsonl").read_text().splitlines()] for d in runs)
+        assert len(a) == len(b) > 0
+        for p, q in zip(a, b, strict=True):
+            assert (p["chosen"], p["rejected"]) == (q["chosen"], q["rejected"])
+            assert p["ref_logp_chosen"] == pytest.approx(q["ref_logp_chosen"], abs=1e-5)
+        wa = load_file(one / f"iter_{t}" / "checkpoint" / "model.safetensors")
+        wb = load_file(two / f"iter_{t}" / "checkpoint" / "model.safetensors")
+        assert sorted(wa) == sorted(wb)
+        for k in wa:
+            torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=1e-6)
+    # and training changed the weights: equality is not two copies of pi_1
+    w1 = load_file(one / "iter_1" / "checkpoint" / "model.safetensors")
+    w2 = load_file(one / "iter_2" / "checkpoint" / "model.safetensors")
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) > 1e-4
+
+
+@pytest.mark.slow
+def test_main_process_writes_once(runs):
+    one, two = runs
+    rows = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2]
+    a = json.loads((one / "summary.json").read_text())
+    b = json.loads((two / "summary.json").read_text())
+    assert b["alpaca_eval/win_rate"] == a["alpaca_eval/win_rate"]
+    assert len(list((two / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
+
+
+def test_effective_batch_is_checked_against_the_processes(tmp_path):
+    proc = launch(*SMOKE, "logger=none", f"hydra.run.dir={tmp_path}")  # micro 4 x 2 processes > batch 4
+    assert proc.returncode != 0
+    assert "schedule.effective_batch_size=4 is not a multiple of train.micro_batch_size=4 x 2 process(es)" in proc.stderr
+    assert not (tmp_path / "init").exists()
+
+
+def test_processes_must_agree_on_the_run_dir(tmp_path):
+    proc = launch(*SAME, "logger=none", f"hydra.run.dir={tmp_path}/" + "${oc.env:RANK}")
+    assert proc.returncode != 0
+    assert "resolved different run directories" in proc.stderr and "hydra.run.dir=" in proc.stderr
+    assert not list(tmp_path.glob("*/init"))  # failed before sampling anything
