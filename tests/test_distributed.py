@@ -30,13 +30,34 @@ def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> tuple[Path, Path]:
-    base = tmp_path_factory.mktemp("ddp")
-    one, two = base / "one", base / "two"
-    dno_run(*SAME, "logger=none", f"hydra.run.dir={one}")
+def submitit_sweep(tmp_path_factory) -> Path:
+    """A two-job sweep (seed 0, 1) through Hydra's submitit_local launcher: each job a subprocess."""
+    sweep = tmp_path_factory.mktemp("submitit") / "sweep"
+    dno_run("-m", *SAME, "seed=0,1", "logger=none", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, submitit_sweep) -> tuple[Path, Path]:
+    """(1 process: the sweep's seed-0 job, 2 processes under accelerate launch), same config."""
+    two = tmp_path_factory.mktemp("ddp") / "two"
     proc = launch(*SAME, f"hydra.run.dir={two}")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return one, two
+    return submitit_sweep / "0", two
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_both_jobs(submitit_sweep):
+    jobs = sorted(p for p in submitit_sweep.iterdir() if p.name.isdigit())
+    assert [p.name for p in jobs] == ["0", "1"]
+    for job, seed in zip(jobs, (0, 1), strict=True):
+        assert (job / ".hydra" / "overrides.yaml").read_text().count(f"seed={seed}") == 1
+        assert [json.loads(x)["iteration"] for x in (job / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+        summary = json.loads((job / "summary.json").read_text())
+        assert summary["final/iterations"] == 2 and summary["alpaca_eval/n_total"] == 8
+    assert (jobs[0] / "iter_1" / "samples.jsonl").read_text() != (jobs[1] / "iter_1" / "samples.jsonl").read_text()
+    logs = list((submitit_sweep / ".submitit").glob("*/*_0_log.out"))
+    assert len(logs) == 2  # two submitit jobs, one task each
 
 
 @pytest.mark.slow
@@ -73,11 +94,10 @@ def test_two_processes_match_one(runs):
 
 @pytest.mark.slow
 def test_main_process_writes_once(runs):
-    one, two = runs
+    _, two = runs
     rows = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2]
-    a = json.loads((one / "summary.json").read_text())
-    b = json.loads((two / "summary.json").read_text())
+    a, b = (json.loads((d / "summary.json").read_text()) for d in runs)
     assert b["alpaca_eval/win_rate"] == a["alpaca_eval/win_rate"]
     assert len(list((two / "wandb").glob("offline-run-*"))) == 1  # one W&B run, not one per process
 
@@ -85,7 +105,7 @@ def test_main_process_writes_once(runs):
 def test_effective_batch_is_checked_against_the_processes(tmp_path):
     proc = launch(*SMOKE, "logger=none", f"hydra.run.dir={tmp_path}")  # micro 4 x 2 processes > batch 4
     assert proc.returncode != 0
-    assert "schedule.effective_batch_size=4 is not a multiple of train.micro_batch_size=4 x 2 process(es)" in proc.stderr
+    assert "effective_batch_size=4 is not a multiple of train.micro_batch_size=4 x 2 process(es)" in proc.stderr
     assert not (tmp_path / "init").exists()
 
 

@@ -5,12 +5,16 @@
 - Sampling (in process), reference log-probs and the update run on every process, each on its
   shard; results are gathered to the main process, which writes the files and the marker.
 - Every process must agree on the run directory (Hydra resolves `${now:}` in each process).
+- Processes come from `accelerate launch` (or torchrun), or from a submitit job with
+  `hydra.launcher.tasks_per_node=N` (SLURM, or submitit_local): then submitit's job environment
+  gives the ranks.
 
 With one process every helper here reduces to the plain single-process code path.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -25,6 +29,12 @@ def make_accelerator(timeout_min: float):
     import torch
     from accelerate import Accelerator, InitProcessGroupKwargs
 
+    if os.environ.get("SUBMITIT_EXECUTOR") and "RANK" not in os.environ:
+        import submitit
+
+        # a SLURM (or submitit_local) job with tasks_per_node=N: N processes of one run
+        if submitit.JobEnvironment().num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)  # before CUDA starts
     # The main process may judge for a long time while the others wait at a barrier.
     kwargs = [InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_min))]
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=kwargs)

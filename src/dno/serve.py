@@ -6,7 +6,7 @@ It speaks the part of vLLM's API that `generation.backend=openai_server` uses: G
 GET /v1/models, POST /v1/completions with a prompt given as text or token ids, n, max_tokens,
 temperature, top_p, seed and vLLM's `stop_token_ids`. Requests are served one at a time. It is
 not a replacement for vLLM: no batching across requests, no paged attention.
-`--exit-after N` makes it crash after N completions (to test the loop's handling of a dead server).
+`--exit-after N` makes it crash on the request after the first N (to test the loop's handling of a dead server).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class Engine:
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
         self.lock = threading.Lock()
         self.completions = 0
+        self.received = 0
 
     @torch.no_grad()
     def complete(self, body: dict) -> dict:
@@ -80,8 +81,10 @@ def handler(engine: Engine, exit_after: int | None):
         def do_POST(self) -> None:  # noqa: N802
             if self.path != "/v1/completions":
                 return self._send(404, {"error": {"message": f"no route {self.path}"}})
-            if exit_after is not None and engine.completions >= exit_after:
-                os._exit(17)  # a crash, as a killed engine would look to the client
+            with engine.lock:
+                engine.received += 1
+                if exit_after is not None and engine.received > exit_after:
+                    os._exit(17)  # a crash, as a killed engine would look to the client
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 self._send(200, engine.complete(body))

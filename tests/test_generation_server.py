@@ -1,0 +1,108 @@
+"""generation.backend=openai_server: the loop starts a server per iteration with the configured
+command (here the project's transformers server, `python -m dno.serve`), samples through the
+OpenAI-compatible completions API, and stops it; crashed or hung servers are clear errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from conftest import SMOKE, dno_run, make_cfg
+from dno.generation import GenerationError, ServerBackend
+from dno.policy import load_model, load_tokenizer, prompt_ids
+
+
+def serve(extra: str = "") -> str:
+    """The command override for the project's test server (quoted: Hydra's grammar reserves braces)."""
+    return f"generation.server.command='{{python}} -m dno.serve {{checkpoint}} --port {{port}}{extra}'"
+
+
+SERVER = [*SMOKE, "generation.backend=openai_server", serve(), "schedule.iterations=1", "logger=none"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny random policy saved as a checkpoint directory, and its tokenizer."""
+    cfg = make_cfg(*SMOKE)
+    tok = load_tokenizer(cfg.model.tokenizer, cfg.cache_dir)
+    model = load_model(cfg.model, cfg.cache_dir, tok)
+    path = tmp_path_factory.mktemp("ckpt") / "policy"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path, model, tok
+
+
+def backend(**overrides):
+    return ServerBackend(OmegaConf.merge(make_cfg(serve()).generation.server, overrides))
+
+
+def port_open(url: str) -> bool:
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.socket() as s:
+        return s.connect_ex((host, int(port))) == 0
+
+
+def test_server_samples_what_generate_draws_with_the_same_seed(tiny, tmp_path):
+    path, model, tok = tiny
+    sampling = OmegaConf.create({"max_new_tokens": 10, "temperature": 1.0, "top_p": 1.0})
+    prompts = ["Name a colour.", "Write one word about the sea."]
+    with backend(concurrency=2).serving(str(path), tmp_path / "server.log", seed=5, dtype="float32") as server:
+        first, n_tokens = server.sample(tok, prompts, n=3, sampling=sampling, seed=100)
+        again, _ = server.sample(tok, prompts, n=3, sampling=sampling, seed=100)
+        url = server.base_url
+    assert not port_open(url) and server.process.poll() is not None  # stopped on leaving the block
+    assert first == again and [len(r) for r in first] == [3, 3]
+    assert 6 <= n_tokens <= 60
+    for i, p in enumerate(prompts):  # prompt i is drawn with seed 100 + i, as in-process generate would
+        ids = prompt_ids(tok, p)
+        torch.manual_seed(100 + i)
+        out = model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             do_sample=True, temperature=1.0, top_p=1.0, max_new_tokens=10, num_return_sequences=3,
+                             eos_token_id=[tok.eos_token_id, tok.eos_token_id], pad_token_id=tok.pad_token_id)
+        expected = [tok.decode(row[len(ids):], skip_special_tokens=True).strip() for row in out]
+        assert first[i] == expected
+    log = (tmp_path / "server.log").read_text()
+    assert log.startswith("$ ") and "-m dno.serve" in log and log.count("POST /v1/completions") == 4
+
+
+def test_a_server_that_never_answers_times_out(tmp_path):
+    b = backend(command="{python} -c 'import time; time.sleep(120)'", startup_timeout_s=2)
+    with pytest.raises(GenerationError, match="did not become healthy within 2 s"), \
+            b.serving("unused", tmp_path / "server.log", seed=0, dtype="float32"):
+        pass
+
+
+def test_a_server_that_exits_at_start_is_reported_with_its_log(tmp_path):
+    b = backend(command="{python} -c 'import sys; print(\"no GPU here\"); sys.exit(4)'")
+    with pytest.raises(GenerationError, match="exited with code 4(.|\n)*no GPU here"), \
+            b.serving("unused", tmp_path / "server.log", seed=0, dtype="float32"):
+        pass
+
+
+@pytest.mark.slow
+def test_loop_samples_through_the_server_and_resumes_after_a_crash(tmp_path):
+    run = tmp_path / "run"
+    crash = dno_run(*SERVER, serve(" --exit-after 2"), f"hydra.run.dir={run}", check=False)
+    assert crash.returncode == 3, crash.stderr[-2000:]
+    assert "generation server exited with code 17" in crash.stderr
+    assert not (run / "iter_1" / "samples.jsonl").exists() and not (run / "iter_1" / "DONE.sample").exists()
+    assert (run / "init" / "policy" / "config.json").exists()  # pi_1 (random weights) written for the server
+
+    dno_run(*SERVER, f"hydra.run.dir={run}")  # the same command with a healthy server resumes
+    rows = [json.loads(x) for x in (run / "iter_1" / "samples.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(len(r["responses"]) == 4 for r in rows)
+    log = (run / "iter_1" / "server.log").read_text()
+    assert log.count("$ ") == 2 and "--exit-after 2" in log  # one server per attempt, each logged
+    assert log.split("$ ")[-1].count("POST /v1/completions") == 6  # one request (n=4) per prompt
+    assert json.loads((run / "summary.json").read_text())["alpaca_eval/n_total"] == 8
+
+
+def test_unknown_placeholder_fails_before_compute(tmp_path):
+    proc = dno_run(*SMOKE, "generation.backend=openai_server", "generation.server.command='serve {model}'",
+                   f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2 and "unknown placeholder 'model'" in proc.stderr
+    assert not (tmp_path / "init").exists()
