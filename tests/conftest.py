@@ -16,6 +16,10 @@ REPO = Path(__file__).resolve().parents[1]
 DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
 SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
 SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
+# The README's 2-process command (and its submitit sweep): effective batch 4 = 2 processes x micro 2
+# (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
+DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]
+SUBMITIT = ["-m", *DDP, "seed=0,1", "hydra/launcher=submitit_local"]
 
 
 def make_cfg(*overrides: str, return_hydra_config: bool = False, config_name: str = "config"):
@@ -39,6 +43,14 @@ def smoke_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("smoke") / "run"
     dno_run(*SMOKE, f"hydra.run.dir={run_dir}")
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def submitit_sweep(tmp_path_factory) -> Path:
+    """The README's two-job sweep (seed 0, 1) through Hydra's submitit_local launcher: each job a subprocess."""
+    sweep = tmp_path_factory.mktemp("submitit") / "sweep"
+    dno_run(*SUBMITIT, f"hydra.sweep.dir={sweep}")
+    return sweep
 
 
 @pytest.fixture(scope="session")

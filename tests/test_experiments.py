@@ -21,7 +21,8 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("table1")
     env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables")}
     proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
-                           "schedule.pairs.teacher_margin=1"], cwd=REPO, env=env, capture_output=True, text=True,
+                           "schedule.pairs.teacher_margin=1",
+                           "schedule.iterations=1"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     jobs = {}

@@ -11,7 +11,7 @@ import shlex
 import subprocess
 
 import pytest
-from tests.conftest import REPO, SWEEP, dno_run, make_cfg
+from tests.conftest import DDP, REPO, SUBMITIT, SWEEP, dno_run, make_cfg
 from tests.test_alpacaeval import dno_eval
 
 from dno.config import validate
@@ -19,7 +19,8 @@ from dno.config import validate
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
-PROGRAMS = (".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
+PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench",
+            ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             "experiments/table1.sh", "experiments/nash.sh")
 
 
@@ -58,7 +59,7 @@ def test_readme_table1_commands_compose_for_every_row(args):
 
 @pytest.mark.parametrize("args", DNO_RUNS, ids=[" ".join(a) for a in DNO_RUNS])
 def test_readme_dno_run_commands_compose(args):
-    overrides = [a for a in args if a != "-m" and not a.startswith("hydra.")]
+    overrides = [a for a in args if a != "-m" and not a.startswith(("hydra.", "hydra/"))]
     for combo in expand(overrides):
         validate(make_cfg(*combo))
 
@@ -69,10 +70,28 @@ def test_readme_tiny_model_commands_run(args, tmp_path, request):
     args = [a for a in args if not a.startswith("hydra.")]
     if args == SWEEP:  # the session's shared sweep is this very command
         tmp_path = request.getfixturevalue("smoke_sweep")[0].parent
+    elif args == SUBMITIT:  # and so is the submitit_local sweep (checked in test_distributed.py)
+        tmp_path = request.getfixturevalue("submitit_sweep")
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in args else f"hydra.run.dir={tmp_path}"
     dno_run(*args, where)
     summaries = [p for p in tmp_path.rglob("summary.json") if p.parent.name != "final"]
     assert len(summaries) == (len(expand(args)) if "-m" in args else 1)
+
+
+LAUNCHES = [shlex.split(c)[2:] for c in COMMANDS if c.startswith(".venv/bin/accelerate launch")]
+
+
+@pytest.mark.parametrize("args", LAUNCHES, ids=[" ".join(a) for a in LAUNCHES])
+def test_readme_accelerate_commands_compose(args):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    assert args[0] == "--config_file" and args[2:4] == ["-m", "dno.run"], args
+    processes = load_config_from_file(str(REPO / args[1])).num_processes
+    overrides = [a for a in args[4:] if not a.startswith("hydra.")]
+    assert any(a.startswith("hydra.run.dir=") for a in args), "every process needs the same run directory"
+    validate(make_cfg(*overrides), processes)
+    if args[1].endswith("cpu_ddp.yaml"):  # run for real by tests/test_distributed.py
+        assert overrides == DDP
 
 
 @pytest.mark.parametrize("args", DNO_EVALS, ids=[" ".join(a) for a in DNO_EVALS])

@@ -195,9 +195,15 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
     The one forward used both for reference log-probs and for training, so the two agree exactly.
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    labels = batch["input_ids"][:, 1:]
-    mask = batch["loss_mask"][:, 1:].float()
+    # Logits only from the first position that predicts a response token: the vocabulary-sized
+    # projection and log-softmax of shared prompt positions are skipped (a quarter of an update's time).
+    first = int(batch["loss_mask"].float().argmax(-1).min()) if batch["loss_mask"].any() else 1
+    start = max(first - 1, 0)
+    width = batch["input_ids"].shape[1]
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                   logits_to_keep=width - start).logits[:, :-1]
+    labels = batch["input_ids"][:, start + 1 :]
+    mask = batch["loss_mask"][:, start + 1 :].float()
     logits = logits.float()
     # gather - logsumexp: one vocabulary-sized temporary instead of log_softmax's full copy
     logps = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)

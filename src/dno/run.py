@@ -306,7 +306,8 @@ def teacher_answers(r: Run) -> dict:
     return {"data/gold_answers": len(gold)}
 
 
-def run(cfg: DictConfig) -> dict:
+def start(cfg: DictConfig) -> Run:
+    """Everything before iteration 1: checks, tokenizer, pi_1's validation and test answers, gold answers."""
     r = prepare(cfg)
     from dno.policy import load_tokenizer
 
@@ -321,6 +322,11 @@ def run(cfg: DictConfig) -> dict:
     gold = read_json(init / "gold.json")
     for t, part in enumerate(r.splits.iterations, start=1):
         r.splits.iterations[t - 1] = [{**p, "gold": gold[p["id"]]} if p["id"] in gold else p for p in part]
+    return r
+
+
+def run(cfg: DictConfig) -> dict:
+    r = start(cfg)
     T = cfg.schedule.iterations
     per_iteration = [iteration(r, t) for t in range(1, T + 1)]
     if cfg.schedule.lookahead:

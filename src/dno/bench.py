@@ -1,0 +1,339 @@
+"""dno-bench: where an iteration's time goes, against the machine's limit and against TRL.
+
+    dno-bench                                   # the offline default (SmolLM2-135M, demo schedule)
+    dno-bench model=tiny_random schedule=smoke  # seconds
+
+On fixed, seeded inputs, in one process on one machine (so that ratios hold on a noisy machine):
+1. the machine's limit: fp32 (CPU) or bf16 (GPU) matmul FLOP/s;
+2. sampling: tokens/s of dno's sampler against a bare batched `model.generate`, same prompts and settings;
+3. reference log-probs and the update: non-padding tokens/s, achieved FLOP/s (2N per reference
+   token, 6N per trained token, N the parameters) and its fraction of the matmul FLOP/s, padding,
+   peak memory (RSS on CPU, max allocated on GPU), models resident during the update;
+4. TRL's DPOTrainer on the identical pairs (precomputed reference log-probs, same micro-batch,
+   accumulation, max length, sigmoid loss, beta, learning rate): tokens/s, peak memory, ratios;
+5. the judge: calls and tokens per prompt, cache hit rate on a repeat;
+6. one whole iteration of the loop: time per stage.
+Writes bench.json and bench.md into the output directory.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dno.config import ConfigError
+from dno.records import read_json, read_jsonl, write_json, write_jsonl
+from dno.run import CONF_DIR
+
+log = logging.getLogger("dno.bench")
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:  # Linux: reset the process's peak resident set size (VmHWM)
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def matmul_flops(size: int, seconds: float = 2.0) -> dict:
+    """Best FLOP/s of size x size matmuls: fp32 on CPU, bf16 on GPU."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+    torch.matmul(a, b)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sync()
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        sync()
+        best = max(best, 2 * size**3 / (time.perf_counter() - t))
+    return {"device": device, "dtype": str(dtype).removeprefix("torch."), "size": size, "flops": best,
+            "threads": torch.get_num_threads()}
+
+
+@torch.no_grad()
+def bare_generate(model, tokenizer, instructions: list[str], *, n: int, sampling, seed: int) -> int:
+    """The baseline: model.generate on left-padded batches of the same size, tokens counted to EOS."""
+    from dno.policy import prompt_ids, sampling_batch
+
+    encoded = [prompt_ids(tokenizer, s) for s in instructions]
+    per_batch, n_tokens = sampling_batch(sampling.batch_size, n), 0
+    for start in range(0, len(encoded), per_batch):
+        enc = tokenizer.pad({"input_ids": encoded[start : start + per_batch]}, padding_side="left",
+                            return_tensors="pt")
+        torch.manual_seed(seed + start)
+        out = model.generate(**enc.to(model.device), do_sample=True, temperature=sampling.temperature,
+                             top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        gen = out[:, enc["input_ids"].shape[1] :]
+        done = (gen == tokenizer.eos_token_id).int().cumsum(-1)
+        n_tokens += int(((done == 0) | ((done == 1) & (gen == tokenizer.eos_token_id))).sum())
+    return n_tokens
+
+
+def timed(fn):
+    reset_peak_memory()
+    sync()
+    t = time.perf_counter()
+    result = fn()
+    sync()
+    return result, time.perf_counter() - t, peak_memory_mb()
+
+
+def token_counts(tokenizer, pairs: list[dict], micro_batch_size: int, max_length: int) -> dict:
+    """Non-padding tokens of the pairs' sequences and the padding of dno's length-sorted micro-batches."""
+    from dno.stages.reference import encode_pairs, length_batches
+
+    enc = encode_pairs(tokenizer, pairs, max_length)
+    real = sum(2 * len(p) + len(c) + len(r) for p, c, r in enc)
+    padded = sum(2 * len(idx) * max(len(enc[i][0]) + max(len(enc[i][1]), len(enc[i][2])) for i in idx)
+                 for idx in length_batches(enc, micro_batch_size))
+    return {"tokens": real, "padding_frac": 1 - real / padded}
+
+
+def live_models() -> int:
+    from transformers import PreTrainedModel
+
+    gc.collect()
+    with warnings.catch_warnings():  # isinstance on some lazily imported modules warns
+        warnings.simplefilter("ignore")
+        models = [o for o in gc.get_objects() if isinstance(o, PreTrainedModel)]
+    inner = {id(m) for o in models for m in o.modules() if m is not o}  # e.g. LlamaModel inside *ForCausalLM
+    return sum(id(o) not in inner for o in models)
+
+
+def bench_pairs(prompts: list[dict], responses: list[list[str]]) -> list[dict]:
+    """Fixed pairs from the samples: (response 0 over 1), (2 over 3), ... per prompt."""
+    return [{"prompt_id": p["id"], "instruction": p["instruction"], "chosen": rs[i], "rejected": rs[i + 1],
+             "chosen_win_rate": 1.0, "rejected_win_rate": 0.0}
+            for p, rs in zip(prompts, responses, strict=True) for i in range(0, len(rs) - 1, 2)]
+
+
+def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
+    """TRL's DPOTrainer on the same pairs from pi_1's weights; None when TRL is not installed."""
+    try:
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+    except ImportError:
+        log.warning("TRL is not installed (pip install -e '.[bench]'): no TRL comparison")
+        return None
+    from dno.config import grad_accumulation
+    from dno.policy import load_model
+
+    s = cfg.schedule
+    model = load_model(cfg.model, cfg.cache_dir, tokenizer)
+    template = [tokenizer.apply_chat_template([{"role": "user", "content": p["instruction"]}], tokenize=False,
+                                              add_generation_prompt=True) for p in pairs]
+    data = Dataset.from_list([{"prompt": t, "chosen": p["chosen"], "rejected": p["rejected"]}
+                              for t, p in zip(template, pairs, strict=True)])
+    args = DPOConfig(
+        output_dir=str(out / "trl"), per_device_train_batch_size=cfg.train.micro_batch_size,
+        gradient_accumulation_steps=grad_accumulation(cfg, 1), learning_rate=s.lr, num_train_epochs=s.epochs,
+        lr_scheduler_type=s.lr_scheduler, warmup_steps=float(s.warmup_ratio),  # < 1: a ratio
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm, beta=s.beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
+        precompute_ref_log_probs=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and cfg.model.dtype == "bfloat16",
+        dataloader_num_workers=0, disable_tqdm=True)
+    trainer, init_s, init_mb = timed(lambda: DPOTrainer(model=model, args=args, train_dataset=data,
+                                                        processing_class=tokenizer))
+    ds = trainer.train_dataset
+    tokens = sum(2 * len(p) + len(c) + len(r) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"],
+                                                                   ds["rejected_ids"], strict=True))
+    resident = live_models()
+    _, train_s, train_mb = timed(trainer.train)
+    trainer = model = None  # noqa: F841 (freed before the next measurement)
+    gc.collect()
+    return {"reference_s": init_s, "reference_tokens_per_s": tokens / init_s, "reference_peak_mb": init_mb,
+            "update_s": train_s, "update_tokens_per_s": tokens * s.epochs / train_s, "update_peak_mb": train_mb,
+            "tokens": tokens, "models_resident": resident}
+
+
+def judge_costs(oracle, samples: Path, out: Path) -> dict:
+    """Judge the samples twice: calls and tokens per prompt, then the cache hit rate of the repeat."""
+    from dno.stages.judge import judge_samples
+
+    n = len(read_jsonl(samples))
+    first, s1, _ = timed(lambda: judge_samples(oracle, samples, out / "judgements.jsonl"))
+    again, _, _ = timed(lambda: judge_samples(oracle, samples, out / "judgements_repeat.jsonl"))
+    asked = again.get("oracle/requests", 0) + again.get("oracle/cache_hits", 0)
+    return {"oracle": type(oracle).__name__, "prompts": n, "seconds": s1,
+            "calls_per_prompt": first.get("oracle/requests", 0) / n,
+            "tokens_per_prompt": first.get("oracle/tokens", 0) / n,
+            "repeat_cache_hit_rate": again.get("oracle/cache_hits", 0) / asked if asked else None}
+
+
+def iteration_times(cfg: DictConfig) -> dict:
+    """One iteration of dno-run (its own code, its own markers) in <out>/iteration: seconds per stage."""
+    from dno.run import iteration, start
+
+    t0 = time.perf_counter()
+    r = start(cfg)
+    before = time.perf_counter() - t0
+    d = r.run_dir / "iter_1"
+    iteration(r, 1)
+    stages = {name: read_json(d / f"DONE.{name}")[f"time/{name}_s"]
+              for name in ("sample", "judge", "pairs", "reference", "train", "evaluate")}
+    return {"init_s": before, **{f"{k}_s": v for k, v in stages.items()},
+            "iteration_s": sum(stages.values()), "pairs": read_json(d / "DONE.pairs").get("pairs/total")}
+
+
+def run_bench(cfg: DictConfig) -> dict:
+    from hydra.utils import instantiate
+
+    from dno.config import grad_accumulation, validate
+    from dno.data.splits import make_splits
+    from dno.policy import generate, load_model, load_tokenizer
+    from dno.run import make_accelerator
+    from dno.stages.reference import reference_logps
+    from dno.stages.train import train_policy
+
+    validate(cfg)
+    out = Path(HydraConfig.get().runtime.output_dir)
+    b, s, k = cfg.bench, cfg.schedule, cfg.schedule.samples_per_prompt
+    torch.manual_seed(cfg.seed)
+    report: dict = {"model": cfg.model.name, "schedule": HydraConfig.get().runtime.choices.get("schedule"),
+                    "machine": matmul_flops(b.matmul_size)}
+    limit = report["machine"]["flops"]
+    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+                         n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+    prompts = splits.iterations[0][: b.prompts]
+    tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+    accelerator = make_accelerator(cfg.train.process_timeout_min)
+    model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
+    n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
+    instructions = [p["instruction"] for p in prompts]
+
+    bare_generate(model, tok, instructions[:1], n=1, sampling=cfg.sampling, seed=0)  # warm-up
+    (responses, ours_tokens), ours_s, ours_mb = timed(lambda: generate(
+        model, tok, instructions, n=k, max_new_tokens=cfg.sampling.max_new_tokens,
+        temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, batch_size=cfg.sampling.batch_size,
+        seed=cfg.seed, desc="bench: dno sampler"))
+    bare_tokens, bare_s, _ = timed(lambda: bare_generate(model, tok, instructions, n=k, sampling=cfg.sampling,
+                                                         seed=cfg.seed))
+    report["sampling"] = {"prompts": len(prompts), "k": k, "ours_tokens_per_s": ours_tokens / ours_s,
+                          "bare_tokens_per_s": bare_tokens / bare_s,
+                          "ratio": (ours_tokens / ours_s) / (bare_tokens / bare_s), "peak_mb": ours_mb}
+
+    pairs = bench_pairs(prompts, responses)
+    pairs_path = out / "pairs.jsonl"
+    write_jsonl(pairs_path, pairs)
+    write_jsonl(out / "samples.jsonl", [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])
+    counts = token_counts(tok, pairs, cfg.train.micro_batch_size, cfg.model.max_length)
+    _, ref_s, ref_mb = timed(lambda: reference_logps(
+        model, tok, pairs_path, micro_batch_size=cfg.train.micro_batch_size, max_length=cfg.model.max_length))
+    resident = live_models()
+    stats, upd_s, upd_mb = timed(lambda: train_policy(
+        model, tok, pairs_path, instantiate(cfg.loss), accelerator=accelerator, optim=s, epochs=s.epochs,
+        micro_batch_size=cfg.train.micro_batch_size, grad_accum=grad_accumulation(cfg, 1),
+        max_length=cfg.model.max_length, seed=cfg.seed))
+    tokens = counts["tokens"]
+    report["reference"] = {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
+                           "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb}
+    report["update"] = {"pairs": len(pairs), "tokens": tokens * s.epochs, "tokens_per_s": tokens * s.epochs / upd_s,
+                        "flops": 6 * n_params * tokens * s.epochs / upd_s, "peak_mb": upd_mb,
+                        "models_resident": resident, "steps": stats["train/steps"], "loss": stats["train/loss"]}
+    for part in ("reference", "update"):
+        report[part]["flops_frac"] = report[part]["flops"] / limit
+        report[part]["padding_frac"] = counts["padding_frac"]
+    report["parameters"] = n_params
+    model = accelerator = None  # noqa: F841 (freed before TRL loads its copy)
+    gc.collect()
+
+    report["trl_note"] = "bench.trl=false"
+    if b.trl:
+        report["trl_note"] = "TRL not installed"
+        trl = trl_update(cfg, tok, pairs, out)
+        if trl:
+            trl["update_ratio"] = report["update"]["tokens_per_s"] / trl["update_tokens_per_s"]
+            trl["reference_ratio"] = report["reference"]["tokens_per_s"] / trl["reference_tokens_per_s"]
+        report["trl"] = trl
+    report["judge"] = judge_costs(instantiate(cfg.oracle), out / "samples.jsonl", out)
+    if b.iteration:
+        report["iteration"] = iteration_times(cfg)
+    write_json(out / "bench.json", report)
+    (out / "bench.md").write_text(markdown(report))
+    return report
+
+
+def _f(x, spec: str = ".3g") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def markdown(r: dict) -> str:
+    m, smp, ref, upd, trl = r["machine"], r["sampling"], r["reference"], r["update"], r.get("trl")
+    gf = lambda x: f"{x / 1e9:.1f} GFLOP/s"  # noqa: E731
+    rows = [f"# dno-bench: {r['model']}, schedule {r['schedule']}, {r['parameters'] / 1e6:.1f}M parameters", "",
+            f"Machine limit: {gf(m['flops'])} ({m['dtype']} {m['size']}x{m['size']} matmul on {m['device']}, "
+            f"{m['threads']} threads).", "",
+            "| stage | ours | baseline | ours / baseline | achieved FLOP/s | of limit | padding | peak memory |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| sampling (tokens/s, {smp['prompts']} prompts x {smp['k']}) | {smp['ours_tokens_per_s']:.1f} | "
+            f"{smp['bare_tokens_per_s']:.1f} (bare generate) | {smp['ratio']:.2f} | | | | {smp['peak_mb']:.0f} MB |"]
+    for name, part, key in (("reference log-probs", ref, "reference"), ("update", upd, "update")):
+        base = f"{trl[f'{key}_tokens_per_s']:.1f} (TRL DPOTrainer)" if trl else f"n/a ({r.get('trl_note')})"
+        ratio = _f(trl[f"{key}_ratio"], ".2f") if trl else "n/a"
+        trl_mb = f" (TRL {trl[f'{key}_peak_mb']:.0f} MB)" if trl else ""
+        rows.append(f"| {name} (tokens/s, {part['pairs']} pairs) | {part['tokens_per_s']:.1f} | {base} | {ratio} | "
+                    f"{gf(part['flops'])} | {part['flops_frac']:.0%} | {part['padding_frac']:.0%} | "
+                    f"{part['peak_mb']:.0f} MB{trl_mb} |")
+    j = r["judge"]
+    rows += ["", f"Update: {upd['steps']} optimizer steps, {upd['models_resident']} model(s) resident "
+             f"(TRL: {trl['models_resident'] if trl else 'n/a'}). FLOP/s counts 2N per reference token and 6N per "
+             "trained token (N parameters, attention not counted); tokens are non-padding prompt + response tokens.",
+             "", f"Judge ({j['oracle']}): {j['calls_per_prompt']:.2f} calls and {j['tokens_per_prompt']:.0f} tokens "
+             f"per prompt, {j['seconds']:.2f} s for {j['prompts']} prompts; cache hit rate on a repeat: "
+             f"{_f(j['repeat_cache_hit_rate'], '.0%')}."]
+    if "iteration" in r:
+        it = r["iteration"]
+        names = ("sample", "judge", "pairs", "reference", "train", "evaluate")
+        rows += ["", "One iteration of dno-run (seconds):", "",
+                 "| before iteration 1 | " + " | ".join(names) + " | iteration |",
+                 "|---" * (len(names) + 2) + "|",
+                 f"| {it['init_s']:.1f} | " + " | ".join(f"{it[f'{n}_s']:.1f}" for n in names)
+                 + f" | {it['iteration_s']:.1f} |"]
+    return "\n".join(rows) + "\n"
+
+
+@hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        report = run_bench(cfg)
+    except ConfigError as e:
+        print(f"dno-bench: config error: {e}", file=sys.stderr)
+        sys.exit(2)
+    print(markdown(report))
+    print(json.dumps({k: report[k] for k in ("machine",)}, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""dno-bench on the tiny model: every field of the report, with values that hang together."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, SMOKE, make_cfg
+from dno.bench import bench_pairs, matmul_flops, token_counts
+from dno.policy import load_tokenizer
+
+DNO_BENCH = str(Path(sys.executable).with_name("dno-bench"))
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[dict, Path]:
+    out = tmp_path_factory.mktemp("bench")
+    proc = subprocess.run([DNO_BENCH, *SMOKE, "bench.prompts=4", "bench.matmul_size=256", f"hydra.run.dir={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads((out / "bench.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_report_fields(report):
+    r, out = report
+    assert r["machine"]["device"] == "cpu" and r["machine"]["dtype"] == "float32" and r["machine"]["flops"] > 1e8
+    s = r["sampling"]
+    assert (s["prompts"], s["k"]) == (4, 4) and s["ours_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
+    assert s["ratio"] == pytest.approx(s["ours_tokens_per_s"] / s["bare_tokens_per_s"])
+    for part, per_token in (("reference", 2), ("update", 6)):
+        p = r[part]
+        assert p["pairs"] == 8  # K=4 samples -> 2 fixed pairs per prompt
+        assert p["flops"] == pytest.approx(per_token * r["parameters"] * p["tokens_per_s"])
+        assert p["flops_frac"] == pytest.approx(p["flops"] / r["machine"]["flops"])
+        assert 0 <= p["padding_frac"] < 1 and p["peak_mb"] > 50
+    assert r["update"]["models_resident"] == 1  # reference log-probs are stored, not a second model
+    assert r["update"]["steps"] == 2  # 8 pairs, effective batch 4
+    trl = r["trl"]
+    assert trl["update_ratio"] == pytest.approx(r["update"]["tokens_per_s"] / trl["update_tokens_per_s"])
+    assert trl["tokens"] > 0 and trl["update_peak_mb"] > 50
+    j = r["judge"]
+    assert j["oracle"] == "RulesOracle" and j["calls_per_prompt"] == 0 and j["repeat_cache_hit_rate"] is None
+    it = r["iteration"]
+    stages = ("sample", "judge", "pairs", "reference", "train", "evaluate")
+    assert it["iteration_s"] == pytest.approx(sum(it[f"{n}_s"] for n in stages))
+    assert (out / "iter_1" / "checkpoint" / "config.json").exists()  # the loop's own stages ran
+    md = (out / "bench.md").read_text()
+    assert "Machine limit" in md and "TRL DPOTrainer" in md and "One iteration of dno-run" in md
+
+
+def test_token_counts_by_hand():
+    cfg = make_cfg(*SMOKE)
+    tok = load_tokenizer(cfg.model.tokenizer, cfg.cache_dir)
+    pairs = bench_pairs([{"id": "a", "instruction": "Hi"}], [["one two", "three", "x", "y"]])
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("one two", "three"), ("x", "y")]
+    from dno.stages.reference import encode_pairs
+
+    enc = encode_pairs(tok, pairs, 256)
+    real = sum(2 * len(p) + len(c) + len(r) for p, c, r in enc)
+    c = token_counts(tok, pairs, micro_batch_size=2, max_length=256)
+    # one micro-batch of 2 pairs = 4 rows padded to the longest prompt + response
+    width = max(len(p) + max(len(x), len(y)) for p, x, y in enc)
+    assert c["tokens"] == real and c["padding_frac"] == pytest.approx(1 - real / (4 * width))
+
+
+def test_matmul_flops_is_a_rate():
+    m = matmul_flops(128, seconds=0.2)
+    assert m["size"] == 128 and m["flops"] > 1e7 and m["threads"] == torch.get_num_threads()
