@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,16 +14,18 @@ from conftest import REPO, SMOKE, make_cfg
 from dno.bench import bench_pairs, matmul_flops, token_counts
 from dno.policy import load_tokenizer
 
-DNO_BENCH = str(Path(sys.executable).with_name("dno-bench"))
-
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, Path]:
+    """experiments/bench.sh (dno-bench, then the table copied to REPORT) on the tiny model."""
     out = tmp_path_factory.mktemp("bench")
-    proc = subprocess.run([DNO_BENCH, *SMOKE, "bench.prompts=4", "bench.matmul_size=256", f"hydra.run.dir={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "BENCH_DIR": str(out / "run"), "REPORT": str(out / "bench.md")}
+    proc = subprocess.run(["experiments/bench.sh", *SMOKE, "bench.prompts=4", "bench.matmul_size=256"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads((out / "bench.json").read_text()), out
+    assert (out / "bench.md").read_text() == (out / "run" / "bench.md").read_text()
+    assert json.loads((out / "bench.json").read_text()) == json.loads((out / "run" / "bench.json").read_text())
+    return json.loads((out / "bench.json").read_text()), out / "run"
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
 PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
-            "experiments/table1.sh", "experiments/nash.sh")
+            "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh")
 
 
 def without_env(command: str) -> str:
@@ -92,6 +92,17 @@ def test_readme_accelerate_commands_compose(args):
     validate(make_cfg(*overrides), processes)
     if args[1].endswith("cpu_ddp.yaml"):  # run for real by tests/test_distributed.py
         assert overrides == DDP
+
+
+BENCHES = args_of("experiments/bench.sh") + args_of(".venv/bin/dno-bench")
+
+
+@pytest.mark.parametrize("args", BENCHES, ids=[" ".join(a) or "default" for a in BENCHES])
+def test_readme_bench_commands_compose(args):
+    # experiments/bench.sh runs dno-bench for real on the tiny model in tests/test_bench.py
+    cfg = make_cfg(*[a for a in args if not a.startswith("hydra.")], config_name="bench")
+    validate(cfg)
+    assert cfg.bench.prompts >= 1
 
 
 @pytest.mark.parametrize("args", DNO_EVALS, ids=[" ".join(a) for a in DNO_EVALS])
