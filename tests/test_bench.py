@@ -33,7 +33,8 @@ def test_report_fields(report):
     r, out = report
     assert r["machine"]["device"] == "cpu" and r["machine"]["dtype"] == "float32" and r["machine"]["flops"] > 1e8
     s = r["sampling"]
-    assert (s["prompts"], s["k"]) == (4, 4) and s["ours_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
+    assert (s["prompts"], s["k"], s["repeats"]) == (4, 4, 2)
+    assert s["ours_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
     assert s["ratio"] == pytest.approx(s["ours_tokens_per_s"] / s["bare_tokens_per_s"])
     for part, per_token in (("reference", 2), ("update", 6)):
         p = r[part]
@@ -74,3 +75,20 @@ def test_token_counts_by_hand():
 def test_matmul_flops_is_a_rate():
     m = matmul_flops(128, seconds=0.2)
     assert m["size"] == 128 and m["flops"] > 1e7 and m["threads"] == torch.get_num_threads()
+
+
+def test_judge_costs_of_an_api_judge_and_its_cache(tmp_path, monkeypatch):
+    from dno.bench import judge_costs
+    from dno.records import write_jsonl
+    from judge_server import JudgeServer
+    from test_api_oracles import KEY, KEY_ENV, listwise
+
+    monkeypatch.setenv(KEY_ENV, KEY)
+    samples = tmp_path / "samples.jsonl"
+    write_jsonl(samples, [{"id": f"p{i}", "instruction": f"Say {i}.", "responses": ["a b", "c", f"{i}", "d e f"]}
+                          for i in range(3)])
+    with JudgeServer() as server:
+        costs = judge_costs(listwise(server, tmp_path), samples, tmp_path)
+        assert len(server.requests) == 3  # the repeat was answered from the cache
+    assert costs["calls_per_prompt"] == 1.0 and costs["tokens_per_prompt"] > 0
+    assert costs["repeat_cache_hit_rate"] == 1.0 and costs["oracle"] == "OpenAIListwiseOracle"
