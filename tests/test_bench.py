@@ -42,6 +42,7 @@ def test_report_fields(report):
         assert p["flops"] == pytest.approx(per_token * r["parameters"] * p["tokens_per_s"])
         assert p["flops_frac"] == pytest.approx(p["flops"] / r["machine"]["flops"])
         assert 0 <= p["padding_frac"] < 1 and p["peak_mb"] > 50
+    assert r["machine"]["flops"] == max(r["machine"]["flops_start"], r["machine"]["flops_end"])
     assert r["update"]["models_resident"] == 1  # reference log-probs are stored, not a second model
     assert r["update"]["steps"] == 2  # 8 pairs, effective batch 4
     trl = r["trl"]
