@@ -42,11 +42,19 @@ def make_accelerator(timeout_min: float):
 
 def gather(accelerator, obj) -> list:
     """`obj` from every process, in rank order (a list of one with a single process)."""
-    if accelerator.num_processes == 1:
+    if accelerator is None or accelerator.num_processes == 1:
         return [obj]
     from accelerate.utils import gather_object
 
     return gather_object([obj])
+
+
+def gather_by_index(accelerator, mine: dict) -> dict | None:
+    """Each process's {index: result} merged on the main process; None on the others."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return mine
+    merged = {i: v for part in gather(accelerator, mine) for i, v in part.items()}
+    return merged if accelerator.is_main_process else None
 
 
 def same_run_dir(accelerator, run_dir: Path) -> None:

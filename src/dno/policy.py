@@ -196,7 +196,7 @@ def sequence_logps(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     The one forward used both for reference log-probs and for training, so the two agree exactly.
     """
     # Logits only from the first position that predicts a response token: the vocabulary-sized
-    # projection and log-softmax of shared prompt positions are skipped (a quarter of an update's time).
+    # projection and log-softmax over the micro-batch's shared prompt positions are skipped.
     first = int(batch["loss_mask"].float().argmax(-1).min()) if batch["loss_mask"].any() else 1
     start = max(first - 1, 0)
     width = batch["input_ids"].shape[1]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dno.distributed import gather, shard
+from dno.distributed import gather_by_index, shard
 from dno.policy import collate, prompt_ids, response_ids, sequence_logps
 from dno.records import read_jsonl, write_jsonl
 
@@ -56,10 +56,9 @@ def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int
         batch = {k: v.to(device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
         logps = sequence_logps(model, batch).cpu()
         logps_of |= {i: (float(logps[j]), float(logps[len(idx) + j])) for j, i in enumerate(idx)}
-    if accelerator is not None and accelerator.num_processes > 1:
-        logps_of = {i: v for part in gather(accelerator, logps_of) for i, v in part.items()}
-        if not accelerator.is_main_process:
-            return {}
+    logps_of = gather_by_index(accelerator, logps_of)
+    if logps_of is None:  # not the main process
+        return {}
     for i, (chosen, rejected) in logps_of.items():
         pairs[i]["ref_logp_chosen"], pairs[i]["ref_logp_rejected"] = chosen, rejected
     write_jsonl(pairs_path, pairs)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from dno.data.constraints import words
-from dno.distributed import gather, shard
+from dno.distributed import gather, gather_by_index, shard
 from dno.policy import generate, sampling_batch
 from dno.records import write_jsonl
 
@@ -31,18 +31,13 @@ def sample_responses(model, tokenizer, prompts: list[dict], out: Path, *, k: int
             max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
             batch_size=sampling.batch_size, seed=seed, desc=desc, starts=starts,
         )
-        if accelerator is not None and accelerator.num_processes > 1:
-            parts = gather(accelerator, (starts, mine, n_tokens))
-            if not accelerator.is_main_process:
-                return {}
-            by_start = {}
-            for part_starts, part, _ in parts:
-                rows = iter(part)
-                for s in part_starts:
-                    by_start[s] = [next(rows) for _ in range(min(per_batch, len(prompts) - s))]
-            mine = [r for s in sorted(by_start) for r in by_start[s]]
-            n_tokens = sum(p[2] for p in parts)
-        responses = mine
+        indices = range(len(prompts)) if starts is None else \
+            [i for s in starts for i in range(s, min(s + per_batch, len(prompts)))]
+        n_tokens = sum(gather(accelerator, n_tokens))
+        by_index = gather_by_index(accelerator, dict(zip(indices, mine, strict=True)))
+        if by_index is None:  # not the main process
+            return {}
+        responses = [by_index[i] for i in range(len(prompts))]
     seconds = time.perf_counter() - start
     write_jsonl(out, [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])
     lengths = [len(words(text)) for group in responses for text in group]
