@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/judge_agreement.py RUN_DIR oracle=local_judge [iteration=1] [prompts=32]
 
-Re-judges `RUN_DIR/iter_<iteration>/judgements.jsonl` (the K samples, plus the gold answer when
+Re-judges `RUN_DIR/iter_<iteration>/judgements.jsonl` (the K samples, plus the teacher answer when
 there is one) with the oracle the overrides compose, and reports, over the pairs the run's oracle
 decided (P != 0.5), the share on which the other oracle's P(a > b) falls on the same side of 0.5,
 with the time it took. Nothing in the run directory is changed.
@@ -17,9 +17,9 @@ import time
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
+from dno.config import CONF_DIR
 from dno.oracles.base import Judgement, all_pairs
-from dno.records import read_jsonl
-from dno.run import CONF_DIR
+from dno.records import read_judgements
 
 
 def main(argv: list[str]) -> dict:
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> dict:
         cfg = compose("config", overrides=overrides)
     oracle = instantiate(cfg.oracle)
     oracle.check()
-    rows = [r for r in read_jsonl(f"{run_dir}/iter_{options.get('iteration', 1)}/judgements.jsonl")
+    rows = [r for r in read_judgements(f"{run_dir}/iter_{options.get('iteration', 1)}/judgements.jsonl")
             if r["judgement"]["status"] == "ok"][: options.get("prompts", 32)]
     start = time.perf_counter()
     theirs = oracle.judge_many([(r, r["candidates"]) for r in rows])

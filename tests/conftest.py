@@ -1,40 +1,28 @@
-"""Shared helpers: compose configs like dno-run does, and run dno-run as a user would."""
+"""Session fixtures: runs of the apps shared by the tests that only read them (all `slow`), and the
+guard that keeps `make test-fast` fast: a test not marked `slow` that starts an app fails."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from dno.run import CONF_DIR
-
-REPO = Path(__file__).resolve().parents[1]
-DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
-SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
-SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
-# The README's 2-process command (and its submitit sweep): effective batch 4 = 2 processes x micro 2
-# (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
-DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]
-SUBMITIT = ["-m", *DDP, "seed=0,1", "hydra/launcher=submitit_local"]
+from helpers import SMOKE, SUBMITIT, SWEEP, dno_run, starts_an_app
 
 
-def make_cfg(*overrides: str, return_hydra_config: bool = False, config_name: str = "config"):
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
+@pytest.fixture(autouse=True)
+def _apps_only_in_slow_tests(request, monkeypatch):
+    if request.node.get_closest_marker("slow"):
+        return
+    popen = subprocess.Popen.__init__
 
+    def refuse(self, args, *rest, **kwargs):
+        if starts_an_app(args):
+            raise AssertionError(f"{request.node.nodeid} starts an app ({args[0]}): mark it @pytest.mark.slow")
+        popen(self, args, *rest, **kwargs)
 
-def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", **(env or {})}
-    proc = subprocess.run([DNO_RUN, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dno-run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from tests.conftest import REPO, SMOKE
 
 from dno.alpacaeval import instruction_difficulty, merged_leaderboard
+from dno.metrics import length_controlled
 from dno.records import read_json
-from dno.stages.final import length_controlled
+from helpers import REPO, SMOKE
 from judge_server import JudgeServer
 
 DNO_EVAL = str(Path(sys.executable).with_name("dno-eval"))
@@ -65,6 +65,7 @@ def official(server, fake, out, *extra, check=True):
                     "eval.max_new_tokens=12", f"hydra.run.dir={out}", *extra, check=check)
 
 
+@pytest.mark.slow
 def test_official_path_end_to_end_with_the_packages_lc_metric(fake_alpaca_eval, tmp_path):
     before = package_files()
     with JudgeServer() as server:
@@ -91,6 +92,7 @@ def test_official_path_end_to_end_with_the_packages_lc_metric(fake_alpaca_eval, 
     assert not [p for p in out.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
 
 
+@pytest.mark.slow
 def test_a_missing_annotation_fails_loudly(fake_alpaca_eval, tmp_path):
     with JudgeServer() as server:
         server.faults = ["nolabel"]
@@ -108,6 +110,7 @@ def test_merged_leaderboard_keeps_the_public_rows():
     assert names.index("Snorkel-Mistral-PairRM-DPO") < names.index("my-dno") < names.index("Meta-Llama-3-8B-Instruct")
 
 
+@pytest.mark.slow
 def test_local_path_on_a_smoke_checkpoint(smoke_run, tmp_path):
     dno_eval(*SMOKE, f"checkpoint={smoke_run / 'iter_2' / 'checkpoint'}", f"hydra.run.dir={tmp_path}")
     summary = read_json(tmp_path / "summary.json")

@@ -71,7 +71,7 @@ def test_after_the_retries_the_answer_is_failed_not_a_guess(server, tmp_path):
     server.faults = ["500"] * 4  # the first try and max_retries=3 retries
     oracle = listwise(server, tmp_path)
     j = oracle.judge(PROMPT, CANDIDATES)
-    assert j.status == FAILED and j.scores is None and j.win_rates() is None
+    assert j.status == FAILED and j.scores is None and j.win_probs() is None
     assert "InternalServerError" in j.detail["error"]
     assert len(server.requests) == 4
     assert oracle.judge(PROMPT, CANDIDATES).status == OK  # a failure is not cached: asked again

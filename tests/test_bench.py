@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, SMOKE, make_cfg
 from dno.bench import bench_pairs, matmul_flops, token_counts
 from dno.policy import load_tokenizer
+from helpers import REPO, SMOKE, make_cfg
 
 
 @pytest.fixture(scope="module")

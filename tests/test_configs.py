@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from tests.conftest import SMOKE, dno_run, make_cfg
 
-from dno.config import ConfigError, validate
-from dno.run import CONF_DIR, redact
+from dno.config import CONF_DIR, ConfigError, validate
+from dno.losses import DNOLoss, DNOPrctLoss, IPOLoss, SFTLoss, SPPOLoss
+from dno.pairs import AllPairs, BestVsWorst, PaperRule, SpinRule
+from dno.tracking import redact
+from dno.variant import Variant
+from helpers import SMOKE, dno_run, make_cfg
 
 GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger"]
 REQUIRED = {("oracle", "reward_model"): ["oracle.model.path=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"]}
@@ -43,16 +46,57 @@ def test_required_groups_have_the_issue_options():
     assert {"wandb", "none"} <= set(options("logger"))
 
 
-def test_paper_schedule_is_the_paper_recipe():
-    s = make_cfg("schedule=paper").schedule
+def test_paper_schedule_and_default_variant_are_the_paper_recipe():
+    cfg = make_cfg("schedule=paper")
+    s, v = cfg.schedule, instantiate(cfg.loss)
     assert (s.iterations, s.samples_per_prompt, s.temperature, s.top_p) == (3, 5, 0.7, 0.95)
-    assert (s.lr, s.effective_batch_size, s.epochs, s.beta) == (5e-5, 64, 1, 0.1)
-    assert list(s.replay) == [0.3, 0.15]
-    assert (s.pairs.min_positive_score, s.pairs.teacher_margin, s.pairs.student_margin) == (5, 2, 1)
+    assert (s.lr, s.effective_batch_size, s.epochs, s.max_pairs_per_prompt) == (5e-5, 64, 1, None)
+    assert isinstance(v, Variant) and v.objective == DNOPrctLoss(beta=0.1) and v.replay == (0.3, 0.15)
+    assert v.pairs == PaperRule(min_positive_score=5, teacher_margin=2, student_margin=1) and not v.lookahead
 
 
-def test_loss_beta_follows_the_schedule():
-    assert instantiate(make_cfg("schedule=paper", "schedule.beta=0.05").loss).beta == 0.05
+def test_schedules_hold_sizes_only_and_inherit_the_paper_one():
+    method_keys = {"beta", "replay", "lookahead", "pairs", "rule", "keep_types"}
+    paper = set(OmegaConf.load(Path(CONF_DIR) / "schedule" / "paper.yaml"))
+    for name in options("schedule"):
+        raw = OmegaConf.load(Path(CONF_DIR) / "schedule" / f"{name}.yaml")
+        assert not method_keys & set(raw), name
+        if name != "paper":
+            assert list(raw.defaults) == ["paper", "_self_"]
+            assert set(raw) - {"defaults"} <= paper | {"min_positive_score"}, name
+
+
+@pytest.mark.parametrize("loss,objective,rule,extra", [
+    ("dno_prct", DNOPrctLoss, PaperRule, {}),
+    ("dno", DNOLoss, AllPairs, {}),
+    ("ipo", IPOLoss, PaperRule, {}),
+    ("sppo", SPPOLoss, AllPairs, {}),
+    ("sft", SFTLoss, PaperRule, {}),
+    ("spin", DNOPrctLoss, SpinRule, {"needs_teacher": True}),
+    ("dno_restrictive", DNOPrctLoss, PaperRule, {"needs_teacher": True}),
+    ("dno_lookahead", DNOPrctLoss, PaperRule, {"lookahead": True}),
+    ("best_vs_worst", DNOPrctLoss, BestVsWorst, {}),
+])
+def test_a_variant_is_one_config_choice(loss, objective, rule, extra):
+    v = instantiate(make_cfg(f"loss={loss}").loss)
+    assert type(v.objective) is objective and type(v.pairs) is rule
+    assert {k: getattr(v, k) for k in extra} == extra
+    if loss == "dno_restrictive":
+        assert v.pairs.keep_types == ("teacher_over_student",)
+
+
+def test_variant_knobs_live_under_loss():
+    v = instantiate(make_cfg("loss=dno", "loss.beta=0.05", "loss.replay=[0.5]").loss)
+    assert v.objective.beta == 0.05 and v.replay == (0.5,)
+    assert type(instantiate(make_cfg("pair_rule@loss.pairs=spin").loss).pairs) is SpinRule  # a rule from the CLI
+
+
+def test_table1_rows_hold_only_the_choices_that_define_them():
+    for path in sorted((Path(CONF_DIR) / "experiment").glob("table1_*.yaml")):
+        raw = OmegaConf.load(path)
+        assert set(raw) <= {"defaults", "method", "logger", "schedule"}, path.name
+        assert set(raw.get("schedule", {})) <= {"iterations", "epochs", "lr"}, path.name
+        assert len(path.read_text().splitlines()) <= 13, path.name
 
 
 def test_builtin_data_instantiates_records():
@@ -65,10 +109,9 @@ def test_builtin_data_instantiates_records():
     ("schedule.samples_per_prompt=1", "at least 2"),
     ("schedule.top_p=1.5", "sampling.top_p"),
     ("schedule.lr=-1", "schedule.lr"),
-    ("schedule.replay=[0.3,2]", "schedule.replay[1]"),
     ("schedule.effective_batch_size=6", "not a multiple"),
     ("model.dtype=int8", "model.dtype"),
-    ("schedule.beta=???", "schedule.beta"),
+    ("loss.beta=???", "loss.beta"),
 ])
 def test_bad_values_are_rejected_with_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -87,10 +130,13 @@ def test_redact_drops_secret_values():
     ("model.path=/nonexistent/model.gguf", "does not exist"),
     ("+oracle.bogus=1", "bogus"),
     ("teacher=best_of_n teacher.n=1", "teacher.n must be at least 2"),
-    ("schedule.pairs.rule=nope", "schedule.pairs.rule must be paper or spin"),
+    ("loss.pairs.keep_types=[nope]", "loss.pairs.keep_types has unknown types ['nope']"),
+    ("loss.replay=[0.3,2]", "loss.replay[1] must be a fraction in [0, 1]"),
+    ("loss=spin", "loss=spin needs the teacher's answer for every prompt, but 12 of 12 prompts have none"),
     ("eval=alpaca_eval2 eval.api_key_env=DNO_TEST_UNSET_KEY", "DNO_TEST_UNSET_KEY is not set"),
-    ("eval.baseline=teacher", "eval.baseline must be auto, pi_1 or gold"),
+    ("eval.baseline=gold", "eval.baseline must be auto, pi_1 or teacher"),
 ])
+@pytest.mark.slow
 def test_dno_run_fails_before_compute(tmp_path, override, message):
     run_dir = tmp_path / "run"
     start = time.perf_counter()
@@ -99,3 +145,11 @@ def test_dno_run_fails_before_compute(tmp_path, override, message):
     assert message in proc.stderr
     assert not (run_dir / "init").exists() and not (run_dir / "wandb").exists()
     assert time.perf_counter() - start < 60
+
+
+def test_no_key_of_an_app_config_is_also_a_config_group():
+    """dno-nash's `pairs=300` once read as a config group: the apps share conf/, so their keys must not."""
+    groups = {p.name for p in Path(CONF_DIR).iterdir() if p.is_dir()}
+    for app in ("nash", "tables", "bench", "eval_app"):
+        keys = set(OmegaConf.load(Path(CONF_DIR) / f"{app}.yaml")) - {"defaults", "hydra"}
+        assert not keys & groups, (app, keys & groups)

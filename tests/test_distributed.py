@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DDP, REPO, make_cfg
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.generation import free_port
+from helpers import DDP, REPO, make_cfg
 
 ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
 
@@ -24,7 +24,7 @@ def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
     return subprocess.run([ACCELERATE, "launch", "--config_file", str(REPO / "conf/accelerate/cpu_ddp.yaml"),
                            "--num_processes", str(processes), "--main_process_port", str(free_port()),
-                           "-m", "dno.run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+                           "-m", "dno.apps.run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_two_processes_match_one(runs):
         assert len(a) == len(b) > 0
         for p, q in zip(a, b, strict=True):
             assert (p["chosen"], p["rejected"]) == (q["chosen"], q["rejected"])
-            assert p["ref_logp_chosen"] == pytest.approx(q["ref_logp_chosen"], abs=1e-5)
+            assert p["ref_chosen_logps"] == pytest.approx(q["ref_chosen_logps"], abs=1e-5)
         wa = load_file(one / f"iter_{t}" / "checkpoint" / "model.safetensors")
         wb = load_file(two / f"iter_{t}" / "checkpoint" / "model.safetensors")
         assert sorted(wa) == sorted(wb)
@@ -99,6 +99,7 @@ def test_effective_batch_is_checked_against_the_processes():
         validate(cfg, 4)
 
 
+@pytest.mark.slow
 def test_processes_must_agree_on_the_run_dir(tmp_path):
     proc = launch(*DDP, "logger=none", f"hydra.run.dir={tmp_path}/" + "${oc.env:RANK}")
     assert proc.returncode != 0

@@ -7,9 +7,9 @@ import os
 import subprocess
 
 import pytest
-from tests.conftest import REPO
 
 from dno.records import read_jsonl
+from helpers import REPO
 
 pytestmark = pytest.mark.slow
 ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno_restrictive",
@@ -21,7 +21,6 @@ def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("table1")
     env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables")}
     proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
-                           "schedule.pairs.teacher_margin=1",
                            "schedule.iterations=1"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -48,13 +47,17 @@ def test_rows_build_the_pairs_they_promise(sweep):
     _, jobs = sweep
     spin = read_jsonl(jobs["table1_spin"] / "iter_1" / "pairs.jsonl")
     assert spin and all(p["type"] == "teacher_over_student" for p in spin)
-    gold = json.loads((jobs["table1_spin"] / "init" / "gold.json").read_text())
-    assert all(p["chosen"] == gold[p["prompt_id"]] for p in spin)
+    teacher = json.loads((jobs["table1_spin"] / "init" / "teacher.json").read_text())
+    assert all(p["chosen"] == teacher[p["prompt_id"]] for p in spin)
     restrictive = read_jsonl(jobs["table1_dno_restrictive"] / "iter_1" / "pairs.jsonl")
-    assert all(p["type"] == "teacher_over_student" and p["chosen_score"] - p["rejected_score"] >= 1
+    assert all(p["type"] == "teacher_over_student" and p["chosen_score"] - p["rejected_score"] >= 2
                for p in restrictive)
-    dno = read_jsonl(jobs["table1_dno"] / "metrics.jsonl")[0]
-    assert dno["pairs/teacher_over_student"] + dno["pairs/student_over_teacher"] > 0
+    kept, dno = (read_jsonl(jobs[row] / "metrics.jsonl")[0] for row in ("table1_dno_restrictive", "table1_dno"))
+    assert dno["pairs/student_over_student"] > 0 and kept["pairs/student_over_student"] == 0  # dropped by the rule
+    assert kept["pairs/teacher_over_student"] == dno["pairs/teacher_over_student"] == len(restrictive)
+    judged = read_jsonl(jobs["table1_dno"] / "iter_1" / "judgements.jsonl")  # the teacher's answer is judged
+    assert all(r["teacher"] and r["candidates"][-1] == r["teacher"] for r in judged)
+    assert "data/teacher_score_mean" in dno
 
 
 def test_single_pass_rows_and_lookahead(sweep):
@@ -64,13 +67,13 @@ def test_single_pass_rows_and_lookahead(sweep):
         assert [r["iteration"] for r in rows] == [1] and rows[0]["train/steps"] > 0
         assert rows[0]["train/steps"] % epochs == 0
     sft_pairs = read_jsonl(jobs["table1_sft_positives"] / "iter_1" / "pairs.jsonl")
-    assert sft_pairs and not any("ref_logp_chosen" in p for p in sft_pairs)  # SFT needs no reference
+    assert sft_pairs and not any("ref_chosen_logps" in p for p in sft_pairs)  # SFT needs no reference
     look = json.loads((jobs["table1_dno_lookahead"] / "summary.json").read_text())
     assert look["final/model"] == "lookahead"
     n_new = sum(r["pairs/new"] for r in read_jsonl(jobs["table1_dno_lookahead"] / "metrics.jsonl"))
     assert look["lookahead/pairs"] == n_new  # every iteration's own pairs, once
     eq8 = read_jsonl(jobs["table1_dno_eq8"] / "iter_1" / "pairs.jsonl")
-    assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + gold, for each of the 6 prompts
+    assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + the teacher's answer, for each of the 6 prompts
 
 
 def test_the_script_writes_the_tables_and_plots_of_the_sweep(sweep):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from dno.stages.final import length_controlled
+from dno.metrics import length_controlled
 
 
 def annotations(prefs, len_model, len_ref):

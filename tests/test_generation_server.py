@@ -11,9 +11,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import SMOKE, dno_run, make_cfg
 from dno.generation import GenerationError, ServerBackend
 from dno.policy import load_model, load_tokenizer, prompt_ids
+from helpers import SMOKE, dno_run, make_cfg
 
 
 def serve(extra: str = "") -> str:
@@ -101,6 +101,7 @@ def test_loop_samples_through_the_server_and_resumes_after_a_crash(tmp_path):
     assert json.loads((run / "summary.json").read_text())["alpaca_eval/n_total"] == 8
 
 
+@pytest.mark.slow
 def test_unknown_placeholder_fails_before_compute(tmp_path):
     proc = dno_run(*SMOKE, "generation.backend=openai_server", "generation.server.command='serve {model}'",
                    f"hydra.run.dir={tmp_path}", check=False)

@@ -9,16 +9,17 @@ import subprocess
 import pytest
 import torch
 
-from conftest import DDP, REPO
+from helpers import DDP, REPO
 from test_distributed import ACCELERATE
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"), pytest.mark.slow]
 
 
 def test_smoke_loop_under_accelerate_in_bf16_on_one_gpu(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run([ACCELERATE, "launch", "--num_processes", "1", "--mixed_precision", "bf16",
-                           "-m", "dno.run", *DDP, "model.dtype=bfloat16", "logger=none", f"hydra.run.dir={tmp_path}"],
+                           "-m", "dno.apps.run", *DDP, "model.dtype=bfloat16", "logger=none",
+                           f"hydra.run.dir={tmp_path}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     train = json.loads((tmp_path / "iter_1" / "DONE.train").read_text())

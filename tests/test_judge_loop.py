@@ -6,13 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import dno_run
 
 from dno.oracles.cache import JudgeCache
 from dno.records import read_json, read_jsonl
+from helpers import dno_run
 from judge_server import JudgeServer, score
 
 KEY_ENV, KEY = "DNO_TEST_JUDGE_KEY", "sk-test-loop-9f8e7d6c5b4a-secret"
+
+pytestmark = pytest.mark.slow  # every test here runs dno-run
 
 
 def judged_run(server: JudgeServer, run_dir: Path, cache: Path, *extra: str, check: bool = True):
@@ -47,7 +49,7 @@ def test_faults_are_retried_or_excluded_and_a_second_run_pays_nothing(server, tm
     rows = read_jsonl(first / "iter_1" / "judgements.jsonl")
     invalid = {r["id"] for r in rows if r["judgement"]["status"] == "invalid"}
     assert len(invalid) == 3
-    assert all(r["judgement"]["raw"] and r["win_rates"] is None for r in rows if r["id"] in invalid)
+    assert all(r["judgement"]["raw"] and r["win_probs"] is None for r in rows if r["id"] in invalid)
     pairs = read_jsonl(first / "iter_1" / "pairs.jsonl")
     assert pairs and not invalid & {p["prompt_id"] for p in pairs}  # excluded, never a label
     for r in rows:  # the scripted judge scores content, so the un-shuffled scores must match it

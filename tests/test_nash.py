@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.conftest import REPO
 
-from dno.nash.cli import preference_path, solve
 from dno.nash.game import check_preference, exploitability, load_preference, nash
 from dno.nash.methods import METHODS, exact_step, softmax
+from dno.nash.solve import preference_path, solve
+from helpers import REPO
 
 DNO_NASH = str(Path(sys.executable).with_name("dno-nash"))
 PROBLEMS = ["rock_paper_scissors", "weighted_cycle", "transitive", "random_8x8"]
@@ -93,6 +93,7 @@ def test_a_preference_matrix_must_be_a_preference():
         check_preference(np.array([[0.5, 0.5]]))
 
 
+@pytest.mark.slow
 def test_dno_nash_writes_the_summary_and_the_plot(tmp_path):
     out = tmp_path / "rps"
     proc = subprocess.run([DNO_NASH, "preference=experiments/nash/rock_paper_scissors.csv", "method=dno_exact",

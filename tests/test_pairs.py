@@ -1,19 +1,28 @@
-"""Pair rules of Algorithm 2, step 4, on hand-worked examples."""
+"""Pair rules (conf/pair_rule/) on hand-worked examples: the paper's, SPIN's, all pairs, best vs worst."""
 
 from __future__ import annotations
 
+import random
+
+import pytest
+
+from dno.oracles.base import Judgement
 from dno.pairs import (
     STUDENT_OVER_STUDENT,
     STUDENT_OVER_TEACHER,
     TEACHER_OVER_STUDENT,
+    AllPairs,
+    BestVsWorst,
     Candidate,
-    PairRules,
-    build_pairs,
+    PaperRule,
+    SpinRule,
     count_types,
+    limit_pairs,
     replay,
 )
 
-RULES = PairRules(min_positive_score=5, teacher_margin=2, student_margin=1, max_repeat_frac=0.3)
+RULE = PaperRule(min_positive_score=5, teacher_margin=2, student_margin=1, max_repeat_frac=0.3)
+LISTWISE = Judgement()  # scores live on the candidates; no pairwise preferences
 
 
 def names(pairs):
@@ -22,35 +31,60 @@ def names(pairs):
 
 def test_student_positive_needs_margin_one():
     c = [Candidate("s6", 6, 0), Candidate("s5", 5, 0), Candidate("s4", 4, 0), Candidate("s3", 3, 0)]
-    assert names(build_pairs(c, RULES)) == [
+    assert names(RULE.pairs(c, LISTWISE)) == [
         ("s5", "s3", STUDENT_OVER_STUDENT), ("s5", "s4", STUDENT_OVER_STUDENT),
         ("s6", "s3", STUDENT_OVER_STUDENT), ("s6", "s4", STUDENT_OVER_STUDENT), ("s6", "s5", STUDENT_OVER_STUDENT),
     ]
 
 
 def test_teacher_positive_needs_margin_two_and_student_can_beat_teacher():
-    c = [Candidate("gold", 5, 0, is_gold=True), Candidate("s4", 4, 0), Candidate("s3", 3, 0), Candidate("s6", 6, 0)]
-    assert names(build_pairs(c, RULES)) == [
-        ("gold", "s3", TEACHER_OVER_STUDENT),          # 5 - 3 >= 2; 5 - 4 < 2 gives no pair
-        ("s6", "gold", STUDENT_OVER_TEACHER),
+    c = [Candidate("teacher", 5, 0, is_teacher=True), Candidate("s4", 4, 0), Candidate("s3", 3, 0),
+         Candidate("s6", 6, 0)]
+    assert names(RULE.pairs(c, LISTWISE)) == [
         ("s6", "s3", STUDENT_OVER_STUDENT), ("s6", "s4", STUDENT_OVER_STUDENT),
+        ("s6", "teacher", STUDENT_OVER_TEACHER),
+        ("teacher", "s3", TEACHER_OVER_STUDENT),          # 5 - 3 >= 2; 5 - 4 < 2 gives no pair
     ]
+
+
+def test_restrictive_keeps_only_teacher_over_student():
+    c = [Candidate("teacher", 5, 0, is_teacher=True), Candidate("s4", 4, 0), Candidate("s3", 3, 0),
+         Candidate("s6", 6, 0)]
+    rule = PaperRule(keep_types=[TEACHER_OVER_STUDENT])
+    assert names(rule.pairs(c, LISTWISE)) == [("teacher", "s3", TEACHER_OVER_STUDENT)]
+    with pytest.raises(ValueError, match="loss.pairs.keep_types has unknown types"):
+        PaperRule(keep_types=["teacher_over_everyone"])
 
 
 def test_no_positive_below_threshold():
     c = [Candidate("s4", 4, 0), Candidate("s1", 1, 0)]
-    assert build_pairs(c, RULES) == []
+    assert RULE.pairs(c, LISTWISE) == []
 
 
 def test_looping_sample_is_a_negative_even_with_a_high_score_and_never_a_positive():
     loop = "go go go go go go go go go go"
     c = [Candidate("a fine answer here.", 5, 0), Candidate(loop, 6, 0)]
-    assert names(build_pairs(c, RULES)) == [("a fine answer here.", loop, STUDENT_OVER_STUDENT)]
+    assert names(RULE.pairs(c, LISTWISE)) == [("a fine answer here.", loop, STUDENT_OVER_STUDENT)]
 
 
 def test_identical_texts_are_not_paired():
     c = [Candidate("same", 6, 0), Candidate("same", 6, 0)]
-    assert build_pairs(c, RULES) == []
+    assert RULE.pairs(c, LISTWISE) == []
+
+
+def test_spin_pairs_the_teacher_over_every_other_student_answer():
+    c = [Candidate("s1", 6, 0), Candidate("teacher", 2, 0, is_teacher=True), Candidate("s2", 1, 0),
+         Candidate("teacher", 3, 0)]  # a student sample equal to the teacher's answer is not paired
+    assert names(SpinRule().pairs(c, LISTWISE)) == [("teacher", "s1", TEACHER_OVER_STUDENT),
+                                                     ("teacher", "s2", TEACHER_OVER_STUDENT)]
+    assert SpinRule().pairs([Candidate("s1", 6, 0), Candidate("s2", 1, 0)], LISTWISE) == []  # no teacher, no pair
+
+
+def test_best_vs_worst_keeps_the_largest_margin_of_the_paper_pairs():
+    c = [Candidate("s5", 5, 0), Candidate("s6", 6, 0), Candidate("s2", 2, 0), Candidate("s4", 4, 0)]
+    # the paper's pairs: 5>2, 5>4, 6>5, 6>2, 6>4; the largest margin is 6 - 2 = 4
+    assert names(BestVsWorst().pairs(c, LISTWISE)) == [("s6", "s2", STUDENT_OVER_STUDENT)]
+    assert BestVsWorst().pairs([Candidate("s4", 4, 0), Candidate("s1", 1, 0)], LISTWISE) == []  # no positive
 
 
 def test_replay_takes_the_configured_shares():
@@ -63,24 +97,17 @@ def test_replay_takes_the_configured_shares():
 
 
 def test_limit_keeps_the_largest_margins():
-    import random
-
-    from dno.pairs import limit_pairs
-
     c = [Candidate("s6", 6, 0), Candidate("s5", 5, 0), Candidate("s4", 4, 0), Candidate("s2", 2, 0)]
-    pairs = build_pairs(c, RULES)  # margins: 6-2=4, 5-2=3, 6-4=2, 5-4=1, 6-5=1
-    kept = limit_pairs(pairs, 3, random.Random(0))
+    pairs = RULE.pairs(c, LISTWISE)  # margins: 6-2=4, 5-2=3, 6-4=2, 5-4=1, 6-5=1
+    kept = RULE.limit(pairs, 3, random.Random(0))
     assert [(p.text, n.text) for p, n, _ in kept] == [("s6", "s2"), ("s5", "s2"), ("s6", "s4")]
     assert limit_pairs(pairs, None, random.Random(0)) == pairs
 
 
-def test_soft_pairs_take_every_distinct_pair_higher_score_first():
-    import random
-
-    from dno.pairs import soft_pairs
-
+def test_all_pairs_take_every_distinct_pair_higher_score_first():
     c = [Candidate("a", 2, 0.0), Candidate("b", 4, 1.0), Candidate("c", 3, 0.5), Candidate("b", 4, 1.0)]
-    pairs = soft_pairs(c, None, random.Random(0))
+    rule = AllPairs()
+    pairs = rule.pairs(c, LISTWISE)
     # 6 index pairs; (b, b) has one text twice and is skipped: 5 remain
     assert sorted((p.text, n.text) for p, n, _ in pairs) == [("b", "a"), ("b", "a"), ("b", "c"), ("b", "c"), ("c", "a")]
-    assert len(soft_pairs(c, 2, random.Random(0))) == 2
+    assert len(rule.limit(pairs, 2, random.Random(0))) == 2

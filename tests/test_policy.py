@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.conftest import make_cfg
 
 from dno.policy import collate, generate, load_model, load_tokenizer, prompt_ids, response_ids, sequence_logps
 from dno.stages.reference import encode_pairs, length_batches, pair_batch
+from helpers import make_cfg
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,16 @@ import shlex
 import subprocess
 
 import pytest
-from tests.conftest import DDP, REPO, SUBMITIT, SWEEP, dno_run, make_cfg
-from tests.test_alpacaeval import dno_eval
+from omegaconf import OmegaConf
 
 from dno.config import validate
+from helpers import DDP, REPO, SUBMITIT, SWEEP, dno_run, make_cfg
+from test_alpacaeval import dno_eval
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
-PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench",
+PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/python -m pytest tests/",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh")
 
@@ -44,10 +45,102 @@ TABLE1_ROWS = re.search(r"ROWS=(\S+)", (REPO / "experiments" / "table1.sh").read
 
 def test_readme_gives_the_two_setup_commands_and_ci_runs_them():
     makes = [c for c in COMMANDS if c.startswith("make ")]
-    assert makes == ["make demo", "make test"]
+    assert makes[:2] == ["make demo", "make test"] and set(makes[2:]) <= {"make test-fast"}
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "make demo" in ci
     assert all(without_env(c).startswith(PROGRAMS) for c in COMMANDS), COMMANDS
+
+
+def test_make_test_fast_runs_the_tests_not_marked_slow():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}  # also under `make`
+    dry = subprocess.run(["make", "-n", "test-fast"], cwd=REPO, capture_output=True, text=True, check=True, env=env)
+    assert [line for line in dry.stdout.splitlines() if "pytest" in line][-1].endswith('-m pytest -q -m "not slow"')
+
+
+@pytest.mark.slow
+def test_every_test_file_runs_on_its_own():
+    """Collected alone, in its own process, as `pytest tests/test_x.py` (helpers import the same way)."""
+    import sys
+
+    files = sorted(p.name for p in (REPO / "tests").glob("test_*.py"))
+    procs = {f: subprocess.Popen([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                  f"tests/{f}"], cwd=REPO / "tests" / "..", stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for f in files}
+    failed = {f: p.communicate(timeout=300)[0][-800:] for f, p in procs.items()}
+    assert {f: out for f, out in failed.items() if procs[f].returncode != 0} == {}
+    readme = [c for c in COMMANDS if c.startswith(".venv/bin/python -m pytest tests/")]
+    assert readme and all((REPO / c.split()[-1]).exists() for c in readme)
+    ran = subprocess.run(shlex.split(readme[0].replace(".venv/bin/python", sys.executable)), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0 and " passed" in ran.stdout, ran.stdout[-2000:]
+
+
+def test_the_paper_to_code_table_names_code_that_exists():
+    import importlib
+
+    section = README[README.index("## From the paper to the code"):README.index("## Working on dno")]
+    refs = set(re.findall(r"`(dno\.[\w.]+)`", section))
+    assert len(refs) >= 15
+    for ref in refs:
+        try:
+            importlib.import_module(ref)
+        except ImportError:
+            module, _, attr = ref.rpartition(".")
+            assert hasattr(importlib.import_module(module), attr), ref
+    for key in ("loss.beta", "loss.replay", "schedule.samples_per_prompt", "loss.pairs"):
+        assert OmegaConf.select(make_cfg(), key) is not None or key in section, key
+
+
+def numbers(text: str) -> list[str]:
+    return re.findall(r"-?\d+(?:\.\d+)?", text)
+
+
+def table_rows(text: str, first_cell: str) -> dict[str, list[str]]:
+    """Rows of the markdown tables in `text` whose first cell matches `first_cell`, keyed by that cell."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_the_demo_numbers_in_the_readme_are_results_demo_md():
+    demo = (REPO / "results" / "demo.md").read_text()
+    readme = README[README.index("## What `make demo` shows"):README.index("### The offline task")]
+    ours, theirs = table_rows(readme, r"\d"), table_rows(demo, r"\d")
+    assert len(ours) == 3 and ours.keys() == theirs.keys()
+    for t, cells in ours.items():  # WR vs pi_1, WR vs pi_t, pairs new + replayed, then the length
+        assert cells[:3] == theirs[t][:3] and cells[-1] == theirs[t][-1], t
+    final = re.compile(r"win-rate (\S+)\s+\(standard error (\S+)\),\s+length-controlled win-rate (\S+)\*\*,"
+                       r"\s+average length (\d+) vs (\d+) characters")
+    assert final.search(readme).groups() == final.search(" ".join(demo.split())).groups()
+    wall = re.search(r"\*\*(\d+ min \d+ s)\*\*", readme).group(1)
+    assert f"wall time {wall}" in " ".join(demo.split())
+    assert "minutes" not in (REPO / "conf" / "schedule" / "demo.yaml").read_text()  # the time lives in results/
+
+
+def test_the_table1_numbers_in_the_readme_are_results_table1_md():
+    from omegaconf import OmegaConf as OC
+
+    results = table_rows((REPO / "results" / "table1.md").read_text(), r"run `\d+`")
+    by_method = {cells[0]: cells for cells in results.values()}
+    readme = table_rows(README, r"`table1_\w+`")
+    rows = {k: v for k, v in readme.items() if len(v) == 4}  # the results table, not the list of rows
+    assert len(rows) == 7
+    for row, (_tested, wr, lc, length) in rows.items():
+        method = OC.load(REPO / "conf" / "experiment" / f"{row.strip('`')}.yaml").method
+        _, _, their_lc, their_wr, their_length, *_ = by_method[method]
+        assert (wr, lc, length) == (their_wr, their_lc, their_length), row
+
+
+def test_the_bench_table_in_the_readme_is_results_bench_md():
+    bench = (REPO / "results" / "bench.md").read_text()
+    for line in bench.splitlines():
+        if line.startswith(("| sampling", "| reference", "| update", "Machine limit")):
+            assert line in README, line
 
 
 @pytest.mark.parametrize("args", TABLE1, ids=[" ".join(a) or "default" for a in TABLE1])
@@ -85,7 +178,7 @@ LAUNCHES = [shlex.split(c)[2:] for c in COMMANDS if c.startswith(".venv/bin/acce
 def test_readme_accelerate_commands_compose(args):
     from accelerate.commands.config.config_args import load_config_from_file
 
-    assert args[0] == "--config_file" and args[2:4] == ["-m", "dno.run"], args
+    assert args[0] == "--config_file" and args[2:4] == ["-m", "dno.apps.run"], args
     processes = load_config_from_file(str(REPO / args[1])).num_processes
     overrides = [a for a in args[4:] if not a.startswith("hydra.")]
     assert any(a.startswith("hydra.run.dir=") for a in args), "every process needs the same run directory"
@@ -124,6 +217,7 @@ def test_readme_dno_tables_commands_compose(args):
     assert cfg.out and (cfg.runs or (cfg.wandb and cfg.group))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", args_of(".venv/bin/dno-nash"), ids=" ".join)
 def test_readme_dno_nash_commands_run(args, tmp_path):
     proc = subprocess.run([str(REPO / ".venv" / "bin" / "dno-nash"), *args, f"out={tmp_path}"], cwd=REPO,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dno.oracles.base import expected_win_rates, preference
+from dno.oracles.base import preference, win_probs_of_scores
 from dno.oracles.rules import RulesOracle, repeated_ngram_fraction
 
 PROMPT = {
@@ -51,9 +51,9 @@ def test_repeated_ngram_fraction_by_hand():
     assert repeated_ngram_fraction("too short") == 0.0
 
 
-def test_expected_win_rates_by_hand():
+def test_win_probs_by_hand():
     # scores 6, 4, 4, 2: 6 beats all three; each 4 beats the 2, ties the other 4, loses to 6
-    assert expected_win_rates([6, 4, 4, 2]) == pytest.approx([1.0, 0.5, 0.5, 0.0])
+    assert win_probs_of_scores([6, 4, 4, 2]) == pytest.approx([1.0, 0.5, 0.5, 0.0])
     assert preference(5, 3) == 1.0 and preference(3, 3) == 0.5 and preference(2, 3) == 0.0
 
 

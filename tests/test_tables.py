@@ -7,14 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import REPO
 
 from dno.records import read_json, read_jsonl
 from dno.tables import RunRecord, find_runs, write_tables
+from helpers import REPO
 
 DNO_TABLES = str(Path(sys.executable).with_name("dno-tables"))
 
 
+@pytest.mark.slow
 def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_path):
     first, second_run = smoke_sweep
     proc = subprocess.run([DNO_TABLES, f"runs=[{first},{second_run}]", f"out={tmp_path}"], cwd=REPO,
@@ -49,6 +50,7 @@ def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
     assert "| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 |" in table4
 
 
+@pytest.mark.slow
 def test_runs_accept_a_sweep_directory_a_glob_and_a_list(smoke_sweep):
     a, b = smoke_sweep
     assert find_runs(str(a.parent)) == [a, b]  # a sweep directory holding runs

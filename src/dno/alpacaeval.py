@@ -1,10 +1,5 @@
-"""dno-eval: generate a model's answers and evaluate them; also the final stage of dno-run.
-
-    dno-eval checkpoint=outputs/demo/iter_3/checkpoint                # eval=local (offline)
-    dno-eval eval=alpaca_eval2 checkpoint=PATH                        # AlpacaEval 2.0, GPT-4-Turbo annotator
-
-`eval=local`: the data's test split, the configured oracle as annotator, baseline pi_1 (or the
-data's gold answers), win-rate and LC win-rate from alpaca_eval's metric code (stages/final.py).
+"""AlpacaEval 2.0 through the alpaca_eval package: the official path of the final stage (dno-eval,
+and dno-run's last stage; `dno.stages.final` chooses between this and `eval=local`).
 
 `eval=alpaca_eval2`: the official evaluation. The 805 instructions and GPT-4-Turbo reference
 answers of `alpaca_eval_gpt4_baseline.json` (from the `tatsu-lab/alpaca_eval` dataset at
@@ -22,16 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dno.config import ConfigError
-from dno.records import read_json, run_stage, write_json
-from dno.run import CONF_DIR, stage_seed
-from dno.stages.evaluate import first_responses
+from dno.records import write_json
 
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "alpaca_eval_gpt4_baseline.json"
@@ -163,55 +154,13 @@ def official_evaluation(e: DictConfig, out: Path, outputs: list[dict], generator
     return summary
 
 
-def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, test_prompts: list[dict],
-                     baseline_samples: Path, generator: str, same_as_baseline: bool = False) -> dict:
-    """Answers of `policy()` evaluated by `cfg.eval` into `out` (resumable stages sample/evaluate).
-
-    `baseline_samples`: pi_1's answers on `test_prompts` (eval=local); `same_as_baseline`: the
-    policy is pi_1 itself, whose test answers are reused."""
-    from dno.stages.final import DATASET, alpaca_outputs, baseline_outputs, local_evaluation
-    from dno.stages.sample import sample_responses
-
-    e = cfg.eval
-    if e.name == "local":
-        def sample() -> dict:
-            if same_as_baseline:
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "model_samples.jsonl").write_text(Path(baseline_samples).read_text())
-                return {}
-            return sample_responses(policy(), tokenizer, test_prompts, out / "model_samples.jsonl", k=1,
-                                    sampling=cfg.sampling, seed=stage_seed(cfg.seed, 0, "test"), desc="test")
-
-        run_stage(out, "sample", sample)
-        return run_stage(out, "evaluate", lambda: local_evaluation(
-            oracle, test_prompts, out,
-            outputs=alpaca_outputs(test_prompts, first_responses(out / "model_samples.jsonl"), generator, DATASET),
-            reference=baseline_outputs(test_prompts, baseline_samples, e.baseline, DATASET),
-            annotator=cfg.oracle._target_.rsplit(".", 1)[-1]))
-
-    reference, revision = reference_path(e)
-    rows = read_json(reference)[: e.num_instructions or None]
-    prompts = [{"id": str(i), "instruction": r["instruction"]} for i, r in enumerate(rows)]
-    sampling = OmegaConf.merge(cfg.sampling, {"max_new_tokens": e.max_new_tokens})
-    run_stage(out, "sample", lambda: sample_responses(policy(), tokenizer, prompts, out / "model_samples.jsonl", k=1,
-                                                      sampling=sampling, seed=stage_seed(cfg.seed, 0, "alpaca_eval"),
-                                                      desc="AlpacaEval answers"))
-    outputs = [{**o, "dataset": r.get("dataset", o["dataset"])} for o, r in zip(alpaca_outputs(
-        prompts, first_responses(out / "model_samples.jsonl"), generator, "alpaca_eval"), rows, strict=True)]
-    write_json(out / "model_outputs.json", outputs)
-    reference_rows = out / "reference_outputs.json"
-    write_json(reference_rows, rows)
-    return run_stage(out, "evaluate", lambda: official_evaluation(e, out, outputs, generator, len(rows), revision,
-                                                                  str(reference_rows)))
-
-
 def check(cfg: DictConfig) -> None:
     """The evaluation's settings, checked by dno-run and dno-eval before any compute."""
     e = cfg.eval
     if e.name not in ("local", "alpaca_eval2"):
         raise ConfigError(f"eval.name must be local or alpaca_eval2, got {e.name!r}")
-    if e.name == "local" and e.baseline not in ("auto", "pi_1", "gold"):
-        raise ConfigError(f"eval.baseline must be auto, pi_1 or gold, got {e.baseline!r}")
+    if e.name == "local" and e.baseline not in ("auto", "pi_1", "teacher"):
+        raise ConfigError(f"eval.baseline must be auto, pi_1 or teacher, got {e.baseline!r}")
     if e.name == "alpaca_eval2":
         if not (_package_dir() / "evaluators_configs" / e.annotator / "configs.yaml").exists():
             raise ConfigError(f"eval.annotator={e.annotator!r} is not an alpaca_eval annotator config")
@@ -220,52 +169,3 @@ def check(cfg: DictConfig) -> None:
                 raise ConfigError(f"eval.{key}={e[key]} does not exist")
         if e.api_key_env and not os.environ.get(e.api_key_env):
             raise ConfigError(f"eval.api_key_env: the environment variable {e.api_key_env} is not set")
-
-
-def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """dno-eval: `cfg.checkpoint` (null: the configured model itself) into Hydra's output directory."""
-    from hydra.core.hydra_config import HydraConfig
-
-    from dno.run import Policies, prepare
-    from dno.stages.sample import sample_responses
-
-    if cfg.checkpoint and not Path(cfg.checkpoint).exists():
-        raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
-    r = prepare(cfg)
-    from dno.policy import load_tokenizer
-
-    out = Path(HydraConfig.get().runtime.output_dir)
-    r.tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
-    r.policies = Policies(cfg, r.tokenizer, r.accelerator.device)
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    baseline = out / "baseline_samples.jsonl"
-    if cfg.eval.name == "local":
-        run_stage(out, "baseline", lambda: sample_responses(
-            r.policies.get(None), r.tokenizer, r.splits.test, baseline, k=1, sampling=cfg.sampling,
-            seed=stage_seed(cfg.seed, 0, "test"), desc="pi_1 test"))
-    generator = f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
-    summary = final_evaluation(cfg, out, policy=lambda: r.policies.get(ckpt), tokenizer=r.tokenizer,
-                               oracle=r.oracle, test_prompts=r.splits.test, baseline_samples=baseline,
-                               generator=cfg.get("name") or generator, same_as_baseline=ckpt is None)
-    r.tracker.summary(summary)
-    r.tracker.finish()
-    print("\n".join(f"{k}: {v}" for k, v in summary.items()))
-    return summary
-
-
-@hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    from dno.oracles.api import BudgetExceeded, OracleError
-
-    try:
-        evaluate_checkpoint(cfg)
-    except ConfigError as e:
-        print(f"dno-eval: config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except (EvalError, BudgetExceeded, OracleError) as e:
-        print(f"dno-eval: {e}", file=sys.stderr)
-        sys.exit(3)
-
-
-if __name__ == "__main__":
-    main()

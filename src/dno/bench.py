@@ -19,22 +19,16 @@ Writes bench.json and bench.md into the output directory.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 import resource
-import sys
 import time
 import warnings
 from pathlib import Path
 
-import hydra
 import torch
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from dno.config import ConfigError
-from dno.records import read_json, read_jsonl, write_json, write_jsonl
-from dno.run import CONF_DIR
+from dno.records import PAIRS_VERSION, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("dno.bench")
 
@@ -133,8 +127,9 @@ def live_models() -> int:
 
 def bench_pairs(prompts: list[dict], responses: list[list[str]]) -> list[dict]:
     """Fixed pairs from the samples: (response 0 over 1), (2 over 3), ... per prompt."""
-    return [{"prompt_id": p["id"], "instruction": p["instruction"], "chosen": rs[i], "rejected": rs[i + 1],
-             "chosen_win_rate": 1.0, "rejected_win_rate": 0.0}
+    return [{"version": PAIRS_VERSION, "prompt_id": p["id"], "instruction": p["instruction"], "chosen": rs[i],
+             "rejected": rs[i + 1],
+             "chosen_win_prob": 1.0, "rejected_win_prob": 0.0}
             for p, rs in zip(prompts, responses, strict=True) for i in range(0, len(rs) - 1, 2)]
 
 
@@ -160,7 +155,7 @@ def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
         gradient_accumulation_steps=grad_accumulation(cfg, 1), learning_rate=s.lr, num_train_epochs=s.epochs,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=float(s.warmup_ratio),  # < 1: a ratio
         weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm, beta=s.beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
+        max_grad_norm=s.max_grad_norm, beta=cfg.loss.beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
         precompute_ref_log_probs=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and cfg.model.dtype == "bfloat16",
         dataloader_num_workers=0, disable_tqdm=True)
@@ -193,36 +188,38 @@ def judge_costs(oracle, samples: Path, out: Path) -> dict:
             "repeat_cache_hit_rate": again.get("oracle/cache_hits", 0) / asked if asked else None}
 
 
-def iteration_times(cfg: DictConfig) -> dict:
-    """One iteration of dno-run (its own code, its own markers) in <out>/iteration: seconds per stage."""
-    from dno.run import iteration, start
+def iteration_times(cfg: DictConfig, run_dir: Path) -> dict:
+    """One iteration of dno-run (its own code, its own markers) in `run_dir`: seconds per stage."""
+    from dno.loop import initial, iteration
+    from dno.run import Run
 
     t0 = time.perf_counter()
-    r = start(cfg)
+    run = Run.build(cfg, run_dir)
+    initial(run)
     before = time.perf_counter() - t0
-    d = r.run_dir / "iter_1"
-    iteration(r, 1)
+    d = run.run_dir / "iter_1"
+    iteration(run, 1)
     stages = {name: read_json(d / f"DONE.{name}")[f"time/{name}_s"]
               for name in ("sample", "judge", "pairs", "reference", "train", "evaluate")}
     return {"init_s": before, **{f"{k}_s": v for k, v in stages.items()},
             "iteration_s": sum(stages.values()), "pairs": read_json(d / "DONE.pairs").get("pairs/total")}
 
 
-def run_bench(cfg: DictConfig) -> dict:
+def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
+    """Every measurement into `out` (bench.json, bench.md); `schedule` names the schedule in the report."""
     from hydra.utils import instantiate
 
     from dno.config import grad_accumulation, validate
     from dno.data.splits import make_splits
+    from dno.distributed import make_accelerator
     from dno.policy import generate, load_model, load_tokenizer
-    from dno.run import make_accelerator
     from dno.stages.reference import reference_logps
     from dno.stages.train import train_policy
 
     validate(cfg)
-    out = Path(HydraConfig.get().runtime.output_dir)
     b, s, k = cfg.bench, cfg.schedule, cfg.schedule.samples_per_prompt
     torch.manual_seed(cfg.seed)
-    report: dict = {"model": cfg.model.name, "schedule": HydraConfig.get().runtime.choices.get("schedule"),
+    report: dict = {"model": cfg.model.name, "schedule": schedule,
                     "machine": matmul_flops(b.matmul_size)}
     limit = report["machine"]["flops"]
     splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
@@ -258,7 +255,7 @@ def run_bench(cfg: DictConfig) -> dict:
         model, tok, pairs_path, micro_batch_size=cfg.train.micro_batch_size, max_length=cfg.model.max_length))
     resident = live_models()
     stats, upd_s, upd_mb = timed(lambda: train_policy(
-        model, tok, pairs_path, instantiate(cfg.loss), accelerator=accelerator, optim=s, epochs=s.epochs,
+        model, tok, pairs_path, instantiate(cfg.loss).objective, accelerator=accelerator, optim=s, epochs=s.epochs,
         micro_batch_size=cfg.train.micro_batch_size, grad_accum=grad_accumulation(cfg, 1),
         max_length=cfg.model.max_length, seed=cfg.seed))
     tokens = counts["tokens"]
@@ -284,7 +281,7 @@ def run_bench(cfg: DictConfig) -> dict:
         report["trl"] = trl
     report["judge"] = judge_costs(instantiate(cfg.oracle), out / "samples.jsonl", out)
     if b.iteration:
-        report["iteration"] = iteration_times(cfg)
+        report["iteration"] = iteration_times(cfg, out)
     # the limit again at the end: on a machine that drifts, the better of the two is what it can do
     end = matmul_flops(b.matmul_size)
     report["machine"]["flops_start"], report["machine"]["flops_end"] = limit, end["flops"]
@@ -336,18 +333,3 @@ def markdown(r: dict) -> str:
                  f"| {it['init_s']:.1f} | " + " | ".join(f"{it[f'{n}_s']:.1f}" for n in names)
                  + f" | {it['iteration_s']:.1f} |"]
     return "\n".join(rows) + "\n"
-
-
-@hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    try:
-        report = run_bench(cfg)
-    except ConfigError as e:
-        print(f"dno-bench: config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    print(markdown(report))
-    print(json.dumps({k: report[k] for k in ("machine",)}, default=str))
-
-
-if __name__ == "__main__":
-    main()

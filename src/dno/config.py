@@ -7,8 +7,12 @@ with a message that names the key.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")  # the apps' Hydra config directory
 
 
 class ConfigError(ValueError):
@@ -56,22 +60,14 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
                 "schedule.test_prompts", "schedule.effective_batch_size", "schedule.epochs",
                 "sampling.max_new_tokens", "sampling.batch_size", "train.micro_batch_size", "model.max_length"):
         _positive_int(cfg, key)
-    for key in ("schedule.prompts_per_iteration", "schedule.pairs.max_per_prompt"):
+    for key in ("schedule.prompts_per_iteration", "schedule.max_pairs_per_prompt"):
         if OmegaConf.select(cfg, key) is not None:
             _positive_int(cfg, key)
     _require(cfg.schedule.samples_per_prompt >= 2, "schedule.samples_per_prompt must be at least 2 to form pairs")
     _in_range(cfg, "sampling.temperature", 0.0, 10.0)
     _in_range(cfg, "sampling.top_p", 0.0, 1.0)
     _in_range(cfg, "schedule.lr", 0.0, 1.0)
-    _in_range(cfg, "schedule.beta", 0.0, 1e4)
     _in_range(cfg, "schedule.warmup_ratio", 0.0, 1.0, lo_open=False)
-    for i, frac in enumerate(cfg.schedule.replay):
-        _require(isinstance(frac, int | float) and 0 <= frac <= 1,
-                 f"schedule.replay[{i}] must be a fraction in [0, 1], got {frac!r}")
-    _in_range(cfg, "schedule.pairs.min_positive_score", -1e9, 1e9)
-    _in_range(cfg, "schedule.pairs.teacher_margin", 0.0, 1e9, lo_open=False)
-    _in_range(cfg, "schedule.pairs.student_margin", 0.0, 1e9, lo_open=False)
-    _in_range(cfg, "schedule.pairs.min_preference", 0.5, 1.0, lo_open=False)
     _in_range(cfg, "max_failed_frac", 0.0, 1.0, lo_open=False)
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"),
              f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")

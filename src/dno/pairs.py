@@ -1,14 +1,23 @@
-"""Preference pairs by the rules of Algorithm 2, step 4 (arXiv 2404.03715, Section 4).
+"""Pair rules: which (chosen, rejected) pairs one prompt's judged candidates give (conf/pair_rule/).
 
-Eq. 13 approximates Eq. 8 only where sigma(r(y+) - r(y-)) is close to 1, so pairs keep large
-margins: a positive scores at least `min_positive_score`; it is paired with every candidate that
-scores at least `teacher_margin` lower when the positive is the gold (teacher) answer, at least
-`student_margin` lower when it is a student sample. A student sample that loops (repeated word
-n-grams above `max_repeat_frac`) is never a positive and is a negative for every positive.
-`max_per_prompt` optionally keeps only the largest-margin pairs of a prompt (not in the paper).
-A pairwise oracle (no scores) gives P(y+ > y-) directly: a pair is kept when it is at least
-`min_preference`, the same large-margin idea; the looping rule applies as well.
-Replay adds a random fraction of earlier iterations' own pairs (30% of t-1, 15% of t-2, ...).
+A rule is an object chosen by a loss variant (conf/loss/*.yaml picks one from conf/pair_rule/):
+- `PaperRule`: Algorithm 2, step 4 of arXiv 2404.03715. Eq. 13 approximates Eq. 8 only where
+  sigma(r_t(y+) - r_t(y-)) is close to 1, so pairs keep large margins: a positive scores at least
+  `min_positive_score`; it is paired with every candidate that scores at least `teacher_margin`
+  lower when the positive is the teacher's answer, at least `student_margin` lower when it is a
+  student sample. A student sample that loops (repeated word n-grams above `max_repeat_frac`) is
+  never a positive and is a negative for every positive. A pairwise oracle (no scores) gives
+  P(y+ > y-) directly: a pair is kept when it is at least `min_preference`, the same large-margin
+  idea. `keep_types` keeps only some pair types (DNO-Restrictive: teacher over student).
+- `SpinRule`: SPIN (Chen et al.): the teacher's answer beats every student sample.
+- `AllPairs`: every pair of distinct candidates, higher score first: Eq. 8 regresses onto
+  sigma(r_t(y1) - r_t(y2)) and needs no margin (Section 3 of the paper).
+- `BestVsWorst` (not in the paper; the README's worked example of a new variant): of the paper's
+  pairs of a prompt, only the one of largest score margin.
+
+`schedule.max_pairs_per_prompt` (not in the paper, a compute knob) caps the pairs of a prompt: a
+rule's `limit` keeps the largest margins (`AllPairs`: a random subset). Replay adds a random
+share of earlier iterations' own pairs (30% of t-1, 15% of t-2, ...).
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from dno.oracles.base import Judgement
 from dno.oracles.rules import repeated_ngram_fraction
 
 TEACHER_OVER_STUDENT = "teacher_over_student"
@@ -26,109 +37,131 @@ PAIR_TYPES = (TEACHER_OVER_STUDENT, STUDENT_OVER_TEACHER, STUDENT_OVER_STUDENT)
 
 
 @dataclass(frozen=True)
-class PairRules:
-    min_positive_score: float = 5
-    teacher_margin: float = 2
-    student_margin: float = 1
-    max_repeat_frac: float = 0.3
-    ngram: int = 3
-    max_per_prompt: int | None = None  # None keeps every pair, as the paper
-    min_preference: float = 0.75  # pairwise oracles: keep (y+, y-) when P(y+ > y-) is at least this
-    rule: str = "paper"  # "paper" (Algorithm 2) or "spin" (gold over every student sample)
-    keep_types: tuple[str, ...] | None = None  # e.g. (teacher_over_student,) for DNO-Restrictive
-
-    def __post_init__(self) -> None:
-        if self.rule not in ("paper", "spin"):
-            raise ValueError(f"schedule.pairs.rule must be paper or spin, got {self.rule!r}")
-        unknown = set(self.keep_types or ()) - set(PAIR_TYPES)
-        if unknown:
-            raise ValueError(f"schedule.pairs.keep_types has unknown types {sorted(unknown)}; known: {PAIR_TYPES}")
-
-
-@dataclass(frozen=True)
 class Candidate:
+    """One judged answer to a prompt: a student sample of pi_t or the teacher's answer.
+
+    `score`: the listwise oracle's score (a pairwise oracle's: the win probability);
+    `win_prob`: r_t(x, y), its expected probability of beating the other candidates, in [0, 1]."""
+
     text: str
     score: float
-    win_rate: float
-    is_gold: bool = False
+    win_prob: float
+    is_teacher: bool = False
 
 
-def pair_type(pos: Candidate, neg: Candidate) -> str:
-    if pos.is_gold:
+class Pair(NamedTuple):
+    chosen: Candidate
+    rejected: Candidate
+    type: str
+
+
+def pair_type(chosen: Candidate, rejected: Candidate) -> str:
+    if chosen.is_teacher:
         return TEACHER_OVER_STUDENT
-    return STUDENT_OVER_TEACHER if neg.is_gold else STUDENT_OVER_STUDENT
+    return STUDENT_OVER_TEACHER if rejected.is_teacher else STUDENT_OVER_STUDENT
 
 
-def build_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
-    """All (positive, negative, type) pairs of one prompt's judged candidates, by `rules.rule`,
-    keeping only `rules.keep_types` when given."""
-    if rules.rule == "spin":  # SPIN (Chen et al.): the gold answer beats every student sample
-        pairs = [(g, c, TEACHER_OVER_STUDENT) for g in candidates if g.is_gold for c in candidates
-                 if not c.is_gold and c.text != g.text]
-    else:
-        pairs = _paper_pairs(candidates, rules)
-    return [p for p in pairs if rules.keep_types is None or p[2] in rules.keep_types]
-
-
-def _paper_pairs(candidates: list[Candidate], rules: PairRules) -> list[tuple[Candidate, Candidate, str]]:
-    looping = [
-        not c.is_gold and repeated_ngram_fraction(c.text, rules.ngram) > rules.max_repeat_frac
-        for c in candidates
-    ]
-    pairs = []
-    for i, pos in enumerate(candidates):
-        if looping[i] or pos.score < rules.min_positive_score:
-            continue
-        margin = rules.teacher_margin if pos.is_gold else rules.student_margin
-        for j, neg in enumerate(candidates):
-            if i == j or neg.text == pos.text:
-                continue
-            if looping[j] or neg.score <= pos.score - margin:
-                pairs.append((pos, neg, pair_type(pos, neg)))
-    return pairs
-
-
-def preference_pairs(candidates: list[Candidate], judgement, rules: PairRules) -> list[tuple]:
-    """Pairs of a pairwise judgement: (i, j) when P(i > j) >= `min_preference`, or when j loops
-    and i does not; by `rules.rule` and `rules.keep_types` as `build_pairs`."""
-    looping = [not c.is_gold and repeated_ngram_fraction(c.text, rules.ngram) > rules.max_repeat_frac
-               for c in candidates]
-    pairs = []
-    for i, pos in enumerate(candidates):
-        for j, neg in enumerate(candidates):
-            if i == j or neg.text == pos.text or looping[i] or (rules.rule == "spin" and not pos.is_gold):
-                continue
-            p = judgement.preference(i, j)
-            if rules.rule == "spin" or looping[j] or (p is not None and p >= rules.min_preference):
-                pairs.append((pos, neg, pair_type(pos, neg)))
-    return [p for p in pairs if rules.keep_types is None or p[2] in rules.keep_types]
-
-
-def soft_pairs(candidates: list[Candidate], cap: int | None, rng: random.Random) -> list[tuple]:
-    """Every unordered pair of distinct candidates (or a random `cap` of them), higher score first.
-
-    Eq. 8 is a regression onto sigma(r_1 - r_2), so its pairs need no margin: the sampling
-    distribution changes only the sample efficiency, not the target (Section 3 of the paper).
-    """
-    pairs = []
-    for i, a in enumerate(candidates):
-        for b in candidates[i + 1 :]:
-            if a.text != b.text:
-                pos, neg = (a, b) if a.score >= b.score else (b, a)
-                pairs.append((pos, neg, pair_type(pos, neg)))
-    return pairs if cap is None or len(pairs) <= cap else rng.sample(pairs, cap)
-
-
-def limit_pairs(pairs: list[tuple], cap: int | None, rng: random.Random) -> list[tuple]:
-    """At most `cap` pairs of one prompt, the largest score margins first (ties in random order).
-
-    Not in the paper, which keeps every pair; a compute knob for small budgets.
-    """
+def limit_pairs(pairs: list[Pair], cap: int | None, rng: random.Random) -> list[Pair]:
+    """At most `cap` pairs of one prompt, the largest score margins first (ties in random order)."""
     if cap is None or len(pairs) <= cap:
         return pairs
     shuffled = list(pairs)
     rng.shuffle(shuffled)
-    return sorted(shuffled, key=lambda p: p[0].score - p[1].score, reverse=True)[:cap]
+    return sorted(shuffled, key=lambda p: p.chosen.score - p.rejected.score, reverse=True)[:cap]
+
+
+class PairRule:
+    """Base class: `pairs` for one prompt's candidates and judgement, `limit` under a cap."""
+
+    def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        raise NotImplementedError
+
+    def limit(self, pairs: list[Pair], cap: int | None, rng: random.Random) -> list[Pair]:
+        return limit_pairs(pairs, cap, rng)
+
+
+@dataclass(frozen=True)
+class PaperRule(PairRule):
+    min_positive_score: float = 5
+    teacher_margin: float = 2
+    student_margin: float = 1
+    min_preference: float = 0.75  # pairwise oracles: keep (y+, y-) when P(y+ > y-) is at least this
+    max_repeat_frac: float = 0.3
+    ngram: int = 3
+    keep_types: tuple[str, ...] | None = None  # e.g. (teacher_over_student,) for DNO-Restrictive
+
+    def __post_init__(self) -> None:
+        if self.keep_types is not None:
+            object.__setattr__(self, "keep_types", tuple(self.keep_types))
+            unknown = set(self.keep_types) - set(PAIR_TYPES)
+            if unknown:
+                raise ValueError(f"loss.pairs.keep_types has unknown types {sorted(unknown)}; known: {PAIR_TYPES}")
+        for key in ("teacher_margin", "student_margin"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"loss.pairs.{key} must be at least 0, got {getattr(self, key)!r}")
+        if not 0.5 <= self.min_preference <= 1:
+            raise ValueError(f"loss.pairs.min_preference must be in [0.5, 1], got {self.min_preference!r}")
+
+    def looping(self, candidates: list[Candidate]) -> list[bool]:
+        return [not c.is_teacher and repeated_ngram_fraction(c.text, self.ngram) > self.max_repeat_frac
+                for c in candidates]
+
+    def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        found = self._by_preference(candidates, judgement) if judgement.prefs is not None \
+            else self._by_score(candidates)
+        return [p for p in found if self.keep_types is None or p.type in self.keep_types]
+
+    def _by_score(self, candidates: list[Candidate]) -> list[Pair]:
+        looping, pairs = self.looping(candidates), []
+        for i, pos in enumerate(candidates):
+            if looping[i] or pos.score < self.min_positive_score:
+                continue
+            margin = self.teacher_margin if pos.is_teacher else self.student_margin
+            for j, neg in enumerate(candidates):
+                if i != j and neg.text != pos.text and (looping[j] or neg.score <= pos.score - margin):
+                    pairs.append(Pair(pos, neg, pair_type(pos, neg)))
+        return pairs
+
+    def _by_preference(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        looping, pairs = self.looping(candidates), []
+        for i, pos in enumerate(candidates):
+            for j, neg in enumerate(candidates):
+                if i == j or neg.text == pos.text or looping[i]:
+                    continue
+                p = judgement.preference(i, j)
+                if looping[j] or (p is not None and p >= self.min_preference):
+                    pairs.append(Pair(pos, neg, pair_type(pos, neg)))
+        return pairs
+
+
+@dataclass(frozen=True)
+class SpinRule(PairRule):
+    def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        return [Pair(t, c, TEACHER_OVER_STUDENT) for t in candidates if t.is_teacher
+                for c in candidates if not c.is_teacher and c.text != t.text]
+
+
+@dataclass(frozen=True)
+class AllPairs(PairRule):
+    def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        pairs = []
+        for i, a in enumerate(candidates):
+            for b in candidates[i + 1 :]:
+                if a.text != b.text:
+                    pos, neg = (a, b) if a.score >= b.score else (b, a)
+                    pairs.append(Pair(pos, neg, pair_type(pos, neg)))
+        return pairs
+
+    def limit(self, pairs: list[Pair], cap: int | None, rng: random.Random) -> list[Pair]:
+        """A random `cap` of them: the regression target does not depend on which pairs are drawn."""
+        return pairs if cap is None or len(pairs) <= cap else rng.sample(pairs, cap)
+
+
+@dataclass(frozen=True)
+class BestVsWorst(PaperRule):
+    def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
+        found = super().pairs(candidates, judgement)
+        return [max(found, key=lambda p: p.chosen.score - p.rejected.score)] if found else []
 
 
 def replay(earlier: list[list[dict]], fractions: list[float], seed: int) -> list[dict]:

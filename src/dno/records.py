@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,11 @@ def read_jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def stage_seed(seed: int, iteration: int, stage: str) -> int:
+    """A seed per (run seed, iteration, stage): a resumed stage draws what it would have drawn."""
+    return zlib.crc32(f"{seed}/{iteration}/{stage}".encode()) % (2**31)
+
+
 def run_stage(directory: Path, name: str, fn: Callable[[], dict | None]) -> dict:
     """Run `fn` unless `directory/DONE.<name>` exists; return the stage's metrics either way."""
     marker = Path(directory) / f"DONE.{name}"
@@ -54,3 +60,34 @@ def run_stage(directory: Path, name: str, fn: Callable[[], dict | None]) -> dict
     write_json(marker, metrics)
     log.info("%s/%s: done in %.1f s", Path(directory).name, name, metrics[f"time/{name}_s"])
     return metrics
+
+
+# Format versions of the per-iteration files. Version 1 (before the names followed the paper's
+# symbols) is read by renaming its fields; a newer version than this code knows is an error.
+PAIRS_VERSION = JUDGEMENTS_VERSION = 2
+_V1_RENAMES = {"chosen_win_rate": "chosen_win_prob", "rejected_win_rate": "rejected_win_prob",
+               "ref_logp_chosen": "ref_chosen_logps", "ref_logp_rejected": "ref_rejected_logps",
+               "win_rates": "win_probs", "gold": "teacher"}
+
+
+def _read_versioned(path: Path, current: int) -> list[dict]:
+    rows = []
+    for i, row in enumerate(read_jsonl(path), start=1):
+        version = row.get("version", 1)
+        if version == 1:
+            row = {_V1_RENAMES.get(k, k): v for k, v in row.items()} | {"version": current}
+        elif version != current:
+            raise ValueError(f"{path}, row {i}: format version {version!r}, but this code reads versions 1 to "
+                             f"{current}: update dno, or re-run the stage in a new run directory")
+        rows.append(row)
+    return rows
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """A pairs.jsonl file (any known version) with today's field names."""
+    return _read_versioned(path, PAIRS_VERSION)
+
+
+def read_judgements(path: Path) -> list[dict]:
+    """A judgements.jsonl file (any known version) with today's field names."""
+    return _read_versioned(path, JUDGEMENTS_VERSION)

@@ -1,4 +1,4 @@
-"""dno-tables: the paper's tables and plots from runs, beside the published numbers.
+"""The paper's tables and plots from runs, beside the published numbers (the library of dno-tables).
 
     dno-tables runs=multirun/table1/offline-default out=results
     dno-tables runs='outputs/*' out=/tmp/tables
@@ -23,11 +23,10 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from dno.config import CONF_DIR
 from dno.records import read_json, read_jsonl
-from dno.run import CONF_DIR
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
 PUBLIC_ROWS = ("SPPO-Mistral7B-PairRM", "Snorkel-Mistral-PairRM-DPO", "Meta-Llama-3-8B-Instruct",
@@ -239,6 +238,17 @@ def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
+def load_runs(runs=None, wandb: str | None = None, group: str | None = None) -> list[RunRecord]:
+    """Run records from run directories (`runs`: a path, glob or list) or from W&B (`wandb`, `group`)."""
+    if wandb:
+        from dno.tracking import pull_runs
+
+        return [RunRecord(**r) for r in pull_runs(wandb, group)]
+    if runs:
+        return [read_run(p) for p in find_runs(runs)]
+    raise ValueError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
+
+
 def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -250,21 +260,3 @@ def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) 
         (out / "table4.md").write_text(table4(long, paper_dir))
         written.append(out / "table4.md")
     return written + plots(runs, out)
-
-
-@hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    if cfg.wandb:
-        from dno.tracking import pull_runs
-
-        runs = [RunRecord(**r) for r in pull_runs(cfg.wandb, cfg.group)]
-    elif cfg.runs:
-        runs = [read_run(p) for p in find_runs(cfg.runs)]
-    else:
-        raise SystemExit("dno-tables: give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
-    for path in write_tables(runs, Path(cfg.out), Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR):
-        print(path)
-
-
-if __name__ == "__main__":
-    main()

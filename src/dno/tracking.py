@@ -10,12 +10,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from pathlib import Path
 
 from dno.records import read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
+SECRET_KEY = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
+
+
+def redact(obj):
+    """The config as logged to W&B: values of keys that look like secrets are dropped."""
+    if isinstance(obj, dict):
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else redact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
 
 
 class NullSink:

@@ -1,1 +1,2 @@
-"""Prompt sources. Each returns records {"id", "instruction", "gold", ...}; `gold` may be None."""
+"""Prompt sources. Each returns records {"id", "instruction", "teacher", ...}; `teacher` (the
+teacher's answer to the prompt) may be None."""

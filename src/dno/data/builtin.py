@@ -105,7 +105,7 @@ def _draw_constraints(rng: random.Random, n: int) -> list[dict]:
 def make_records(num_prompts: int, seed: int, max_constraints: int = 2) -> list[dict]:
     """`num_prompts` distinct instructions, each with 1..max_constraints constraints.
 
-    Shape of a record: {"id", "instruction", "topic", "keywords", "constraints", "gold"}.
+    Shape of a record: {"id", "instruction", "topic", "keywords", "constraints", "teacher"}.
     """
     capacity = len(TASKS) * len(TOPICS) * 50
     if num_prompts > capacity:
@@ -127,7 +127,7 @@ def make_records(num_prompts: int, seed: int, max_constraints: int = 2) -> list[
                 "topic": topic,
                 "keywords": keywords,
                 "constraints": constraints,
-                "gold": None,
+                "teacher": None,
             }
         )
     return records

@@ -11,7 +11,7 @@ def load_ultrafeedback(
 ) -> list[dict]:
     """UltraFeedback prompts, as in Section 5.1 of arXiv 2404.03715.
 
-    The gold answer is the highest-rated UltraFeedback completion (the paper used GPT-4-Turbo
+    The teacher answer is the highest-rated UltraFeedback completion (the paper used GPT-4-Turbo
     answers, which were not released).
     """
     from datasets import load_dataset
@@ -21,6 +21,6 @@ def load_ultrafeedback(
         ds = ds.select(range(min(num_prompts, len(ds))))
     records = []
     for row in ds:
-        gold = row["chosen"][-1]["content"] if row.get("chosen") else None
-        records.append({"id": str(row["prompt_id"]), "instruction": row["prompt"], "gold": gold})
+        teacher = row["chosen"][-1]["content"] if row.get("chosen") else None
+        records.append({"id": str(row["prompt_id"]), "instruction": row["prompt"], "teacher": teacher})
     return records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dno.nash.cli import plot_curves
+from dno.nash.solve import plot_curves
 
 METHOD_ORDER = ["dno_exact", "dno", "dno_explore", "dno_prct", "dno_prct_explore", "sppo", "sppo_explore", "bt_reward"]
 

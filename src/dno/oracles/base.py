@@ -3,7 +3,8 @@
 DNO (arXiv 2404.03715) needs a preference, not a reward. An oracle answers, for a prompt and its
 candidates, either a score per candidate (listwise: the paper's GPT-4-Turbo judge) or P(a > b) for
 the pairs it is asked (pairwise: AlpacaEval-style judges, reward models, committees). The loop
-derives each candidate's expected win-rate against the others, r_t(x, y), from either.
+derives each candidate's r_t(x, y), its expected probability of beating the others (`win_prob`,
+in [0, 1]; `win_rate` is always a percentage), from either.
 
 A judgement that is not `ok` (`invalid`: the judge answered but not in the asked form; `failed`:
 no answer after the retries) never becomes a label: its prompt leaves the pair set.
@@ -48,12 +49,12 @@ class Judgement:
             return p if p is not None else None if self.prefs[j][i] is None else 1.0 - self.prefs[j][i]
         return preference(self.scores[i], self.scores[j])
 
-    def win_rates(self) -> list[float] | None:
-        """Each candidate's expected win-rate against the others it was compared with."""
+    def win_probs(self) -> list[float] | None:
+        """r_t of each candidate: its mean P(win) against the others it was compared with, in [0, 1]."""
         if self.status != OK:
             return None
         if self.prefs is None:
-            return expected_win_rates(self.scores)
+            return win_probs_of_scores(self.scores)
         n = len(self.prefs)
         out = []
         for i in range(n):
@@ -62,11 +63,11 @@ class Judgement:
         return out
 
 
-def expected_win_rates(scores: list[float]) -> list[float]:
+def win_probs_of_scores(scores: list[float]) -> list[float]:
     """Each candidate's share of wins against the other candidates (ties count one half)."""
     n = len(scores)
     if n < 2:
-        raise ValueError("expected win-rates need at least two candidates")
+        raise ValueError("win probabilities need at least two candidates")
     return [
         sum(1.0 if s > o else 0.5 if s == o else 0.0 for j, o in enumerate(scores) if j != i) / (n - 1)
         for i, s in enumerate(scores)

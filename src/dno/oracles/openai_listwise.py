@@ -1,6 +1,6 @@
 """The paper's judge: all candidates of a prompt side by side, scored on an additive 6-point rubric.
 
-Section 3 of arXiv 2404.03715: GPT-4-Turbo sees the K samples and the gold answer labelled id1..idN
+Section 3 of arXiv 2404.03715: GPT-4-Turbo sees the K samples and the teacher answer labelled id1..idN
 and returns {"id1_justification": ..., "id1_score": ..., ...}. One chat-completions call per
 prompt. The candidates are shown in an order shuffled per question (seeded by the question, so a
 repeat asks the identical question and hits the cache); `detail.order[k]` is the candidate shown

@@ -14,7 +14,7 @@ One point each (the score is their sum, 0..6):
    loop (fraction of repeated word n-grams at most `max_repeat_frac`);
 6. concise: at most `concise_max_words` words.
 
-Departures from the paper: the checks stand in for GPT-4-Turbo's reading; no gold answer is
+Departures from the paper: the checks stand in for GPT-4-Turbo's reading; no teacher answer is
 needed; justifications are the per-check results, kept in the judgement's raw text.
 """
 

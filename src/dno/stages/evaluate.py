@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from dno.metrics import length_controlled, win_rate
 from dno.records import read_jsonl, write_jsonl
 from dno.stages.sample import sample_responses
 
@@ -22,11 +23,6 @@ def against(oracle, prompts: list[dict], a: list[str], *others: list[str]) -> li
 def head_to_head(oracle, prompts: list[dict], a: list[str], b: list[str]) -> list[float | None]:
     """P(a > b) per prompt, None where the judgement was not ok."""
     return against(oracle, prompts, a, b)[0]
-
-
-def win_rate(prefs: list[float | None]) -> float:
-    valid = [p for p in prefs if p is not None]
-    return 100 * statistics.fmean(valid) if valid else float("nan")
 
 
 def first_responses(path: Path) -> list[str]:
@@ -57,8 +53,6 @@ def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path
 def validation_lc(init: list[str], new: list[str], vs_init: list[float | None]) -> float:
     """Length-controlled win-rate of pi_{t+1} against pi_1 on validation (alpaca_eval's minimal GLM),
     so that the length effect can be followed per iteration, not only at the end."""
-    from dno.stages.final import length_controlled
-
     annotations = [{"instruction": str(i), "output_1": a, "output_2": b, "generator_1": "pi_1", "generator_2": "new",
                     "annotator": "oracle", "preference": None if p is None else 1.0 + p}
                    for i, (a, b, p) in enumerate(zip(init, new, vs_init, strict=True))]

@@ -1,4 +1,7 @@
-"""`eval=local`, the offline final stage: the chosen iterate against pi_1 (or the data's gold
+"""The final stage (dno-run's last, and dno-eval): a policy's answers evaluated by `eval=`.
+
+`eval=alpaca_eval2` is the official AlpacaEval 2.0 path (dno.alpacaeval). `eval=local`, the
+offline final stage: the chosen iterate against pi_1 (or the data's teacher
 answers) on the test split, annotated by the configured oracle, in AlpacaEval's formats, with
 win-rate and length-controlled win-rate from the alpaca_eval package's own metric code.
 
@@ -10,12 +13,16 @@ fitting functions, and read the win-rate at zero length difference, as the offic
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
-from dno.records import write_json
+from omegaconf import DictConfig, OmegaConf
+
+from dno.alpacaeval import official_evaluation, reference_path
+from dno.metrics import length_controlled
+from dno.records import read_json, run_stage, stage_seed, write_json
 from dno.stages.evaluate import first_responses, head_to_head
+from dno.stages.sample import sample_responses
 
 DATASET = "dno-test"
 
@@ -36,31 +43,6 @@ def annotate(oracle, prompts: list[dict], model: list[dict], reference: list[dic
     ]
 
 
-def length_controlled(annotations: list[dict]) -> dict[str, float]:
-    import numpy as np
-    import pandas as pd
-    from alpaca_eval.metrics import get_winrate
-    from alpaca_eval.metrics.glm_winrate import GLM_INFO, fit_LogisticRegressionCV, make_dmatrix_for_model
-
-    df = pd.DataFrame([a for a in annotations if a["preference"] is not None])
-    metrics = get_winrate(df)
-    delta = df["output_1"].str.len() - df["output_2"].str.len()
-    scale = delta.std()
-    train = pd.DataFrame({
-        "preference": df["preference"].astype(float) - 1,
-        "std_delta_len": delta / scale if scale and math.isfinite(scale) else 0.0,
-        "not_gamed_baseline": True,
-    })
-    test = train[["not_gamed_baseline"]].assign(std_delta_len=0.0)
-    lc = float("nan")
-    if len(train) >= 2:
-        xy_train, x_test = make_dmatrix_for_model(train, test, formula=GLM_INFO["length_controlled_minimal"]["formula"])
-        model = fit_LogisticRegressionCV(xy_train, "preference", is_ytrue_proba=True, n_splits=min(5, len(train)))
-        lc = float(np.mean(model.predict_proba(x_test)[:, 1]) * 100)
-    return {"win_rate": float(metrics["win_rate"]), "standard_error": float(metrics["standard_error"]),
-            "lc_win_rate": lc, "n_total": int(metrics["n_total"])}
-
-
 def local_metrics(outputs: list[dict], reference: list[dict], annotations: list[dict]) -> dict:
     """The summary keys of an evaluation (`alpaca_eval/...`), from annotations in alpaca_eval's format."""
     m = length_controlled(annotations)
@@ -76,7 +58,7 @@ def local_metrics(outputs: list[dict], reference: list[dict], annotations: list[
 def local_evaluation(oracle, prompts: list[dict], out_dir: Path, *, outputs: list[dict], reference: list[dict],
                      annotator: str) -> dict:
     """`eval=local`: the configured oracle annotates `outputs` against `reference` (pi_1's answers, or
-    the data's gold answers). Writes model_outputs.json, reference_outputs.json, annotations.json
+    the data's teacher answers). Writes model_outputs.json, reference_outputs.json, annotations.json
     and summary.json into out_dir."""
     annotations = annotate(oracle, prompts, outputs, reference, annotator)
     write_json(out_dir / "model_outputs.json", outputs)
@@ -89,11 +71,50 @@ def local_evaluation(oracle, prompts: list[dict], out_dir: Path, *, outputs: lis
 
 
 def baseline_outputs(prompts: list[dict], init_samples: Path, baseline: str, dataset: str) -> list[dict]:
-    """The reference answers: the data's gold answers (`gold`, or `auto` when every prompt has one)
+    """The reference answers: the data's teacher answers (`teacher`, or `auto` when every prompt has one)
     or pi_1's samples (`pi_1`, or `auto` otherwise)."""
-    has_gold = bool(prompts) and all(p.get("gold") for p in prompts)
-    if baseline == "gold" and not has_gold:
-        raise ValueError("eval.baseline=gold, but the data has no gold answer for every test prompt")
-    if baseline == "gold" or (baseline == "auto" and has_gold):
-        return alpaca_outputs(prompts, [p["gold"] for p in prompts], "gold", dataset)
+    has_teacher = bool(prompts) and all(p.get("teacher") for p in prompts)
+    if baseline == "teacher" and not has_teacher:
+        raise ValueError("eval.baseline=teacher, but the data has no teacher answer for every test prompt")
+    if baseline == "teacher" or (baseline == "auto" and has_teacher):
+        return alpaca_outputs(prompts, [p["teacher"] for p in prompts], "teacher", dataset)
     return alpaca_outputs(prompts, first_responses(init_samples), "pi_1", dataset)
+
+
+def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, test_prompts: list[dict],
+                     baseline_samples: Path, generator: str, same_as_baseline: bool = False) -> dict:
+    """Answers of `policy()` evaluated by `cfg.eval` into `out` (resumable stages sample/evaluate).
+
+    `baseline_samples`: pi_1's answers on `test_prompts` (eval=local); `same_as_baseline`: the
+    policy is pi_1 itself, whose test answers are reused."""
+    e = cfg.eval
+    if e.name == "local":
+        def sample() -> dict:
+            if same_as_baseline:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "model_samples.jsonl").write_text(Path(baseline_samples).read_text())
+                return {}
+            return sample_responses(policy(), tokenizer, test_prompts, out / "model_samples.jsonl", k=1,
+                                    sampling=cfg.sampling, seed=stage_seed(cfg.seed, 0, "test"), desc="test")
+
+        run_stage(out, "sample", sample)
+        return run_stage(out, "evaluate", lambda: local_evaluation(
+            oracle, test_prompts, out,
+            outputs=alpaca_outputs(test_prompts, first_responses(out / "model_samples.jsonl"), generator, DATASET),
+            reference=baseline_outputs(test_prompts, baseline_samples, e.baseline, DATASET),
+            annotator=cfg.oracle._target_.rsplit(".", 1)[-1]))
+
+    reference, revision = reference_path(e)
+    rows = read_json(reference)[: e.num_instructions or None]
+    prompts = [{"id": str(i), "instruction": r["instruction"]} for i, r in enumerate(rows)]
+    sampling = OmegaConf.merge(cfg.sampling, {"max_new_tokens": e.max_new_tokens})
+    run_stage(out, "sample", lambda: sample_responses(policy(), tokenizer, prompts, out / "model_samples.jsonl", k=1,
+                                                      sampling=sampling, seed=stage_seed(cfg.seed, 0, "alpaca_eval"),
+                                                      desc="AlpacaEval answers"))
+    outputs = [{**o, "dataset": r.get("dataset", o["dataset"])} for o, r in zip(alpaca_outputs(
+        prompts, first_responses(out / "model_samples.jsonl"), generator, "alpaca_eval"), rows, strict=True)]
+    write_json(out / "model_outputs.json", outputs)
+    reference_rows = out / "reference_outputs.json"
+    write_json(reference_rows, rows)
+    return run_stage(out, "evaluate", lambda: official_evaluation(e, out, outputs, generator, len(rows), revision,
+                                                                  str(reference_rows)))

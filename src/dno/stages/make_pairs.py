@@ -1,5 +1,5 @@
-"""Stage 3: preference pairs of the iteration, plus replay of earlier iterations' pairs
-(Algorithm 2, step 4)."""
+"""Stage 3: preference pairs of the iteration by the variant's pair rule, plus replay of earlier
+iterations' pairs (Algorithm 2, step 4)."""
 
 from __future__ import annotations
 
@@ -7,47 +7,31 @@ import random
 from pathlib import Path
 
 from dno.oracles.base import OK, Judgement
-from dno.pairs import (
-    Candidate,
-    PairRules,
-    build_pairs,
-    count_types,
-    limit_pairs,
-    preference_pairs,
-    replay,
-    soft_pairs,
-)
-from dno.records import read_jsonl, write_jsonl
+from dno.pairs import Candidate, PairRule, count_types, replay
+from dno.records import PAIRS_VERSION, read_judgements, read_pairs, write_jsonl
 
 
-def make_pairs(judgements: Path, out: Path, *, rules: PairRules, iteration: int, earlier: list[Path],
-               replay_fractions: list[float], seed: int, soft: bool = False) -> dict:
+def make_pairs(judgements: Path, out: Path, *, rule: PairRule, cap: int | None, iteration: int, earlier: list[Path],
+               replay_fractions: list[float], seed: int) -> dict:
     """`earlier[k]` is the pairs file of iteration t-1-k; only its own new pairs are replayed.
-
-    `soft` (a loss with soft targets, Eq. 8): every pair of candidates, no margin rule.
-    """
+    `cap`: at most this many pairs per prompt (`schedule.max_pairs_per_prompt`, None: all)."""
     new, rng = [], random.Random(seed)
-    for row in read_jsonl(judgements):
+    for row in read_judgements(judgements):
         if row["judgement"]["status"] != OK:
             continue  # an invalid or failed judgement never becomes a label
         n, j = len(row["responses"]), Judgement.from_dict(row["judgement"])
-        # listwise: the rubric score; pairwise: the expected win-rate (pairs then follow P(y+ > y-))
-        scores = j.scores if j.prefs is None else row["win_rates"]
-        candidates = [Candidate(text, score, wr, is_gold=i >= n) for i, (text, score, wr)
-                      in enumerate(zip(row["candidates"], scores, row["win_rates"], strict=True))]
-        if soft:
-            chosen = soft_pairs(candidates, rules.max_per_prompt, rng)
-        else:
-            built = build_pairs(candidates, rules) if j.prefs is None else preference_pairs(candidates, j, rules)
-            chosen = limit_pairs(built, rules.max_per_prompt, rng)
-        for pos, neg, kind in chosen:
+        # listwise: the rubric score; pairwise: r_t itself (pairs then follow P(y+ > y-))
+        scores = j.scores if j.prefs is None else row["win_probs"]
+        candidates = [Candidate(text, score, win_prob, is_teacher=i >= n) for i, (text, score, win_prob)
+                      in enumerate(zip(row["candidates"], scores, row["win_probs"], strict=True))]
+        for pos, neg, kind in rule.limit(rule.pairs(candidates, j), cap, rng):
             new.append({
-                "prompt_id": row["id"], "instruction": row["instruction"], "chosen": pos.text,
-                "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,
-                "chosen_win_rate": pos.win_rate, "rejected_win_rate": neg.win_rate,
+                "version": PAIRS_VERSION, "prompt_id": row["id"], "instruction": row["instruction"],
+                "chosen": pos.text, "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,
+                "chosen_win_prob": pos.win_prob, "rejected_win_prob": neg.win_prob,
                 "type": kind, "source_iteration": iteration,
             })
-    older = [[p for p in read_jsonl(path) if p["source_iteration"] == iteration - 1 - k]
+    older = [[p for p in read_pairs(path) if p["source_iteration"] == iteration - 1 - k]
              for k, path in enumerate(earlier)]
     replayed = [{k: v for k, v in p.items() if not k.startswith("ref_")}
                 for p in replay(older, list(replay_fractions), seed)]

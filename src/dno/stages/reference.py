@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from dno.distributed import gather_by_index, shard
 from dno.policy import collate, prompt_ids, response_ids, sequence_logps
-from dno.records import read_jsonl, write_jsonl
+from dno.records import read_pairs, write_jsonl
 
 
 def encode_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[tuple]:
@@ -44,7 +44,7 @@ def pair_batch(encoded: list[tuple], idx: list[int], pad_id: int, with_rejected:
 def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int, max_length: int,
                     accelerator=None) -> dict:
     """Every process computes its shard of the micro-batches; the main process writes the pairs."""
-    pairs = read_jsonl(pairs_path)
+    pairs = read_pairs(pairs_path)
     model.eval()
     device = next(model.parameters()).device
     encoded = encode_pairs(tokenizer, pairs, max_length)
@@ -60,6 +60,6 @@ def reference_logps(model, tokenizer, pairs_path: Path, *, micro_batch_size: int
     if logps_of is None:  # not the main process
         return {}
     for i, (chosen, rejected) in logps_of.items():
-        pairs[i]["ref_logp_chosen"], pairs[i]["ref_logp_rejected"] = chosen, rejected
+        pairs[i]["ref_chosen_logps"], pairs[i]["ref_rejected_logps"] = chosen, rejected
     write_jsonl(pairs_path, pairs)
     return {}

@@ -21,14 +21,15 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from dno.distributed import gather
+from dno.losses import Loss, PairLogps
 from dno.policy import sequence_logps
-from dno.records import read_jsonl
+from dno.records import read_pairs
 from dno.stages.reference import encode_pairs, length_batches, pair_batch
 
 
-def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, optim, epochs: int,
+def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerator, optim, epochs: int,
                  micro_batch_size: int, grad_accum: int, max_length: int, seed: int) -> dict:
-    pairs = read_jsonl(pairs_path)
+    pairs = read_pairs(pairs_path)
     if not loss_fn.needs_rejected:  # SFT on positives: each distinct positive once
         pairs = list({(p["instruction"], p["chosen"]): p for p in pairs}.values())
     if not pairs:
@@ -48,10 +49,9 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     rng = random.Random(seed)
-    fixed = {
-        "ref": torch.tensor([[p.get("ref_logp_chosen", 0.0), p.get("ref_logp_rejected", 0.0)] for p in pairs]),
-        "win": torch.tensor([[p["chosen_win_rate"], p["rejected_win_rate"]] for p in pairs]),
-    }
+    # per pair: reference log-probs of pi_t (zeros without a reference) and r_t of both responses
+    ref_logps = torch.tensor([[p.get("ref_chosen_logps", 0.0), p.get("ref_rejected_logps", 0.0)] for p in pairs])
+    win_probs = torch.tensor([[p["chosen_win_prob"], p["rejected_win_prob"]] for p in pairs])
     # Each process runs its share of a step's micro-batches. DDP averages gradients over processes
     # and DeepSpeed divides by its accumulation steps, so the loss is scaled back to the step's mean.
     scale = world * (grad_accum if deepspeed else 1)
@@ -69,8 +69,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn, *, accelerator, op
             for j, (idx, weight) in enumerate(work):
                 sync = j == len(work) - 1
                 with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    m = _micro_step(model, loss_fn, encoded, idx, fixed, weight * scale / n_step, accelerator,
-                                    tokenizer)
+                    m = _micro_step(model, loss_fn, encoded, idx, ref_logps, win_probs, weight * scale / n_step,
+                                    accelerator, tokenizer)
                 if weight:
                     sums.update(m)
             if not deepspeed:
@@ -107,20 +107,22 @@ def _configure_deepspeed(accelerator, micro_batch_size: int, grad_accum: int, ma
     return True
 
 
-def _micro_step(model, loss_fn, encoded, idx, fixed, scale, accelerator, tokenizer) -> dict:
+def _micro_step(model, loss_fn, encoded, idx, ref_logps, win_probs, scale, accelerator, tokenizer) -> dict:
     """Forward and backward of one micro-batch; its summed loss is multiplied by `scale`."""
     batch = pair_batch(encoded, idx, tokenizer.pad_token_id, with_rejected=loss_fn.needs_rejected)
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
     logps = sequence_logps(model, batch)
     n_tokens = batch["loss_mask"][:, 1:].sum(-1).float()
     b = len(idx)
-    chosen = logps[:b]
-    rejected = logps[b:] if loss_fn.needs_rejected else torch.zeros_like(chosen)
-    r, w = fixed["ref"][idx].to(logps.device), fixed["win"][idx].to(logps.device)
-    losses = loss_fn(chosen, rejected, r[:, 0], r[:, 1], win_rate_1=w[:, 0], win_rate_2=w[:, 1],
-                     n_tokens_1=n_tokens[:b])
+    ref, win = ref_logps[idx].to(logps.device), win_probs[idx].to(logps.device)
+    inputs = PairLogps(
+        policy_chosen_logps=logps[:b],
+        policy_rejected_logps=logps[b:] if loss_fn.needs_rejected else torch.zeros_like(logps[:b]),
+        ref_chosen_logps=ref[:, 0], ref_rejected_logps=ref[:, 1],
+        chosen_win_prob=win[:, 0], rejected_win_prob=win[:, 1], chosen_n_tokens=n_tokens[:b])
+    losses = loss_fn(inputs)
     accelerator.backward(losses.sum() * scale)
-    h = ((chosen - r[:, 0]) - (rejected - r[:, 1])).detach()
+    h = inputs.h().detach()
     return {"loss": float(losses.detach().sum()), "acc": float((h > 0).sum()), "margin": float(h.sum()),
             "tokens": int(batch["attention_mask"].sum()), "pairs": b}
 

@@ -1,0 +1,30 @@
+"""dno-bench: where an iteration's time goes, against the machine's limit and against TRL (dno.bench).
+
+    dno-bench                                   # the offline default (SmolLM2-135M, demo schedule)
+    dno-bench model=tiny_random schedule=smoke  # seconds
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dno.apps import exit_codes, job
+from dno.bench import markdown, run_bench
+from dno.config import CONF_DIR
+
+
+@hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    out, _, _ = job()
+    schedule = HydraConfig.get().runtime.choices.get("schedule")
+    report = exit_codes("dno-bench", lambda: run_bench(cfg, out, schedule))
+    print(markdown(report))
+    print(json.dumps({k: report[k] for k in ("machine",)}, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""dno-run: DNO-Prct (Algorithm 2 of arXiv 2404.03715) as configured, resumable (dno.loop).
+
+    dno-run                                        # the offline default: SmolLM2-135M, rules oracle
+    dno-run model=tiny_random schedule=smoke hydra.run.dir=/tmp/smoke
+    dno-run -m model=tiny_random schedule=smoke seed=0,1
+"""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from dno.apps import exit_codes, job
+from dno.config import CONF_DIR
+from dno.loop import train_dno
+from dno.run import Run
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_dir, group, name = job()
+    loss = HydraConfig.get().runtime.choices.get("loss", "?")
+    exit_codes("dno-run", lambda: train_dno(Run.build(cfg, run_dir, group=group, name=name, loss_choice=loss)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""dno-tables: the paper's tables and plots from runs, beside the published numbers (dno.tables).
+
+    dno-tables runs=multirun/table1/offline-default out=results
+    dno-tables runs='outputs/*' out=/tmp/tables
+    dno-tables wandb=ENTITY/PROJECT group=GROUP out=results     # online: runs through the W&B API
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from dno.config import CONF_DIR
+from dno.tables import PAPER_DIR, load_runs, write_tables
+
+
+@hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    try:
+        runs = load_runs(cfg.runs, cfg.wandb, cfg.group)
+    except ValueError as e:
+        raise SystemExit(f"dno-tables: {e}") from None
+    for path in write_tables(runs, Path(cfg.out), Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()
