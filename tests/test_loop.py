@@ -120,20 +120,31 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(smoke_sweep):
     assert read_jsonl(jobs[0] / "iter_1" / "samples.jsonl") != read_jsonl(jobs[1] / "iter_1" / "samples.jsonl")
 
 
-def test_every_loss_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_path):
+def test_every_variant_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_path):
     sweep = tmp_path / "losses"
-    dno_run("-m", *SMOKE, "loss=dno,ipo,sppo", "schedule.iterations=1", f"hydra.sweep.dir={sweep}")
+    dno_run("-m", *SMOKE, "loss=dno,ipo,sppo,best_vs_worst", "schedule.iterations=1", f"hydra.sweep.dir={sweep}")
     hard = read_jsonl(smoke_run / "metrics.jsonl")[0]
     k, prompts = 4, 6  # the smoke schedule
+    seen = set()
     for job in sorted(p for p in sweep.iterdir() if p.is_dir()):
         loss = json.loads((job / "wandb_run.json").read_text())["name"].split("loss=")[1].split(",")[0]
+        seen.add(loss)
         first = read_jsonl(job / "metrics.jsonl")[0]
         assert first["train/steps"] > 0 and (job / "summary.json").exists()
         if loss == "ipo":
             assert first["pairs/new"] == hard["pairs/new"]  # the same large-margin rules as dno_prct
             assert 0 < first["train/loss"] < (1 / (2 * 0.1)) ** 2  # starts at (0 - 5)^2 = 25 and falls
+        elif loss == "best_vs_worst":  # the README's worked example: one pair per prompt, its largest margin
+            pairs = read_jsonl(job / "iter_1" / "pairs.jsonl")
+            paper = [p for p in read_jsonl(smoke_run / "iter_1" / "pairs.jsonl") if p["source_iteration"] == 1]
+            by_prompt = {p["prompt_id"]: p for p in pairs}
+            assert len(by_prompt) == len(pairs) == len({p["prompt_id"] for p in paper}) > 0
+            for pid, pair in by_prompt.items():
+                margins = [p["chosen_score"] - p["rejected_score"] for p in paper if p["prompt_id"] == pid]
+                assert pair["chosen_score"] - pair["rejected_score"] == max(margins)
         else:
             assert first["pairs/new"] == prompts * k * (k - 1) // 2  # every pair of the K samples
+    assert seen == {"dno", "ipo", "sppo", "best_vs_worst"}
 
 
 def test_best_of_n_teacher_gives_teacher_pairs_and_is_computed_once(tmp_path):

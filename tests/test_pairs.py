@@ -111,3 +111,26 @@ def test_all_pairs_take_every_distinct_pair_higher_score_first():
     # 6 index pairs; (b, b) has one text twice and is skipped: 5 remain
     assert sorted((p.text, n.text) for p, n, _ in pairs) == [("b", "a"), ("b", "a"), ("b", "c"), ("b", "c"), ("c", "a")]
     assert len(rule.limit(pairs, 2, random.Random(0))) == 2
+
+
+def test_pairs_and_judgements_files_of_format_1_still_read(tmp_path):
+    from dno.records import read_judgements, read_pairs, write_jsonl
+
+    old = tmp_path / "pairs.jsonl"  # a run directory written before the names followed the paper
+    write_jsonl(old, [{"prompt_id": "a", "chosen": "x", "rejected": "y", "chosen_win_rate": 1.0,
+                       "rejected_win_rate": 0.0, "ref_logp_chosen": -3.0, "ref_logp_rejected": -4.0}])
+    assert read_pairs(old) == [{"version": 2, "prompt_id": "a", "chosen": "x", "rejected": "y",
+                                "chosen_win_prob": 1.0, "rejected_win_prob": 0.0, "ref_chosen_logps": -3.0,
+                                "ref_rejected_logps": -4.0}]
+    judged = tmp_path / "judgements.jsonl"
+    write_jsonl(judged, [{"id": "a", "gold": "t", "win_rates": [0.5, 0.5]}])
+    assert read_judgements(judged) == [{"version": 2, "id": "a", "teacher": "t", "win_probs": [0.5, 0.5]}]
+
+
+def test_a_pairs_file_newer_than_the_code_is_a_clear_error(tmp_path):
+    from dno.records import read_pairs, write_jsonl
+
+    path = tmp_path / "pairs.jsonl"
+    write_jsonl(path, [{"version": 2, "chosen": "x"}, {"version": 3, "chosen": "y"}])
+    with pytest.raises(ValueError, match=r"pairs.jsonl, row 2: format version 3, but this code reads versions 1 to 2"):
+        read_pairs(path)

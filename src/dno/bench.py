@@ -205,35 +205,15 @@ def iteration_times(cfg: DictConfig, run_dir: Path) -> dict:
             "iteration_s": sum(stages.values()), "pairs": read_json(d / "DONE.pairs").get("pairs/total")}
 
 
-def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
-    """Every measurement into `out` (bench.json, bench.md); `schedule` names the schedule in the report."""
-    from hydra.utils import instantiate
+def measure_sampling(cfg: DictConfig, model, tok, instructions: list[str]) -> tuple[list[list[str]], dict]:
+    """dno's sampler against a bare batched `generate`, interleaved, best of each: the machine's drift
+    hits both alike. Returns dno's samples and the report's `sampling` part."""
+    from dno.policy import generate
 
-    from dno.config import grad_accumulation, validate
-    from dno.data.splits import make_splits
-    from dno.distributed import make_accelerator
-    from dno.policy import generate, load_model, load_tokenizer
-    from dno.stages.reference import reference_logps
-    from dno.stages.train import train_policy
-
-    validate(cfg)
-    b, s, k = cfg.bench, cfg.schedule, cfg.schedule.samples_per_prompt
-    torch.manual_seed(cfg.seed)
-    report: dict = {"model": cfg.model.name, "schedule": schedule,
-                    "machine": matmul_flops(b.matmul_size)}
-    limit = report["machine"]["flops"]
-    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
-                         n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
-    prompts = splits.iterations[0][: b.prompts]
-    tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
-    accelerator = make_accelerator(cfg.train.process_timeout_min)
-    model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
-    n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
-    instructions = [p["instruction"] for p in prompts]
-
+    b, k = cfg.bench, cfg.schedule.samples_per_prompt
     bare_generate(model, tok, instructions[:1], n=1, sampling=cfg.sampling, seed=0)  # warm-up
     ours, bare = [], []
-    for _ in range(b.sampling_repeats):  # interleaved, best of each: the machine's drift hits both alike
+    for _ in range(b.sampling_repeats):
         (responses, n_tok), secs, ours_mb = timed(lambda: generate(
             model, tok, instructions, n=k, max_new_tokens=cfg.sampling.max_new_tokens,
             temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, batch_size=cfg.sampling.batch_size,
@@ -242,35 +222,70 @@ def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
         n_tok, secs, _ = timed(lambda: bare_generate(model, tok, instructions, n=k, sampling=cfg.sampling,
                                                      seed=cfg.seed))
         bare.append(n_tok / secs)
-    report["sampling"] = {"prompts": len(prompts), "k": k, "repeats": b.sampling_repeats,
-                          "ours_tokens_per_s": max(ours), "bare_tokens_per_s": max(bare),
-                          "ratio": max(ours) / max(bare), "peak_mb": ours_mb}
+    return responses, {"prompts": len(instructions), "k": k, "repeats": b.sampling_repeats,
+                       "ours_tokens_per_s": max(ours), "bare_tokens_per_s": max(bare),
+                       "ratio": max(ours) / max(bare), "peak_mb": ours_mb}
 
-    pairs = bench_pairs(prompts, responses)
-    pairs_path = out / "pairs.jsonl"
+
+def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[dict, list[dict]]:
+    """Sampling, reference log-probs and the update with dno's own code, on one loaded model (freed on
+    return). Returns the report's parts and the pairs (TRL's input); writes out/samples.jsonl (the
+    judge's) and out/pairs.jsonl."""
+    from hydra.utils import instantiate
+
+    from dno.config import grad_accumulation
+    from dno.distributed import make_accelerator
+    from dno.policy import load_model
+    from dno.stages.reference import reference_logps
+    from dno.stages.train import train_policy
+
+    s, micro = cfg.schedule, cfg.train.micro_batch_size
+    accelerator = make_accelerator(cfg.train.process_timeout_min)
+    model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
+    n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
+    responses, sampling = measure_sampling(cfg, model, tok, [p["instruction"] for p in prompts])
+    pairs, pairs_path = bench_pairs(prompts, responses), out / "pairs.jsonl"
     write_jsonl(pairs_path, pairs)
     write_jsonl(out / "samples.jsonl", [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])
-    counts = token_counts(tok, pairs, cfg.train.micro_batch_size, cfg.model.max_length)
-    _, ref_s, ref_mb = timed(lambda: reference_logps(
-        model, tok, pairs_path, micro_batch_size=cfg.train.micro_batch_size, max_length=cfg.model.max_length))
+    counts = token_counts(tok, pairs, micro, cfg.model.max_length)
+    _, ref_s, ref_mb = timed(lambda: reference_logps(model, tok, pairs_path, micro_batch_size=micro,
+                                                     max_length=cfg.model.max_length))
     resident = live_models()
     stats, upd_s, upd_mb = timed(lambda: train_policy(
         model, tok, pairs_path, instantiate(cfg.loss).objective, accelerator=accelerator, optim=s, epochs=s.epochs,
-        micro_batch_size=cfg.train.micro_batch_size, grad_accum=grad_accumulation(cfg, 1),
-        max_length=cfg.model.max_length, seed=cfg.seed))
-    tokens = counts["tokens"]
-    report["reference"] = {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
-                           "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb}
-    report["update"] = {"pairs": len(pairs), "tokens": tokens * s.epochs, "tokens_per_s": tokens * s.epochs / upd_s,
-                        "flops": 6 * n_params * tokens * s.epochs / upd_s, "peak_mb": upd_mb,
-                        "models_resident": resident, "steps": stats["train/steps"], "loss": stats["train/loss"]}
-    for part in ("reference", "update"):
-        report[part]["flops_frac"] = report[part]["flops"] / limit
-        report[part]["padding_frac"] = counts["padding_frac"]
-    report["parameters"] = n_params
-    model = accelerator = None  # noqa: F841 (freed before TRL loads its copy)
-    gc.collect()
+        micro_batch_size=micro, grad_accum=grad_accumulation(cfg, 1), max_length=cfg.model.max_length,
+        seed=cfg.seed))
+    tokens, trained = counts["tokens"], counts["tokens"] * s.epochs
+    padding = counts["padding_frac"]
+    return {
+        "sampling": sampling, "parameters": n_params,
+        "reference": {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
+                      "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb, "padding_frac": padding},
+        "update": {"pairs": len(pairs), "tokens": trained, "tokens_per_s": trained / upd_s,
+                   "flops": 6 * n_params * trained / upd_s, "peak_mb": upd_mb, "models_resident": resident,
+                   "steps": stats["train/steps"], "loss": stats["train/loss"], "padding_frac": padding},
+    }, pairs
 
+
+def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
+    """Every measurement into `out` (bench.json, bench.md); `schedule` names the schedule in the report."""
+    from hydra.utils import instantiate
+
+    from dno.config import validate
+    from dno.data.splits import make_splits
+    from dno.policy import load_tokenizer
+
+    validate(cfg)
+    b, s = cfg.bench, cfg.schedule
+    torch.manual_seed(cfg.seed)
+    report: dict = {"model": cfg.model.name, "schedule": schedule, "machine": matmul_flops(b.matmul_size)}
+    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+                         n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+    prompts = splits.iterations[0][: b.prompts]
+    tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+    ours, pairs = measure_ours(cfg, tok, prompts, out)
+    report |= ours
+    gc.collect()  # our model is gone before TRL loads its copy
     report["trl_note"] = "bench.trl=false"
     if b.trl:
         report["trl_note"] = "TRL not installed"
@@ -283,9 +298,8 @@ def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
     if b.iteration:
         report["iteration"] = iteration_times(cfg, out)
     # the limit again at the end: on a machine that drifts, the better of the two is what it can do
-    end = matmul_flops(b.matmul_size)
-    report["machine"]["flops_start"], report["machine"]["flops_end"] = limit, end["flops"]
-    report["machine"]["flops"] = max(limit, end["flops"])
+    start, end = report["machine"]["flops"], matmul_flops(b.matmul_size)["flops"]
+    report["machine"] |= {"flops_start": start, "flops_end": end, "flops": max(start, end)}
     for part in ("reference", "update"):
         report[part]["flops_frac"] = report[part]["flops"] / report["machine"]["flops"]
     write_json(out / "bench.json", report)

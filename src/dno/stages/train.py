@@ -39,12 +39,7 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     world, rank = accelerator.num_processes, accelerator.process_index
     steps = [micro[i : i + grad_accum * world] for i in range(0, len(micro), grad_accum * world)]
     total_steps = len(steps) * epochs
-    # fused: one kernel per step instead of a loop over tensors (3x faster on CPU); not for sharded parameters
-    fused = accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
-    warmup = math.ceil(optim.warmup_ratio * total_steps)
-    # not passed to prepare(): accelerate would step it once per process and step
-    scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    optimizer, scheduler = _optimizer(model, optim, total_steps, accelerator)
     deepspeed = _configure_deepspeed(accelerator, micro_batch_size, grad_accum, optim.max_grad_norm)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
@@ -83,6 +78,22 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.free_memory()
+    return _summary(accelerator, sums, seconds) | {"train/pairs": len(pairs), "train/steps": total_steps}
+
+
+def _optimizer(model, optim, total_steps: int, accelerator):
+    """AdamW and the learning-rate schedule of `optim` (the schedule's lr, scheduler, warmup, weight decay)."""
+    # fused: one kernel per step instead of a loop over tensors (3x faster on CPU); not for sharded parameters
+    fused = accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
+    warmup = math.ceil(optim.warmup_ratio * total_steps)
+    # not passed to prepare(): accelerate would step it once per process and step
+    scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def _summary(accelerator, sums: Counter, seconds: float) -> dict:
+    """The update's statistics over every process's pairs."""
     per_process = [dict(c) for c in gather(accelerator, dict(sums))]
     total = Counter()
     for c in per_process:
@@ -90,8 +101,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     n = total["pairs"]
     return {
         "train/loss": total["loss"] / n, "train/reward_accuracy": total["acc"] / n,
-        "train/implicit_margin": total["margin"] / n, "train/pairs": len(pairs), "train/steps": total_steps,
-        "train/processes": world, "train/pairs_per_process": [c.get("pairs", 0) for c in per_process],
+        "train/implicit_margin": total["margin"] / n, "train/processes": accelerator.num_processes,
+        "train/pairs_per_process": [c.get("pairs", 0) for c in per_process],
         "time/train_tokens_per_s": total["tokens"] / seconds,
     }
 
