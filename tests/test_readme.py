@@ -236,3 +236,13 @@ def expand(overrides: list[str]) -> list[list[str]]:
         options = values.split(",") if "," in values and not values.startswith("[") else [values]
         combos = [c + [f"{key}={v}"] for c in combos for v in options]
     return combos
+
+
+def test_the_worked_example_in_the_readme_is_the_shipped_code():
+    section = README[README.index("## Working on dno"):README.index("## Variants")]
+    yaml_block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL).group(1)
+    assert OmegaConf.create(yaml_block) == OmegaConf.load(REPO / "conf" / "loss" / "best_vs_worst.yaml")
+    python_block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    shipped = (REPO / "src" / "dno" / "pairs.py").read_text()
+    for line in python_block.splitlines():
+        assert line.split("#")[0].strip() in shipped, line

@@ -160,7 +160,7 @@ class AllPairs(PairRule):
 @dataclass(frozen=True)
 class BestVsWorst(PaperRule):
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
-        found = super().pairs(candidates, judgement)
+        found = super().pairs(candidates, judgement)  # the paper's checks first
         return [max(found, key=lambda p: p.chosen.score - p.rejected.score)] if found else []
 
 
