@@ -134,3 +134,12 @@ def test_a_pairs_file_newer_than_the_code_is_a_clear_error(tmp_path):
     write_jsonl(path, [{"version": 2, "chosen": "x"}, {"version": 3, "chosen": "y"}])
     with pytest.raises(ValueError, match=r"pairs.jsonl, row 2: format version 3, but this code reads versions 1 to 2"):
         read_pairs(path)
+
+
+def test_a_samples_file_of_an_older_run_keeps_its_teacher_answers(tmp_path):
+    from dno.records import read_samples, write_jsonl
+
+    path = tmp_path / "samples.jsonl"
+    write_jsonl(path, [{"id": "a", "gold": "the teacher", "responses": ["x"]}, {"id": "b", "teacher": None}])
+    assert read_samples(path) == [{"id": "a", "teacher": "the teacher", "responses": ["x"]},
+                                  {"id": "b", "teacher": None}]

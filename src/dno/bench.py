@@ -141,10 +141,13 @@ def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
     except ImportError:
         log.warning("TRL is not installed (pip install -e '.[bench]'): no TRL comparison")
         return None
+    from hydra.utils import instantiate
+
     from dno.config import grad_accumulation
     from dno.policy import load_model
 
     s = cfg.schedule
+    beta = getattr(instantiate(cfg.loss).objective, "beta", 0.1)  # the variant's eta (0.1 for SFT, which has none)
     model = load_model(cfg.model, cfg.cache_dir, tokenizer)
     template = [tokenizer.apply_chat_template([{"role": "user", "content": p["instruction"]}], tokenize=False,
                                               add_generation_prompt=True) for p in pairs]
@@ -155,7 +158,7 @@ def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
         gradient_accumulation_steps=grad_accumulation(cfg, 1), learning_rate=s.lr, num_train_epochs=s.epochs,
         lr_scheduler_type=s.lr_scheduler, warmup_steps=float(s.warmup_ratio),  # < 1: a ratio
         weight_decay=s.weight_decay,
-        max_grad_norm=s.max_grad_norm, beta=cfg.loss.beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
+        max_grad_norm=s.max_grad_norm, beta=beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
         precompute_ref_log_probs=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and cfg.model.dtype == "bfloat16",
         dataloader_num_workers=0, disable_tqdm=True)
@@ -188,13 +191,13 @@ def judge_costs(oracle, samples: Path, out: Path) -> dict:
             "repeat_cache_hit_rate": again.get("oracle/cache_hits", 0) / asked if asked else None}
 
 
-def iteration_times(cfg: DictConfig, run_dir: Path) -> dict:
+def iteration_times(cfg: DictConfig, run_dir: Path, loss_choice: str = "?") -> dict:
     """One iteration of dno-run (its own code, its own markers) in `run_dir`: seconds per stage."""
     from dno.loop import initial, iteration
     from dno.run import Run
 
     t0 = time.perf_counter()
-    run = Run.build(cfg, run_dir)
+    run = Run.build(cfg, run_dir, loss_choice=loss_choice)
     initial(run)
     before = time.perf_counter() - t0
     d = run.run_dir / "iter_1"
@@ -267,8 +270,8 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[
     }, pairs
 
 
-def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
-    """Every measurement into `out` (bench.json, bench.md); `schedule` names the schedule in the report."""
+def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
+    """Every measurement into `out` (bench.json, bench.md); `choices`: the config groups' options."""
     from hydra.utils import instantiate
 
     from dno.config import validate
@@ -278,7 +281,9 @@ def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
     validate(cfg)
     b, s = cfg.bench, cfg.schedule
     torch.manual_seed(cfg.seed)
-    report: dict = {"model": cfg.model.name, "schedule": schedule, "machine": matmul_flops(b.matmul_size)}
+    choices = choices or {}
+    report: dict = {"model": cfg.model.name, "schedule": choices.get("schedule"),
+                    "machine": matmul_flops(b.matmul_size)}
     splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     prompts = splits.iterations[0][: b.prompts]
@@ -296,7 +301,7 @@ def run_bench(cfg: DictConfig, out: Path, schedule: str | None = None) -> dict:
         report["trl"] = trl
     report["judge"] = judge_costs(instantiate(cfg.oracle), out / "samples.jsonl", out)
     if b.iteration:
-        report["iteration"] = iteration_times(cfg, out)
+        report["iteration"] = iteration_times(cfg, out, choices.get("loss", "?"))
     # the limit again at the end: on a machine that drifts, the better of the two is what it can do
     start, end = report["machine"]["flops"], matmul_flops(b.matmul_size)["flops"]
     report["machine"] |= {"flops_start": start, "flops_end": end, "flops": max(start, end)}

@@ -63,7 +63,7 @@ def iteration(run: Run, t: int) -> dict:
     """Algorithm 2, one iteration: sample, judge, pairs, reference log-probs, update, evaluate, log."""
     cfg, s, v = run.cfg, run.cfg.schedule, run.variant
     d, pi_t, pi_next = run.run_dir / f"iter_{t}", run.checkpoint(t - 1), run.checkpoint(t)
-    prompts, server = run.splits.iterations[t - 1], cfg.generation.backend == "openai_server"
+    prompts, server = with_teacher(run, run.splits.iterations[t - 1]), cfg.generation.backend == "openai_server"
     sample = run.sample_with_server if server else run.sample
     m = run.stage(d, "sample", lambda: sample(pi_t, prompts, d / "samples.jsonl", s.samples_per_prompt,
                                               run.seed(t, "sample")), everyone=not server)
@@ -147,10 +147,12 @@ def initial(run: Run) -> None:
     run.stage(init, "test_samples", lambda: run.sample(None, run.splits.test, init / "test_samples.jsonl", 1,
                                                        run.seed(0, "test"), "pi_1 test"), everyone=True)
     run.stage(init, "teacher", lambda: teacher_answers(run))
-    answers = read_json(init / "teacher.json")
-    for t, part in enumerate(run.splits.iterations, start=1):
-        run.splits.iterations[t - 1] = [{**p, "teacher": answers[p["id"]]} if p["id"] in answers else p
-                                        for p in part]
+
+
+def with_teacher(run: Run, prompts: list[dict]) -> list[dict]:
+    """`prompts` with the teacher's answers of init/teacher.json where the data had none."""
+    answers = read_json(run.run_dir / "init" / "teacher.json")
+    return [{**p, "teacher": answers[p["id"]]} if p["id"] in answers else p for p in prompts]
 
 
 def train_dno(run: Run) -> dict:
@@ -193,11 +195,12 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
     return "\n".join(rows)
 
 
-def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None, name: str | None = None) -> dict:
+def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None, name: str | None = None,
+                        loss_choice: str = "?") -> dict:
     """dno-eval: the final stage alone, on `cfg.checkpoint` (null: the configured model itself), into `out`."""
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
-    run = Run.build(cfg, out, group=group, name=name)
+    run = Run.build(cfg, out, group=group, name=name, loss_choice=loss_choice)
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     baseline = out / "baseline_samples.jsonl"
     if cfg.eval.name == "local":

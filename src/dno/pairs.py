@@ -71,7 +71,10 @@ def limit_pairs(pairs: list[Pair], cap: int | None, rng: random.Random) -> list[
 
 
 class PairRule:
-    """Base class: `pairs` for one prompt's candidates and judgement, `limit` under a cap."""
+    """Base class: `pairs` for one prompt's candidates and judgement, `limit` under a cap.
+    `needs_teacher`: the rule makes no pair without the teacher's answer."""
+
+    needs_teacher = False
 
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
         raise NotImplementedError
@@ -101,6 +104,11 @@ class PaperRule(PairRule):
                 raise ValueError(f"loss.pairs.{key} must be at least 0, got {getattr(self, key)!r}")
         if not 0.5 <= self.min_preference <= 1:
             raise ValueError(f"loss.pairs.min_preference must be in [0.5, 1], got {self.min_preference!r}")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Only when every kept pair type involves the teacher (DNO-Restrictive)."""
+        return self.keep_types is not None and STUDENT_OVER_STUDENT not in self.keep_types
 
     def looping(self, candidates: list[Candidate]) -> list[bool]:
         return [not c.is_teacher and repeated_ngram_fraction(c.text, self.ngram) > self.max_repeat_frac
@@ -136,6 +144,8 @@ class PaperRule(PairRule):
 
 @dataclass(frozen=True)
 class SpinRule(PairRule):
+    needs_teacher = True
+
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
         return [Pair(t, c, TEACHER_OVER_STUDENT) for t in candidates if t.is_teacher
                 for c in candidates if not c.is_teacher and c.text != t.text]

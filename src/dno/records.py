@@ -64,6 +64,7 @@ def run_stage(directory: Path, name: str, fn: Callable[[], dict | None]) -> dict
 
 # Format versions of the per-iteration files. Version 1 (before the names followed the paper's
 # symbols) is read by renaming its fields; a newer version than this code knows is an error.
+# Samples files carry no version: their one renamed field (`gold`) is renamed whenever they are read.
 PAIRS_VERSION = JUDGEMENTS_VERSION = 2
 _V1_RENAMES = {"chosen_win_rate": "chosen_win_prob", "rejected_win_rate": "rejected_win_prob",
                "ref_logp_chosen": "ref_chosen_logps", "ref_logp_rejected": "ref_rejected_logps",
@@ -86,6 +87,11 @@ def _read_versioned(path: Path, current: int) -> list[dict]:
 def read_pairs(path: Path) -> list[dict]:
     """A pairs.jsonl file (any known version) with today's field names."""
     return _read_versioned(path, PAIRS_VERSION)
+
+
+def read_samples(path: Path) -> list[dict]:
+    """A samples.jsonl file, its prompts' teacher answers under `teacher` (`gold` in older files)."""
+    return [{_V1_RENAMES.get(k, k) if k == "gold" else k: v for k, v in row.items()} for row in read_jsonl(path)]
 
 
 def read_judgements(path: Path) -> list[dict]:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dno.config import CONF_DIR
+from dno.config import CONF_DIR, ConfigError
 from dno.records import read_json, read_jsonl
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "results" / "paper"
@@ -238,15 +238,16 @@ def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
-def load_runs(runs=None, wandb: str | None = None, group: str | None = None) -> list[RunRecord]:
-    """Run records from run directories (`runs`: a path, glob or list) or from W&B (`wandb`, `group`)."""
+def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:
+    """dno-tables: the tables of run directories (`runs`: a path, glob or list) or of W&B runs (`wandb`,
+    `group`) into `out`."""
     if wandb:
         from dno.tracking import pull_runs
 
-        return [RunRecord(**r) for r in pull_runs(wandb, group)]
-    if runs:
-        return [read_run(p) for p in find_runs(runs)]
-    raise ValueError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
+        return write_tables([RunRecord(**r) for r in pull_runs(wandb, group)], out, paper_dir)
+    if not runs:
+        raise ConfigError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
+    return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir)
 
 
 def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:

@@ -2,7 +2,7 @@
 
 `DataTeacher` keeps what the data carries (UltraFeedback's best-rated answer; nothing for the
 builtin prompts). `BestOfN` needs no network: the best of N samples of the initial policy under
-the oracle (highest expected win-rate, first on a tie), computed once per prompt and (model, N,
+the oracle (highest r_t, `win_prob`, first on a tie), computed once per prompt and (model, N,
 sampling, oracle, seed)
 and cached in `cache_dir/teachers/`, so every run of a sweep reuses what an earlier run paid for.
 """

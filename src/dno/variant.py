@@ -4,9 +4,10 @@
     dno-run loss=dno_prct loss.beta=0.05    # a variant's own knobs live under `loss.`
 
 A variant file names its objective (Eq. 8, Eq. 13, IPO, SPPO, SFT: `dno.losses`), its pair rule
-(conf/pair_rule/: `dno.pairs`), the replay shares of earlier iterations' pairs, whether it trains
-once from pi_1 on all iterations' pairs (DNO-Lookahead), and whether it needs the teacher's answer
-for every prompt (SPIN, DNO-Restrictive). The loop asks this object; it never branches on names.
+(conf/pair_rule/: `dno.pairs`), the replay shares of earlier iterations' pairs, and whether it
+trains once from pi_1 on all iterations' pairs (DNO-Lookahead). Whether it needs the teacher's
+answer for every prompt (SPIN, DNO-Restrictive) is its pair rule's to say. The loop asks this
+object; it never branches on names.
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ class Variant:
     pairs: PairRule  # Algorithm 2, step 4 (or another rule)
     replay: tuple[float, ...] = ()  # share of the new pairs of iteration t-1, t-2, ... replayed into t
     lookahead: bool = False  # DNO-Lookahead: after the iterations, train pi_1 once on all their new pairs
-    needs_teacher: bool = False  # every prompt needs the teacher's answer (from the data or `teacher=`)
-    beta: float | None = None  # eta, shared by the objective (recorded here for the config's reader)
+    beta: float | None = None  # eta: the objective's `beta` reads it (`loss.beta`); None without a reference
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "replay", tuple(self.replay))
@@ -33,3 +33,8 @@ class Variant:
                 raise ValueError(f"loss.replay[{i}] must be a fraction in [0, 1], got {share!r}")
         if self.beta is not None and not (isinstance(self.beta, int | float) and 0 < self.beta <= 1e4):
             raise ValueError(f"loss.beta must be a number in (0, 10000], got {self.beta!r}")
+
+    @property
+    def needs_teacher(self) -> bool:
+        """Every prompt needs the teacher's answer (from the data or `teacher=`): the rule says so."""
+        return self.pairs.needs_teacher

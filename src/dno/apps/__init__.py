@@ -17,6 +17,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -30,11 +31,19 @@ log = logging.getLogger("dno")
 RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)
 
 
-def job() -> tuple[Path, str | None, str]:
-    """This Hydra job's output directory, its sweep (the W&B group) and its name."""
+class Job(NamedTuple):
+    dir: Path  # Hydra's output directory: the run directory
+    group: str | None  # the sweep directory under multirun (the W&B group)
+    name: str  # the job's overrides, or the directory's name
+    choices: dict  # the chosen option of each config group (e.g. choices["loss"])
+
+
+def job() -> Job:
+    """This Hydra job, as the library needs it."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    return run_dir, hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None, hc.job.override_dirname or run_dir.name
+    return Job(run_dir, hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None, hc.job.override_dirname or run_dir.name,
+               dict(hc.runtime.choices))
 
 
 def exit_codes(app: str, fn: Callable[[], object]):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
@@ -19,9 +18,8 @@ from dno.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    out, _, _ = job()
-    schedule = HydraConfig.get().runtime.choices.get("schedule")
-    report = exit_codes("dno-bench", lambda: run_bench(cfg, out, schedule))
+    j = job()
+    report = exit_codes("dno-bench", lambda: run_bench(cfg, j.dir, j.choices))
     print(markdown(report))
     print(json.dumps({k: report[k] for k in ("machine",)}, default=str))
 

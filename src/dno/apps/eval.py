@@ -16,8 +16,9 @@ from dno.loop import evaluate_checkpoint
 
 @hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    out, group, name = job()
-    summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, out, group=group, name=name))
+    j = job()
+    summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, j.dir, group=j.group, name=j.name,
+                                                                 loss_choice=j.choices.get("loss", "?")))
     print("\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,26 +13,20 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.config import CONF_DIR
-from dno.nash.game import load_preference
-from dno.nash.solve import plot_curves, preference_path, solve
+from dno.nash.solve import solve_file
 
 
 @hydra.main(config_path=CONF_DIR, config_name="nash", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    options = {k: cfg[k] for k in ("pairs", "opponents", "margin", "steps", "lr", "explore")}
     try:
-        P, _ = load_preference(preference_path(cfg.preference))
-        extra = {k: cfg[k] for k in ("pairs", "opponents", "margin", "steps", "lr", "explore")}
-        summary = solve(P, cfg.method, cfg.iterations, float(cfg.eta), cfg.seed, cfg.init, **extra)
-    except (ValueError, FileNotFoundError) as e:
+        s = solve_file(cfg.preference, cfg.method, Path(cfg.out), iterations=cfg.iterations, eta=cfg.eta,
+                       seed=cfg.seed, init=cfg.init, **options)
+    except (ValueError, FileNotFoundError) as e:  # not a preference matrix, or no such file: nothing computed
         print(f"dno-nash: {e}", file=sys.stderr)
         sys.exit(2)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary["preference"] = Path(str(cfg.preference)).stem
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_curves([(cfg.method, summary)], out / "curves.png", f"{cfg.method} on {Path(cfg.preference).stem}")
-    print(f"{cfg.method}: exploitability of the average {summary['exploitability_avg']:.4f}, of the last "
-          f"{summary['exploitability_last']:.4f}; monotonic min {summary['monotonic_min']:.2e} -> {out}")
+    print(f"{cfg.method}: exploitability of the average {s['exploitability_avg']:.4f}, of the last "
+          f"{s['exploitability_last']:.4f}; monotonic min {s['monotonic_min']:.2e} -> {cfg.out}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
@@ -19,9 +18,9 @@ from dno.run import Run
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run_dir, group, name = job()
-    loss = HydraConfig.get().runtime.choices.get("loss", "?")
-    exit_codes("dno-run", lambda: train_dno(Run.build(cfg, run_dir, group=group, name=name, loss_choice=loss)))
+    j = job()
+    exit_codes("dno-run", lambda: train_dno(Run.build(cfg, j.dir, group=j.group, name=j.name,
+                                                      loss_choice=j.choices.get("loss", "?"))))
 
 
 if __name__ == "__main__":

@@ -12,17 +12,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from dno.apps import exit_codes
 from dno.config import CONF_DIR
-from dno.tables import PAPER_DIR, load_runs, write_tables
+from dno.tables import PAPER_DIR, write_tables_of
 
 
 @hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        runs = load_runs(cfg.runs, cfg.wandb, cfg.group)
-    except ValueError as e:
-        raise SystemExit(f"dno-tables: {e}") from None
-    for path in write_tables(runs, Path(cfg.out), Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR):
+    paper = Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR
+    for path in exit_codes("dno-tables", lambda: write_tables_of(cfg.runs, cfg.wandb, cfg.group, Path(cfg.out), paper)):
         print(path)
 
 

@@ -12,11 +12,12 @@ for the sampled regressions), and the exploitability curves; DIR/curves.png plot
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from dno.nash.game import exploitability, nash
+from dno.nash.game import exploitability, load_preference, nash
 from dno.nash.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[3]
@@ -96,3 +97,16 @@ def plot_curves(summaries: list[tuple[str, dict]], path: Path, title: str, last:
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def solve_file(preference: str, method: str, out: Path, *, iterations: int, eta: float, seed: int, init: str,
+               **options) -> dict:
+    """dno-nash: `method` on the game of `preference` (a CSV or a bundled name), written to out/summary.json
+    and out/curves.png. A matrix that is not a preference raises ValueError."""
+    P, _ = load_preference(preference_path(preference))
+    summary = solve(P, method, iterations, float(eta), seed, init, **options)
+    out.mkdir(parents=True, exist_ok=True)
+    summary["preference"] = Path(str(preference)).stem
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_curves([(method, summary)], out / "curves.png", f"{method} on {Path(preference).stem}")
+    return summary

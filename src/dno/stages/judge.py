@@ -8,13 +8,13 @@ from pathlib import Path
 
 from dno.oracles.api import OracleError
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
-from dno.records import JUDGEMENTS_VERSION, read_jsonl, write_jsonl
+from dno.records import JUDGEMENTS_VERSION, read_samples, write_jsonl
 
 
 def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5) -> dict:
     """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge
     that is down): nothing is written, the answers that came are cached, a re-run goes on."""
-    rows = read_jsonl(samples)
+    rows = read_samples(samples)
     items = [(row, list(row["responses"]) + ([row["teacher"]] if row.get("teacher") else [])) for row in rows]
     judgements = oracle.judge_many(items, desc="judging")
     failed = sum(j.status == FAILED for j in judgements) / max(len(judgements), 1)
