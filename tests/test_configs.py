@@ -135,8 +135,6 @@ def test_redact_drops_secret_values():
     ("+oracle.bogus=1", "bogus"),
     ("teacher=best_of_n teacher.n=1", "teacher.n must be at least 2"),
     ("loss.pairs.keep_types=[nope]", "loss.pairs.keep_types has unknown types ['nope']"),
-    ("loss.replay=[0.3,2]", "loss.replay[1] must be a fraction in [0, 1]"),
-    ("loss=spin", "loss=spin needs the teacher's answer for every prompt, but 12 of 12 prompts have none"),
     ("eval=alpaca_eval2 eval.api_key_env=DNO_TEST_UNSET_KEY", "DNO_TEST_UNSET_KEY is not set"),
     ("eval.baseline=gold", "eval.baseline must be auto, pi_1 or teacher"),
 ])
@@ -149,6 +147,23 @@ def test_dno_run_fails_before_compute(tmp_path, override, message):
     assert message in proc.stderr
     assert not (run_dir / "init").exists() and not (run_dir / "wandb").exists()
     assert time.perf_counter() - start < 60
+
+
+def test_a_bad_variant_value_names_its_key_and_a_variant_without_its_teacher_stops():
+    from hydra.errors import InstantiationException
+
+    from dno.data.splits import make_splits
+    from dno.run import check_teacher
+
+    with pytest.raises(InstantiationException, match=r"loss.replay\[1\] must be a fraction in \[0, 1\]"):
+        instantiate(make_cfg("loss.replay=[0.3,2]").loss)  # Run.build turns this into a ConfigError (exit 2)
+    cfg = make_cfg(*SMOKE, "loss=spin")
+    s = cfg.schedule
+    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+                         n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+    with pytest.raises(ConfigError, match="loss=spin needs the teacher's answer for every prompt, but 12 of 12"):
+        check_teacher(instantiate(cfg.loss), instantiate(cfg.teacher), splits, "spin")
+    check_teacher(instantiate(cfg.loss), instantiate(make_cfg("teacher=best_of_n").teacher), splits, "spin")
 
 
 def test_no_key_of_an_app_config_is_also_a_config_group():
