@@ -17,7 +17,8 @@ from dno.variant import Variant
 from helpers import SMOKE, dno_run, make_cfg
 
 GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger"]
-REQUIRED = {("oracle", "reward_model"): ["oracle.model.path=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"]}
+REQUIRED = {("oracle", "reward_model"): ["oracle.model.path=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"],
+            ("data", "prompts"): ["data.path=experiments/examples/prompts.jsonl"]}
 
 
 def options(group: str) -> list[str]:

@@ -238,7 +238,7 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[
 
     from dno.config import grad_accumulation
     from dno.distributed import make_accelerator
-    from dno.policy import load_model
+    from dno.policy import chat_prompt, load_model
     from dno.stages.reference import reference_logps
     from dno.stages.train import train_policy
 
@@ -246,7 +246,7 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[
     accelerator = make_accelerator(cfg.train.process_timeout_min)
     model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
     n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
-    responses, sampling = measure_sampling(cfg, model, tok, [p["instruction"] for p in prompts])
+    responses, sampling = measure_sampling(cfg, model, tok, [chat_prompt(p) for p in prompts])
     pairs, pairs_path = bench_pairs(prompts, responses), out / "pairs.jsonl"
     write_jsonl(pairs_path, pairs)
     write_jsonl(out / "samples.jsonl", [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])

@@ -84,8 +84,9 @@ def iteration(run: Run, t: int) -> dict:
         sampling=cfg.sampling, seed=run.seed(t, "evaluate")))
 
     def log() -> dict:
-        run.tracker.log(m, t)
-        return m
+        metrics = m | (run.data_stats if t == 1 else {})  # what reading the prompt set dropped, once
+        run.tracker.log(metrics, t)
+        return metrics
 
     return run.stage(d, "log", log)
 

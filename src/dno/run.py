@@ -76,12 +76,14 @@ class Run:
     grad_accum: int
     tokenizer: object
     policies: Policies
+    data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, *, group: str | None = None, name: str | None = None,
               loss_choice: str = "?") -> Run:
         accelerator = make_accelerator(cfg.train.process_timeout_min)
         validate(cfg, accelerator.num_processes)
+        from dno.data.prompts import drop_too_long
         from dno.policy import check_path, load_tokenizer
 
         if cfg.model.path:
@@ -95,7 +97,10 @@ class Run:
                 from dno.generation import ServerBackend
 
                 ServerBackend(cfg.generation.server).command("checkpoint", 1, 0, "float32")  # placeholders known
-            splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+            tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+            records, data_stats = drop_too_long(instantiate(cfg.data), tokenizer,
+                                                cfg.model.max_length - cfg.sampling.max_new_tokens)
+            splits = make_splits(records, iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                                  n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
         except (ValueError, InstantiationException) as e:
             raise ConfigError(str(e)) from None
@@ -105,10 +110,9 @@ class Run:
         tracker.start(redact(OmegaConf.to_container(cfg, resolve=True)), group=group, name=name or run_dir.name,
                       logged_iterations={t for t in range(1, s.iterations + 1)
                                          if (run_dir / f"iter_{t}" / "DONE.log").exists()})
-        tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
         return cls(cfg, run_dir, splits, oracle, variant, teacher, tracker, accelerator,
                    grad_accumulation(cfg, accelerator.num_processes), tokenizer,
-                   Policies(cfg, tokenizer, accelerator.device))
+                   Policies(cfg, tokenizer, accelerator.device), data_stats)
 
     def checkpoint(self, iteration: int) -> Path | None:
         """Where pi_{iteration + 1} lives; None for pi_1."""

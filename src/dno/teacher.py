@@ -47,10 +47,10 @@ class BestOfN:
         return {p["id"]: teacher[p["id"]] for p in prompts if p["id"] in teacher}
 
     def _answers(self, model, tokenizer, oracle, prompts, sampling, seed) -> dict[str, str]:
-        from dno.policy import generate
+        from dno.policy import chat_prompt, generate
 
         responses, _ = generate(
-            model, tokenizer, [p["instruction"] for p in prompts], n=self.n,
+            model, tokenizer, [chat_prompt(p) for p in prompts], n=self.n,
             max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
             batch_size=sampling.batch_size, seed=seed, desc=f"teacher (best of {self.n})",
         )

@@ -30,6 +30,7 @@ def make_pairs(judgements: Path, out: Path, *, rule: PairRule, cap: int | None, 
                 "chosen": pos.text, "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,
                 "chosen_win_prob": pos.win_prob, "rejected_win_prob": neg.win_prob,
                 "type": kind, "source_iteration": iteration,
+                **({"system": row["system"]} if row.get("system") else {}),  # the prompt's system turn
             })
     older = [[p for p in read_pairs(path) if p["source_iteration"] == iteration - 1 - k]
              for k, path in enumerate(earlier)]

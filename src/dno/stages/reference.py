@@ -9,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dno.distributed import gather_by_index, shard
-from dno.policy import collate, prompt_ids, response_ids, sequence_logps
+from dno.policy import chat_prompt, collate, prompt_ids, response_ids, sequence_logps
 from dno.records import read_pairs, write_jsonl
 
 
@@ -17,7 +17,7 @@ def encode_pairs(tokenizer, pairs: list[dict], max_length: int) -> list[tuple]:
     """(prompt, chosen, rejected) token ids per pair; responses end with EOS and are cut to fit."""
     encoded = []
     for p in pairs:
-        prompt = prompt_ids(tokenizer, p["instruction"])
+        prompt = prompt_ids(tokenizer, chat_prompt(p))
         room = max_length - len(prompt)
         if room < 2:
             raise ValueError(f"prompt {p['prompt_id']} has {len(prompt)} tokens, over model.max_length={max_length}")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dno.data.constraints import words
 from dno.distributed import gather, gather_by_index, shard
-from dno.policy import generate, sampling_batch
+from dno.policy import chat_prompt, generate, sampling_batch
 from dno.records import write_jsonl
 
 
@@ -21,13 +21,13 @@ def sample_responses(model, tokenizer, prompts: list[dict], out: Path, *, k: int
     The file is written once everything is in: a failure leaves no half-written samples."""
     start = time.perf_counter()
     if server is not None:
-        responses, n_tokens = server.sample(tokenizer, [p["instruction"] for p in prompts], n=k, sampling=sampling,
+        responses, n_tokens = server.sample(tokenizer, [chat_prompt(p) for p in prompts], n=k, sampling=sampling,
                                             seed=seed, desc=desc)
     else:
         per_batch = sampling_batch(sampling.batch_size, k)
         starts = shard(len(prompts), accelerator, per_batch) if accelerator else None
         mine, n_tokens = generate(
-            model, tokenizer, [p["instruction"] for p in prompts], n=k,
+            model, tokenizer, [chat_prompt(p) for p in prompts], n=k,
             max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
             batch_size=sampling.batch_size, seed=seed, desc=desc, starts=starts,
         )

@@ -1,0 +1,114 @@
+"""data=prompts: any prompt set through `datasets`, with field mapping, counted drops and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dno.data.prompts import drop_too_long, load_prompts
+from dno.policy import chat_prompt, load_tokenizer, prompt_ids
+from dno.records import read_jsonl
+from helpers import SMOKE, dno_run, make_cfg
+
+SYSTEM = "You answer like a pirate."
+ROWS = [
+    {"id": "a", "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Name a fish."}],
+     "answer": [{"role": "user", "content": "Name a fish."}, {"role": "assistant", "content": "A cod, arr."}]},
+    {"id": "b", "messages": [{"role": "user", "content": "Name a bird."}], "answer": "A robin."},
+    {"id": "c", "messages": [{"role": "user", "content": "Name a bird."}], "answer": None},  # a duplicate
+]
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_messages_with_a_system_turn_an_id_and_teacher_answers_in_both_forms(tmp_path):
+    records = load_prompts(str(write(tmp_path / "p.jsonl", ROWS)), prompt_field="messages", id_field="id",
+                           teacher_field="answer")
+    assert records == [
+        {"id": "a", "instruction": "Name a fish.", "system": SYSTEM, "teacher": "A cod, arr."},
+        {"id": "b", "instruction": "Name a bird.", "teacher": "A robin."},
+    ]
+    assert records.duplicates == 1
+
+
+def test_every_file_format_gives_the_same_records(tmp_path):
+    import pandas as pd
+    from datasets import Dataset
+
+    rows = [{"prompt": f"Say {w}.", "gold": f"{w}!"} for w in ("yes", "no", "maybe")]
+    pd.DataFrame(rows).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame(rows).to_parquet(tmp_path / "p.parquet")
+    (tmp_path / "p.json").write_text(json.dumps(rows))
+    write(tmp_path / "p.jsonl", rows)
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "saved"))
+    expected = load_prompts(str(tmp_path / "p.jsonl"), teacher_field="gold")
+    assert [r["instruction"] for r in expected] == ["Say yes.", "Say no.", "Say maybe."]
+    assert expected[0]["id"] == load_prompts(str(tmp_path / "p.jsonl"))[0]["id"]  # a stable hash of the prompt
+    assert len({r["id"] for r in expected}) == 3
+    for name in ("p.csv", "p.parquet", "p.json", "saved"):
+        assert load_prompts(str(tmp_path / name), teacher_field="gold") == expected, name
+    assert len(load_prompts(str(tmp_path / "p.jsonl"), num_prompts=2)) == 2
+
+
+@pytest.mark.parametrize("rows,kwargs,message", [
+    ([{"prompt": "Hi."}], {"prompt_field": "question"}, "data.prompt_field='question' is not a field of"),
+    ([{"prompt": "Hi."}], {"teacher_field": "gold"}, "data.teacher_field='gold' is not a field of"),
+    ([{"prompt": "Hi."}, {"prompt": "  "}], {}, "p.jsonl, row 2, field 'prompt': the prompt is empty"),
+    ([{"prompt": "Hi."}, {"prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                                     {"role": "user", "content": "c"}]}], {},
+     "p.jsonl, row 2, field 'prompt': a prompt is an optional system turn and one user turn"),
+    ([{"prompt": "Hi.", "gold": [{"role": "user", "content": "x"}]}], {"teacher_field": "gold"},
+     "p.jsonl, row 1, field 'gold': the teacher's answer is a messages list without an assistant turn"),
+])
+def test_bad_rows_name_the_file_row_and_field(tmp_path, rows, kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_prompts(str(write(tmp_path / "p.jsonl", rows)), **kwargs)
+
+
+def test_a_file_that_is_not_what_its_extension_says_is_a_clear_error(tmp_path):
+    (tmp_path / "p.parquet").write_text('{"prompt": "not parquet"}\n')
+    with pytest.raises(ValueError, match=r"data.path=.*p.parquet: could not be read as parquet"):
+        load_prompts(str(tmp_path / "p.parquet"))
+    (tmp_path / "p.txt").write_text("hello\n")
+    with pytest.raises(ValueError, match="not a file this loader reads"):
+        load_prompts(str(tmp_path / "p.txt"))
+    with pytest.raises(ValueError, match="does not exist"):
+        load_prompts(str(tmp_path / "missing.jsonl"))
+
+
+def test_the_chat_template_gets_the_system_turn_and_long_prompts_are_dropped():
+    tok = load_tokenizer(make_cfg(*SMOKE).model.tokenizer, make_cfg().cache_dir)
+    with_system = {"instruction": "Name a fish.", "system": SYSTEM}
+    text = tok.decode(prompt_ids(tok, chat_prompt(with_system)))
+    assert SYSTEM in text and text.index(SYSTEM) < text.index("Name a fish.")
+    plain = tok.decode(prompt_ids(tok, chat_prompt({"instruction": "Name a fish."})))
+    assert SYSTEM not in plain
+    records = [{"id": "s", "instruction": "Hi."}, {"id": "l", "instruction": "word " * 300}]
+    kept, stats = drop_too_long(records, tok, 100)
+    assert [r["id"] for r in kept] == ["s"] and stats == {"data/dropped_too_long": 1, "data/duplicates": 0}
+
+
+@pytest.mark.slow
+def test_own_prompts_through_the_loop_with_counted_drops(tmp_path):
+    rows = [{"id": f"q{i}", "messages": ([{"role": "system", "content": SYSTEM}] if i % 2 else [])
+             + [{"role": "user", "content": f"Give one fact about the number {i}."}]} for i in range(30)]
+    rows += [dict(rows[0], id="dup"), {"id": "long", "messages": [{"role": "user", "content": "word " * 400}]}]
+    data = write(tmp_path / "mine.jsonl", rows)
+    args = [*SMOKE, "data=prompts", f"data.path={data}", "data.prompt_field=messages", "data.id_field=id",
+            "schedule.iterations=1"]
+    dno_run(*args, f"hydra.run.dir={tmp_path / 'run'}")
+    first = read_jsonl(tmp_path / "run" / "metrics.jsonl")[0]
+    assert first["data/duplicates"] == 1 and first["data/dropped_too_long"] == 1
+    pairs = read_jsonl(tmp_path / "run" / "iter_1" / "pairs.jsonl")
+    systems = {p["prompt_id"]: p.get("system") for p in pairs}
+    assert pairs and all((s == SYSTEM) == (int(pid[1:]) % 2 == 1) for pid, s in systems.items())
+    proc = dno_run(*args, "schedule.prompts_per_iteration=40", f"hydra.run.dir={tmp_path / 'small'}", check=False)
+    assert proc.returncode == 2 and "the data has 30 prompts but the schedule needs 54" in proc.stderr
+    write(data, rows + [{"id": "bad", "messages": [{"role": "user", "content": ""}]}])
+    proc = dno_run(*args, f"hydra.run.dir={tmp_path / 'bad'}", check=False)
+    assert proc.returncode == 2 and "mine.jsonl, row 33, field 'messages': the prompt is empty" in proc.stderr
+    assert not (tmp_path / "bad" / "init").exists()
