@@ -106,9 +106,22 @@ def test_own_prompts_through_the_loop_with_counted_drops(tmp_path):
     pairs = read_jsonl(tmp_path / "run" / "iter_1" / "pairs.jsonl")
     systems = {p["prompt_id"]: p.get("system") for p in pairs}
     assert pairs and all((s == SYSTEM) == (int(pid[1:]) % 2 == 1) for pid, s in systems.items())
-    proc = dno_run(*args, "schedule.prompts_per_iteration=40", f"hydra.run.dir={tmp_path / 'small'}", check=False)
-    assert proc.returncode == 2 and "the data has 30 prompts but the schedule needs 54" in proc.stderr
-    write(data, rows + [{"id": "bad", "messages": [{"role": "user", "content": ""}]}])
-    proc = dno_run(*args, f"hydra.run.dir={tmp_path / 'bad'}", check=False)
-    assert proc.returncode == 2 and "mine.jsonl, row 33, field 'messages': the prompt is empty" in proc.stderr
-    assert not (tmp_path / "bad" / "init").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([{"id": "bad", "messages": [{"role": "user", "content": ""}]}],
+     "mine.jsonl, row 31, field 'messages': the prompt is empty"),
+    ([], "the data has 30 prompts but the schedule needs 94"),
+])
+def test_a_run_on_bad_or_too_few_prompts_is_not_built(tmp_path, extra, message):
+    """What dno-run turns into exit 2 (a ConfigError), before any compute; nothing is written."""
+    from dno.config import ConfigError
+    from dno.run import Run
+
+    rows = [{"id": f"q{i}", "messages": [{"role": "user", "content": f"Fact {i}?"}]} for i in range(30)]
+    data = write(tmp_path / "mine.jsonl", rows + extra)
+    cfg = make_cfg(*SMOKE, "data=prompts", f"data.path={data}", "data.prompt_field=messages",
+                   *(["schedule.prompts_per_iteration=40"] if not extra else []))
+    with pytest.raises(ConfigError, match=message):
+        Run.build(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

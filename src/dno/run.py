@@ -87,7 +87,10 @@ class Run:
         from dno.policy import check_path, load_tokenizer
 
         if cfg.model.path:
-            check_path(cfg.model.path)
+            try:
+                check_path(cfg.model.path)
+            except FileNotFoundError as e:
+                raise ConfigError(f"model.path: {e}") from None
         s = cfg.schedule
         try:
             oracle, variant, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
