@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from dno.data import chat_prompt
 from dno.data.prompts import drop_too_long, load_prompts
-from dno.policy import chat_prompt, load_tokenizer, prompt_ids
+from dno.policy import load_tokenizer, prompt_ids
 from dno.records import read_jsonl
 from helpers import SMOKE, dno_run, make_cfg
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from dno.data import chat_prompt, prompt_fields
 from dno.records import PAIRS_VERSION, read_json, read_jsonl, write_json, write_jsonl
 
 log = logging.getLogger("dno.bench")
@@ -75,7 +76,7 @@ def matmul_flops(size: int, seconds: float = 2.0) -> dict:
 
 
 @torch.no_grad()
-def bare_generate(model, tokenizer, instructions: list[str], *, n: int, sampling, seed: int) -> int:
+def bare_generate(model, tokenizer, instructions: list[list[dict]], *, n: int, sampling, seed: int) -> int:
     """The baseline: model.generate on left-padded batches of the same size, tokens counted to EOS."""
     from dno.policy import prompt_ids, sampling_batch
 
@@ -127,13 +128,12 @@ def live_models() -> int:
 
 def bench_pairs(prompts: list[dict], responses: list[list[str]]) -> list[dict]:
     """Fixed pairs from the samples: (response 0 over 1), (2 over 3), ... per prompt."""
-    return [{"version": PAIRS_VERSION, "prompt_id": p["id"], "instruction": p["instruction"], "chosen": rs[i],
-             "rejected": rs[i + 1],
-             "chosen_win_prob": 1.0, "rejected_win_prob": 0.0}
+    return [{"version": PAIRS_VERSION, "prompt_id": p["id"], **prompt_fields(p), "chosen": rs[i],
+             "rejected": rs[i + 1], "chosen_win_prob": 1.0, "rejected_win_prob": 0.0}
             for p, rs in zip(prompts, responses, strict=True) for i in range(0, len(rs) - 1, 2)]
 
 
-def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
+def trl_update(cfg, tokenizer, pairs: list[dict], out: Path, beta: float) -> dict | None:
     """TRL's DPOTrainer on the same pairs from pi_1's weights; None when TRL is not installed."""
     try:
         from datasets import Dataset
@@ -141,16 +141,13 @@ def trl_update(cfg, tokenizer, pairs: list[dict], out: Path) -> dict | None:
     except ImportError:
         log.warning("TRL is not installed (pip install -e '.[bench]'): no TRL comparison")
         return None
-    from hydra.utils import instantiate
-
     from dno.config import grad_accumulation
     from dno.policy import load_model
 
     s = cfg.schedule
-    beta = getattr(instantiate(cfg.loss).objective, "beta", 0.1)  # the variant's eta (0.1 for SFT, which has none)
     model = load_model(cfg.model, cfg.cache_dir, tokenizer)
-    template = [tokenizer.apply_chat_template([{"role": "user", "content": p["instruction"]}], tokenize=False,
-                                              add_generation_prompt=True) for p in pairs]
+    template = [tokenizer.apply_chat_template(chat_prompt(p), tokenize=False, add_generation_prompt=True)
+                for p in pairs]
     data = Dataset.from_list([{"prompt": t, "chosen": p["chosen"], "rejected": p["rejected"]}
                               for t, p in zip(template, pairs, strict=True)])
     args = DPOConfig(
@@ -208,7 +205,7 @@ def iteration_times(cfg: DictConfig, run_dir: Path, loss_choice: str = "?") -> d
             "iteration_s": sum(stages.values()), "pairs": read_json(d / "DONE.pairs").get("pairs/total")}
 
 
-def measure_sampling(cfg: DictConfig, model, tok, instructions: list[str]) -> tuple[list[list[str]], dict]:
+def measure_sampling(cfg: DictConfig, model, tok, instructions: list[list[dict]]) -> tuple[list[list[str]], dict]:
     """dno's sampler against a bare batched `generate`, interleaved, best of each: the machine's drift
     hits both alike. Returns dno's samples and the report's `sampling` part."""
     from dno.policy import generate
@@ -230,15 +227,13 @@ def measure_sampling(cfg: DictConfig, model, tok, instructions: list[str]) -> tu
                        "ratio": max(ours) / max(bare), "peak_mb": ours_mb}
 
 
-def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[dict, list[dict]]:
+def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective) -> tuple[dict, list[dict]]:
     """Sampling, reference log-probs and the update with dno's own code, on one loaded model (freed on
     return). Returns the report's parts and the pairs (TRL's input); writes out/samples.jsonl (the
     judge's) and out/pairs.jsonl."""
-    from hydra.utils import instantiate
-
     from dno.config import grad_accumulation
     from dno.distributed import make_accelerator
-    from dno.policy import chat_prompt, load_model
+    from dno.policy import load_model
     from dno.stages.reference import reference_logps
     from dno.stages.train import train_policy
 
@@ -255,7 +250,7 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path) -> tuple[
                                                      max_length=cfg.model.max_length))
     resident = live_models()
     stats, upd_s, upd_mb = timed(lambda: train_policy(
-        model, tok, pairs_path, instantiate(cfg.loss).objective, accelerator=accelerator, optim=s, epochs=s.epochs,
+        model, tok, pairs_path, objective, accelerator=accelerator, optim=s, epochs=s.epochs,
         micro_batch_size=micro, grad_accum=grad_accumulation(cfg, 1), max_length=cfg.model.max_length,
         seed=cfg.seed))
     tokens, trained = counts["tokens"], counts["tokens"] * s.epochs
@@ -288,13 +283,14 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     prompts = splits.iterations[0][: b.prompts]
     tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
-    ours, pairs = measure_ours(cfg, tok, prompts, out)
+    variant = instantiate(cfg.loss)
+    ours, pairs = measure_ours(cfg, tok, prompts, out, variant.objective)
     report |= ours
     gc.collect()  # our model is gone before TRL loads its copy
     report["trl_note"] = "bench.trl=false"
     if b.trl:
         report["trl_note"] = "TRL not installed"
-        trl = trl_update(cfg, tok, pairs, out)
+        trl = trl_update(cfg, tok, pairs, out, variant.beta or 0.1)  # SFT has no eta: TRL's DPO at 0.1
         if trl:
             trl["update_ratio"] = report["update"]["tokens_per_s"] / trl["update_tokens_per_s"]
             trl["reference_ratio"] = report["reference"]["tokens_per_s"] / trl["reference_tokens_per_s"]

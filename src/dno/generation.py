@@ -84,7 +84,7 @@ class Server:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
-    def sample(self, tokenizer, instructions: list[str], *, n: int, sampling, seed: int,
+    def sample(self, tokenizer, instructions: list[str] | list[list[dict]], *, n: int, sampling, seed: int,
                desc: str = "sampling") -> tuple[list[list[str]], int]:
         """`n` responses per instruction, in order, and the number of generated tokens."""
         import openai

@@ -22,13 +22,12 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dno.config import ConfigError
-from dno.records import read_json, read_pairs, run_stage, write_json, write_jsonl
+from dno.records import read_json, read_pairs, write_json, write_jsonl
 from dno.run import Run
 from dno.stages.evaluate import evaluate_policy
 from dno.stages.final import final_evaluation
 from dno.stages.judge import judge_samples
 from dno.stages.make_pairs import make_pairs
-from dno.stages.sample import sample_responses
 
 
 def reference(run: Run, policy: Path | None, pairs: Path) -> dict:
@@ -204,10 +203,9 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None,
     run = Run.build(cfg, out, group=group, name=name, loss_choice=loss_choice)
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     baseline = out / "baseline_samples.jsonl"
-    if cfg.eval.name == "local":
-        run_stage(out, "baseline", lambda: sample_responses(
-            run.policies.get(None), run.tokenizer, run.splits.test, baseline, k=1, sampling=cfg.sampling,
-            seed=run.seed(0, "test"), desc="pi_1 test"))
+    if cfg.eval.name == "local":  # pi_1's test answers, drawn as dno-run's init/test_samples are
+        run.stage(out, "baseline", lambda: run.sample(None, run.splits.test, baseline, 1, run.seed(0, "test"),
+                                                      "pi_1 test"), everyone=True)
     generator = f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
     summary = final_evaluation(cfg, out, policy=lambda: run.policies.get(ckpt), tokenizer=run.tokenizer,
                                oracle=run.oracle, test_prompts=run.splits.test, baseline_samples=baseline,

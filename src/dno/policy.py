@@ -117,13 +117,6 @@ def load_model(model_cfg, cache_dir: str, tokenizer=None, path: str | None = Non
     return auto_class.from_pretrained(source, dtype=dtype)
 
 
-def chat_prompt(record: dict) -> str | list[dict]:
-    """What the chat template gets for a prompt record: its instruction, after its system turn if any."""
-    if not record.get("system"):
-        return record["instruction"]
-    return [{"role": "system", "content": record["system"]}, {"role": "user", "content": record["instruction"]}]
-
-
 def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
     """Token ids of the chat-templated prompt: a user instruction, or a list of messages."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -143,7 +136,7 @@ def sampling_batch(batch_size: int, n: int) -> int:
 
 @torch.no_grad()
 def generate(
-    model, tokenizer, instructions: list[str | list[dict]], *, n: int, max_new_tokens: int, temperature: float,
+    model, tokenizer, instructions: list[str] | list[list[dict]], *, n: int, max_new_tokens: int, temperature: float,
     top_p: float, batch_size: int, seed: int, desc: str = "sampling", starts: list[int] | None = None,
 ) -> tuple[list[list[str]], int]:
     """`n` sampled responses per instruction (chat template, left padding, seeded per batch).

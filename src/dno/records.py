@@ -91,7 +91,7 @@ def read_pairs(path: Path) -> list[dict]:
 
 def read_samples(path: Path) -> list[dict]:
     """A samples.jsonl file, its prompts' teacher answers under `teacher` (`gold` in older files)."""
-    return [{_V1_RENAMES.get(k, k) if k == "gold" else k: v for k, v in row.items()} for row in read_jsonl(path)]
+    return [{"teacher" if k == "gold" else k: v for k, v in row.items()} for row in read_jsonl(path)]
 
 
 def read_judgements(path: Path) -> list[dict]:

@@ -47,7 +47,8 @@ class BestOfN:
         return {p["id"]: teacher[p["id"]] for p in prompts if p["id"] in teacher}
 
     def _answers(self, model, tokenizer, oracle, prompts, sampling, seed) -> dict[str, str]:
-        from dno.policy import chat_prompt, generate
+        from dno.data import chat_prompt
+        from dno.policy import generate
 
         responses, _ = generate(
             model, tokenizer, [chat_prompt(p) for p in prompts], n=self.n,

@@ -19,6 +19,8 @@ import hashlib
 import logging
 from pathlib import Path
 
+from dno.data import chat_prompt
+
 log = logging.getLogger(__name__)
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
@@ -112,7 +114,7 @@ def load_prompts(path: str, name: str | None = None, split: str = "train", revis
 def drop_too_long(records: list[dict], tokenizer, max_prompt_tokens: int) -> tuple[list[dict], dict]:
     """The records whose chat-templated prompt fits in `max_prompt_tokens`, and the data statistics
     (`data/dropped_too_long`, `data/duplicates`) for the log and W&B."""
-    from dno.policy import chat_prompt, prompt_ids
+    from dno.policy import prompt_ids
 
     duplicates = getattr(records, "duplicates", 0)
     kept = [r for r in records if len(prompt_ids(tokenizer, chat_prompt(r))) <= max_prompt_tokens]

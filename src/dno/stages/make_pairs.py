@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from dno.data import prompt_fields
 from dno.oracles.base import OK, Judgement
 from dno.pairs import Candidate, PairRule, count_types, replay
 from dno.records import PAIRS_VERSION, read_judgements, read_pairs, write_jsonl
@@ -26,11 +27,10 @@ def make_pairs(judgements: Path, out: Path, *, rule: PairRule, cap: int | None, 
                       in enumerate(zip(row["candidates"], scores, row["win_probs"], strict=True))]
         for pos, neg, kind in rule.limit(rule.pairs(candidates, j), cap, rng):
             new.append({
-                "version": PAIRS_VERSION, "prompt_id": row["id"], "instruction": row["instruction"],
+                "version": PAIRS_VERSION, "prompt_id": row["id"], **prompt_fields(row),
                 "chosen": pos.text, "rejected": neg.text, "chosen_score": pos.score, "rejected_score": neg.score,
                 "chosen_win_prob": pos.win_prob, "rejected_win_prob": neg.win_prob,
                 "type": kind, "source_iteration": iteration,
-                **({"system": row["system"]} if row.get("system") else {}),  # the prompt's system turn
             })
     older = [[p for p in read_pairs(path) if p["source_iteration"] == iteration - 1 - k]
              for k, path in enumerate(earlier)]

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dno.data import chat_prompt
 from dno.distributed import gather_by_index, shard
-from dno.policy import chat_prompt, collate, prompt_ids, response_ids, sequence_logps
+from dno.policy import collate, prompt_ids, response_ids, sequence_logps
 from dno.records import read_pairs, write_jsonl
 
 

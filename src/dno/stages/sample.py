@@ -6,9 +6,10 @@ import statistics
 import time
 from pathlib import Path
 
+from dno.data import chat_prompt
 from dno.data.constraints import words
 from dno.distributed import gather, gather_by_index, shard
-from dno.policy import chat_prompt, generate, sampling_batch
+from dno.policy import generate, sampling_batch
 from dno.records import write_jsonl
 
 
