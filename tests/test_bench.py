@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -45,6 +46,10 @@ def test_report_fields(report):
     assert r["machine"]["flops"] == max(r["machine"]["flops_start"], r["machine"]["flops_end"])
     assert r["update"]["models_resident"] == 1  # reference log-probs are stored, not a second model
     assert r["update"]["steps"] == 2  # 8 pairs, effective batch 4
+    lo = r["update_lora"]  # bench.lora_r=16: the same update through a fresh adapter
+    assert lo["r"] == 16 and 0 < lo["trainable_params"] < r["update"]["trainable_params"] == r["parameters"]
+    assert lo["ratio_to_full"] == pytest.approx(lo["tokens_per_s"] / r["update"]["tokens_per_s"])
+    assert lo["loss"] == pytest.approx(math.log(2), abs=0.01)  # B = 0: the adapter starts at pi_1, as the full update
     trl = r["trl"]
     assert trl["update_ratio"] == pytest.approx(r["update"]["tokens_per_s"] / trl["update_tokens_per_s"])
     assert trl["tokens"] > 0 and trl["update_peak_mb"] > 50

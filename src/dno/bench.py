@@ -255,14 +255,39 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective
         seed=cfg.seed))
     tokens, trained = counts["tokens"], counts["tokens"] * s.epochs
     padding = counts["padding_frac"]
+    model = None  # freed before the LoRA row loads a fresh pi_1
+    lora = measure_lora(cfg, tok, pairs_path, objective, accelerator, trained / upd_s) if cfg.bench.lora_r else None
     return {
         "sampling": sampling, "parameters": n_params,
         "reference": {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
                       "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb, "padding_frac": padding},
         "update": {"pairs": len(pairs), "tokens": trained, "tokens_per_s": trained / upd_s,
                    "flops": 6 * n_params * trained / upd_s, "peak_mb": upd_mb, "models_resident": resident,
-                   "steps": stats["train/steps"], "loss": stats["train/loss"], "padding_frac": padding},
+                   "steps": stats["train/steps"], "loss": stats["train/loss"], "padding_frac": padding,
+                   "trainable_params": stats["train/trainable_params"]},
+        "update_lora": lora,
     }, pairs
+
+
+def measure_lora(cfg: DictConfig, tok, pairs_path: Path, objective, accelerator, full_tokens_per_s: float) -> dict:
+    """The same update with a LoRA adapter of rank bench.lora_r on a fresh pi_1 (what model.lora.r does)."""
+    from omegaconf import OmegaConf
+
+    from dno.adapters import add_adapter
+    from dno.config import grad_accumulation
+    from dno.policy import load_model
+    from dno.stages.train import train_policy
+
+    s, micro = cfg.schedule, cfg.train.micro_batch_size
+    lora = OmegaConf.merge(cfg.model.get("lora") or {}, {"r": cfg.bench.lora_r})
+    model = add_adapter(load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device), lora, cfg.seed)
+    stats, secs, mb = timed(lambda: train_policy(
+        model, tok, pairs_path, objective, accelerator=accelerator, optim=s, epochs=s.epochs,
+        micro_batch_size=micro, grad_accum=grad_accumulation(cfg, 1), max_length=cfg.model.max_length,
+        seed=cfg.seed))
+    tokens = token_counts(tok, read_jsonl(pairs_path), micro, cfg.model.max_length)["tokens"] * s.epochs
+    return {"r": int(lora.r), "tokens_per_s": tokens / secs, "peak_mb": mb, "loss": stats["train/loss"],
+            "trainable_params": stats["train/trainable_params"], "ratio_to_full": tokens / secs / full_tokens_per_s}
 
 
 def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
@@ -330,12 +355,19 @@ def markdown(r: dict) -> str:
         rows.append(f"| {name} (tokens/s, {part['pairs']} pairs) | {part['tokens_per_s']:.1f} | {base} | {ratio} | "
                     f"{gf(part['flops'])} | {part['flops_frac']:.0%} | {part['padding_frac']:.0%} | "
                     f"{part['peak_mb']:.0f} MB{trl_mb} |")
+    if r.get("update_lora"):
+        lo = r["update_lora"]
+        rows.append(f"| update, LoRA r={lo['r']} (tokens/s, {upd['pairs']} pairs) | {lo['tokens_per_s']:.1f} | "
+                    f"{upd['tokens_per_s']:.1f} (full update) | {lo['ratio_to_full']:.2f} | | | | "
+                    f"{lo['peak_mb']:.0f} MB |")
     j = r["judge"]
     rows += ["", f"Update: {upd['steps']} optimizer steps, {upd['models_resident']} model(s) resident "
              f"(TRL: {trl['models_resident'] if trl else 'n/a'}). Model FLOP/s, as in MFU: 2N per reference token and "
              "6N per trained token (N parameters, attention not counted), tokens being the non-padding prompt + "
              "response tokens; dno skips the output projection over a micro-batch's shared prompt positions, so "
-             "the hardware does less than this count.",
+             "the hardware does less than this count."
+             + (f" LoRA trains {r['update_lora']['trainable_params'] / 1e6:.2f}M of the {r['parameters'] / 1e6:.1f}M "
+                "parameters (a fresh adapter on pi_1, model.lora.r)." if r.get("update_lora") else ""),
              "", f"Judge ({j['oracle']}): {j['calls_per_prompt']:.2f} calls and {j['tokens_per_prompt']:.0f} tokens "
              f"per prompt, {j['seconds']:.2f} s for {j['prompts']} prompts; cache hit rate on a repeat: "
              f"{_f(j['repeat_cache_hit_rate'], '.0%')}."]

@@ -74,6 +74,12 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),
              "model.path is empty: give a hub id, a local directory or a .gguf file")
     grad_accumulation(cfg, num_processes)
+    if cfg.model.get("lora"):
+        r = cfg.model.lora.get("r")
+        _require(isinstance(r, int) and not isinstance(r, bool) and r >= 0,
+                 f"model.lora.r must be a non-negative integer (0: full fine-tuning), got {r!r}")
+        _in_range(cfg, "model.lora.alpha", 0.0, 1e6)
+        _in_range(cfg, "model.lora.dropout", 0.0, 1.0, lo_open=False)
     _require(cfg.generation.backend in ("hf", "openai_server"),
              f"generation.backend must be hf or openai_server, got {cfg.generation.backend!r}")
     for key in ("generation.server.tensor_parallel", "generation.server.data_parallel",

@@ -22,7 +22,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from dno.config import ConfigError
-from dno.records import read_json, read_pairs, write_json, write_jsonl
+from dno.records import read_json, read_judgements, read_pairs, write_json, write_jsonl
 from dno.run import Run
 from dno.stages.evaluate import evaluate_policy
 from dno.stages.final import final_evaluation
@@ -43,14 +43,21 @@ def reference(run: Run, policy: Path | None, pairs: Path) -> dict:
 
 def update(run: Run, start: Path | None, pairs: Path, out: Path, seed: int) -> dict:
     """The update from `start`'s weights on `pairs`, saved to `out` (Algorithm 2, step 5)."""
+    from dno.adapters import add_adapter, lora_enabled, save_and_merge
     from dno.stages.train import save_checkpoint, train_policy
 
     cfg, s = run.cfg, run.cfg.schedule
-    stats = train_policy(run.policies.get(start), run.tokenizer, pairs, run.variant.objective,
+    model = run.policies.get(start)
+    if lora_enabled(cfg.model):  # a fresh adapter on pi_t, merged into pi_{t+1} (dno.adapters)
+        model = add_adapter(model, cfg.model.lora, seed)
+    stats = train_policy(model, run.tokenizer, pairs, run.variant.objective,
                          accelerator=run.accelerator, optim=s, epochs=s.epochs,
                          micro_batch_size=cfg.train.micro_batch_size, grad_accum=run.grad_accum,
                          max_length=cfg.model.max_length, seed=seed)
-    save_checkpoint(run.policies.model, run.tokenizer, out, run.accelerator)
+    if lora_enabled(cfg.model):
+        base = str(start) if start is not None else (cfg.model.path or cfg.model.name)
+        run.policies.model = model = save_and_merge(model, out.parent / "adapter", run.accelerator, base)
+    save_checkpoint(model, run.tokenizer, out, run.accelerator)
     if run.accelerator.num_processes == 1:
         run.policies.path = out  # the model in memory is now the trained one
     else:  # wrapped (and under FSDP sharded) for training: read the saved weights back when needed
@@ -84,10 +91,35 @@ def iteration(run: Run, t: int) -> dict:
 
     def log() -> dict:
         metrics = m | (run.data_stats if t == 1 else {})  # what reading the prompt set dropped, once
+        run.tracker.table(f"samples/iter_{t}", sample_table(d / "judgements.jsonl"), t)
+        run.tracker.artifact("pairs", d / "pairs.jsonl", alias=f"iter_{t}",
+                             metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
         run.tracker.log(metrics, t)
         return metrics
 
     return run.stage(d, "log", log)
+
+
+def sample_table(judgements: Path) -> list[dict]:
+    """An iteration's responses as rows to read in W&B: one per response, with the judge's view."""
+    rows = []
+    for j in read_judgements(judgements):
+        scores, win_probs = j["judgement"].get("scores") or [], j.get("win_probs") or []
+        for k, response in enumerate(j["responses"]):
+            rows.append({"prompt_id": j["id"], "prompt": j["instruction"], "k": k, "response": response,
+                         "score": scores[k] if k < len(scores) else None,
+                         "win_prob": win_probs[k] if k < len(win_probs) else None,
+                         "judge_status": j["judgement"]["status"]})
+    return rows
+
+
+def log_answers(tracker, final_dir: Path) -> None:
+    """The final stage's answers beside the baseline's, with the judge's preference, as a W&B Table."""
+    annotations = final_dir / "annotations.json"
+    if annotations.exists():
+        tracker.table("eval/answers", [{k: a.get(k) for k in ("instruction", "generator_1", "output_1",
+                                                              "generator_2", "output_2", "preference")}
+                                       for a in read_json(annotations)])
 
 
 def best_iterate(per_iteration: list[dict]) -> int:
@@ -173,6 +205,7 @@ def train_dno(run: Run) -> dict:
         summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
         summary |= final_stage(run, f"pi_{best + 1}", run.checkpoint(best))
     summary["final/iterations"] = T
+    log_answers(run.tracker, run.run_dir / "final")
     run.tracker.summary(summary)
     run.tracker.finish()
     print(results_table(per_iteration, summary))
@@ -210,6 +243,7 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None,
     summary = final_evaluation(cfg, out, policy=lambda: run.policies.get(ckpt), tokenizer=run.tokenizer,
                                oracle=run.oracle, test_prompts=run.splits.test, baseline_samples=baseline,
                                generator=cfg.get("name") or generator, same_as_baseline=ckpt is None)
+    log_answers(run.tracker, out)
     run.tracker.summary(summary)
     run.tracker.finish()
     return summary

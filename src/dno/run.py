@@ -83,6 +83,11 @@ class Run:
               loss_choice: str = "?") -> Run:
         accelerator = make_accelerator(cfg.train.process_timeout_min)
         validate(cfg, accelerator.num_processes)
+        from dno.adapters import lora_enabled
+
+        if lora_enabled(cfg.model) and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+            raise ConfigError(f"model.lora.r={cfg.model.lora.r}: LoRA runs in one process or DDP, not "
+                              f"{accelerator.distributed_type.value}: use a DDP config (conf/accelerate/cpu_ddp.yaml)")
         from dno.data.prompts import drop_too_long
         from dno.policy import check_path, load_tokenizer
 

@@ -41,6 +41,7 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     total_steps = len(steps) * epochs
     optimizer, scheduler = _optimizer(model, optim, total_steps, accelerator)
     deepspeed = _configure_deepspeed(accelerator, micro_batch_size, grad_accum, optim.max_grad_norm)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
     rng = random.Random(seed)
@@ -78,14 +79,16 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.free_memory()
-    return _summary(accelerator, sums, seconds) | {"train/pairs": len(pairs), "train/steps": total_steps}
+    return _summary(accelerator, sums, seconds) | {"train/pairs": len(pairs), "train/steps": total_steps,
+                                                   "train/trainable_params": n_trainable}
 
 
 def _optimizer(model, optim, total_steps: int, accelerator):
     """AdamW and the learning-rate schedule of `optim` (the schedule's lr, scheduler, warmup, weight decay)."""
     # fused: one kernel per step instead of a loop over tensors (3x faster on CPU); not for sharded parameters
     fused = accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # a LoRA adapter's, or every parameter
+    optimizer = torch.optim.AdamW(trainable, lr=optim.lr, weight_decay=optim.weight_decay, fused=fused or None)
     warmup = math.ceil(optim.warmup_ratio * total_steps)
     # not passed to prepare(): accelerate would step it once per process and step
     scheduler = get_scheduler(optim.lr_scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
