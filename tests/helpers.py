@@ -23,7 +23,11 @@ SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=r
 # (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
 DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]
 SUBMITIT = ["-m", *DDP, "seed=0,1", "hydra/launcher=submitit_local"]
-APPS = ("dno-run", "dno-eval", "dno-bench", "dno-tables", "dno-nash", "accelerate", ".sh", "judge_agreement.py")
+VARIANTS_RUN = ("dno", "ipo", "sppo", "best_vs_worst")  # the variants test_loop.py's sweep runs on SMOKE
+# The README's LoRA command, run for real by tests/test_lora.py (one process, then two killed and resumed)
+LORA_RUN = [*DDP, "model.lora.r=4", "model.lora.alpha=8", "logger=none"]
+APPS = ("dno-run", "dno-eval", "dno-bench", "dno-tables", "dno-nash", "dno-export", "accelerate", ".sh",
+        "judge_agreement.py")
 
 
 def starts_an_app(args) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dno.config import validate
-from helpers import DDP, REPO, SUBMITIT, SWEEP, dno_run, make_cfg
+from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, dno_run, make_cfg
 from test_alpacaeval import dno_eval
 
 README = (REPO / "README.md").read_text()
@@ -22,6 +22,7 @@ BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
 COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
 PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/python -m pytest tests/",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
+            ".venv/bin/dno-export",
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh")
 
 
@@ -162,8 +163,32 @@ def test_readme_dno_run_commands_compose(args):
         validate(make_cfg(*combo))
 
 
+def test_the_readme_lora_command_is_the_one_tests_run():
+    lora = [a for a in DNO_RUNS if any(x.startswith("model.lora") for x in a)]
+    assert lora == [[*LORA_RUN, "hydra.run.dir=outputs/lora"]]
+
+
+def runs_elsewhere(args: list[str]) -> str | None:
+    """Where a README command's config already runs end to end on the tiny model (not run twice)."""
+    if args[:-1] == LORA_RUN:
+        return "test_lora.py runs it as it stands"
+    if args[0].startswith("experiment=") and args[1:] == ["model=tiny_random", "schedule=smoke"]:
+        return "test_experiments.py runs every Table 1 row through experiments/table1.sh on SMOKE"
+    if args[0].removeprefix("loss=") in VARIANTS_RUN and args[1:3] == ["model=tiny_random", "schedule=smoke"]:
+        return "test_loop.py's every-variant sweep runs it on SMOKE"
+    return None
+
+
+def test_commands_run_elsewhere_are_few_and_named():
+    assert [" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)] == [
+        "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
+        "experiment=table1_spin model=tiny_random schedule=smoke",
+        " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"])]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [a for a in DNO_RUNS if "model=tiny_random" in a], ids=lambda a: " ".join(a))
+@pytest.mark.parametrize("args", [a for a in DNO_RUNS if "model=tiny_random" in a and not runs_elsewhere(a)],
+                         ids=lambda a: " ".join(a))
 def test_readme_tiny_model_commands_run(args, tmp_path, request):
     args = [a for a in args if not a.startswith("hydra.")]
     if args == SWEEP:  # the session's shared sweep is this very command
@@ -220,6 +245,13 @@ def test_readme_dno_tables_commands_compose(args):
     # dno-tables itself runs in tests/test_tables.py and through experiments/table1.sh in test_experiments.py
     cfg = make_cfg(*args, config_name="tables")
     assert cfg.out and (cfg.runs or (cfg.wandb and cfg.group))
+
+
+@pytest.mark.parametrize("args", args_of(".venv/bin/dno-export"), ids=" ".join)
+def test_readme_dno_export_commands_compose(args):
+    # dno-export runs on a real run in tests/test_export.py, with the same two keys
+    cfg = make_cfg(*args, config_name="export")
+    assert [a.split("=")[0] for a in args] == ["run", "out"] and cfg.hub is None and cfg.private
 
 
 @pytest.mark.slow

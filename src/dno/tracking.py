@@ -41,6 +41,12 @@ class NullSink:
     def summary(self, metrics: dict) -> None:
         pass
 
+    def table(self, key: str, rows: list[dict], iteration: int | None) -> None:
+        pass
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -75,6 +81,21 @@ class WandbSink(NullSink):
 
     def summary(self, metrics: dict) -> None:
         self.run.summary.update(metrics)
+
+    def table(self, key: str, rows: list[dict], iteration: int | None) -> None:
+        import wandb
+
+        columns = list(rows[0]) if rows else []
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        self.run.log({key: table, **({} if iteration is None else {"iteration": iteration})})
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        """A dataset artifact of this run that points at `path` (by reference: nothing is uploaded)."""
+        import wandb
+
+        artifact = wandb.Artifact(f"{name}-{self.run.id}", type="dataset", metadata=metadata)
+        artifact.add_reference(Path(path).resolve().as_uri(), checksum=True)
+        self.run.log_artifact(artifact, aliases=[alias])
 
     def finish(self) -> None:
         if self.run is not None:
@@ -114,6 +135,15 @@ class Tracker:
             return
         write_json(self.run_dir / "summary.json", metrics)
         self.sink.summary(metrics)
+
+    def table(self, key: str, rows: list[dict], iteration: int | None = None) -> None:
+        """Rows to read (samples, answers) as a W&B Table under `key`; the run directory has them already."""
+        if self.enabled:
+            self.sink.table(key, rows, iteration)
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        if self.enabled:
+            self.sink.artifact(name, path, alias=alias, metadata=metadata)
 
     def finish(self) -> None:
         self.sink.finish()

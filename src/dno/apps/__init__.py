@@ -5,6 +5,7 @@
     dno-bench  dno.apps.bench   where an iteration's time goes (dno.bench)
     dno-tables dno.apps.tables  the paper's tables from run records (dno.tables)
     dno-nash   dno.apps.nash    DNO on exact tabular games (dno.nash)
+    dno-export dno.apps.export  a run's per-iteration data as a Hugging Face dataset (dno.export)
 
 Each app reads its config, calls one library function and turns its errors into exit codes:
 2 for a bad config (nothing computed), 3 for a judge, server or evaluation that failed (the same
