@@ -36,6 +36,11 @@ def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_pat
                         f"{m['pairs/student_over_teacher']} | {m['pairs/student_over_student']} |")
     assert table2.count("| run `") == 4  # 2 iterations x 2 runs
     assert {p.name for p in tmp_path.iterdir()} == {"table1.md", "table2.md", "win_rate.png", "length.png"}
+    commit = read_json(first / "provenance.json")["commit"][:10]
+    torch_version = read_json(first / "provenance.json")["versions"]["torch"]
+    for run in (first, second_run):  # both runs' provenance under the table, neither flagged (same judge)
+        assert f"| `{run.name}` | {commit}" in table1 and f"| {torch_version} |" in table1
+    assert table1.count("| RulesOracle | - |") == 2
 
 
 def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
@@ -48,6 +53,25 @@ def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
     table4 = (tmp_path / "table4.md").read_text()
     assert "| paper | It6 | 33.05 | 34.38 | 2683 |" in table4
     assert "| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 |" in table4
+
+
+def test_rows_whose_judge_or_evaluator_differ_are_flagged(tmp_path):
+    def run(name: str, judge: str, concise: int, alpaca_eval: str) -> RunRecord:
+        prov = {"commit": "abc1234567890", "dirty": False, "versions": {"torch": "2.13", "alpaca_eval": alpaca_eval},
+                "device": {"cpu": "EPYC", "dtype": "float32"},
+                "config": {"oracle": {"_target_": f"dno.oracles.{judge}", "concise_max_words": concise}}}
+        return RunRecord(name=name, label=name, judge=judge, summary={"alpaca_eval/win_rate": 60.0}, metrics=[],
+                         provenance=prov)
+
+    runs = [run("a", "RulesOracle", 60, "0.6.6"), run("b", "RulesOracle", 60, "0.6.6"),
+            run("c", "RulesOracle", 8, "0.6.6"), run("d", "RulesOracle", 60, "0.6.5")]
+    table1 = (write_tables(runs, tmp_path)[0]).read_text()
+    flags = {line.split("`")[1]: line.rsplit("|", 2)[1].strip() for line in table1.splitlines()
+             if line.startswith("| `")}
+    assert flags == {"a": "-", "b": "-", "c": "judge differs", "d": "evaluator differs"}
+    assert "| `a` | abc1234567 | 2.13 | - | 0.6.6 | EPYC (float32) | RulesOracle | - |" in table1
+    legacy = RunRecord(name="old", label="old", judge="RulesOracle", summary={}, metrics=[])
+    assert "no provenance.json" in write_tables([legacy], tmp_path / "legacy")[0].read_text()
 
 
 @pytest.mark.slow

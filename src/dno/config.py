@@ -74,6 +74,8 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),
              "model.path is empty: give a hub id, a local directory or a .gguf file")
     grad_accumulation(cfg, num_processes)
+    _require(cfg.get("resume", "check") in ("check", "continue"),
+             f"resume must be check or continue, got {cfg.get('resume')!r}")
     if cfg.model.get("lora"):
         r = cfg.model.lora.get("r")
         _require(isinstance(r, int) and not isinstance(r, bool) and r >= 0,

@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dno.config import ConfigError
-from dno.records import read_json, run_stage
+from dno.records import read_marker, run_stage
 
 
 def make_accelerator(timeout_min: float):
@@ -82,4 +82,4 @@ def stage(accelerator, directory: Path, name: str, fn: Callable[[], dict | None]
     elif everyone and not marker.exists():
         fn()
     accelerator.wait_for_everyone()
-    return metrics if accelerator.is_main_process else read_json(marker)
+    return metrics if accelerator.is_main_process else read_marker(marker)

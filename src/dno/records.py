@@ -15,6 +15,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
+from dno.commit import commit
+
 log = logging.getLogger(__name__)
 
 
@@ -47,17 +49,23 @@ def stage_seed(seed: int, iteration: int, stage: str) -> int:
     return zlib.crc32(f"{seed}/{iteration}/{stage}".encode()) % (2**31)
 
 
+def read_marker(marker: Path) -> dict:
+    """A stage's metrics from its DONE marker (without the `_commit` that produced it)."""
+    return {k: v for k, v in read_json(marker).items() if not k.startswith("_")}
+
+
 def run_stage(directory: Path, name: str, fn: Callable[[], dict | None]) -> dict:
-    """Run `fn` unless `directory/DONE.<name>` exists; return the stage's metrics either way."""
+    """Run `fn` unless `directory/DONE.<name>` exists; return the stage's metrics either way.
+    The marker also records the commit of the code that ran the stage (`_commit`)."""
     marker = Path(directory) / f"DONE.{name}"
     if marker.exists():
         log.info("skip %s/%s (done)", Path(directory).name, name)
-        return read_json(marker)
+        return read_marker(marker)
     log.info("%s/%s: start", Path(directory).name, name)
     start = time.perf_counter()
     metrics = dict(fn() or {})
     metrics[f"time/{name}_s"] = round(time.perf_counter() - start, 3)
-    write_json(marker, metrics)
+    write_json(marker, {**metrics, "_commit": commit()})
     log.info("%s/%s: done in %.1f s", Path(directory).name, name, metrics[f"time/{name}_s"])
     return metrics
 

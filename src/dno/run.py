@@ -16,6 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from dno import provenance
 from dno.alpacaeval import check as check_eval
 from dno.config import ConfigError, grad_accumulation, validate
 from dno.data.splits import Splits, make_splits
@@ -114,8 +115,15 @@ class Run:
             raise ConfigError(str(e)) from None
         check_teacher(variant, teacher, splits, loss_choice)
         same_run_dir(accelerator, run_dir)
+        config = redact(OmegaConf.to_container(cfg, resolve=True))
+        prov = provenance.start(run_dir, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
+                                model_cfg=cfg.model, cache_dir=cfg.cache_dir, records=records, data_cfg=cfg.data)
+        accelerator.wait_for_everyone()  # every process has read the record before the main one rewrites it
+        if accelerator.is_main_process:
+            provenance.write(run_dir, prov)
         tracker = Tracker(run_dir, sink, enabled=accelerator.is_main_process)  # only the main process logs
-        tracker.start(redact(OmegaConf.to_container(cfg, resolve=True)), group=group, name=name or run_dir.name,
+        tracker.start(config | {"provenance": provenance.environment_summary(prov)}, group=group,
+                      name=name or run_dir.name,
                       logged_iterations={t for t in range(1, s.iterations + 1)
                                          if (run_dir / f"iter_{t}" / "DONE.log").exists()})
         return cls(cfg, run_dir, splits, oracle, variant, teacher, tracker, accelerator,

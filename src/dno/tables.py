@@ -18,8 +18,10 @@ files (.hydra/config.yaml, metrics.jsonl, summary.json). Writes into `out`:
 from __future__ import annotations
 
 import glob
+import json
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +44,7 @@ class RunRecord:
     metrics: list[dict]
     init_length: float | None = None  # pi_1's average validation answer length (chars)
     path: Path | None = field(default=None, repr=False)
+    provenance: dict = field(default_factory=dict)  # provenance.json (the W&B config's "provenance" online)
 
     def get(self, key: str, default=None):
         """A summary value; runs recorded before the alpaca_eval/* keys used final/*."""
@@ -85,7 +88,9 @@ def read_run(path: Path) -> RunRecord:
                                                            ).rsplit(".", 1)[-1]
     label = (OmegaConf.select(cfg, "method", default=None) or _experiment_method(experiment)
              or " ".join(o for o in overrides) or path.name)
+    prov = read_json(path / "provenance.json") if (path / "provenance.json").exists() else {}
     return RunRecord(name=str(path), label=label, judge=judge, summary=summary, metrics=metrics, path=path,
+                     provenance=prov,
                      init_length=statistics.fmean(len(r["responses"][0]) for r in read_jsonl(init))
                      if init.exists() else None)
 
@@ -145,6 +150,40 @@ def table1(runs: list[RunRecord], paper_dir: Path) -> str:
                      f"{_fmt(run.get('alpaca_eval/lc_win_rate'))} | {wr} | "
                      f"{_fmt(run.get('alpaca_eval/avg_length'), 0)} | {run.judge} | "
                      f"{run.get('alpaca_eval/baseline', 'pi_1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _judge_and_evaluator(run: RunRecord) -> tuple[str, str]:
+    """What produced a row's numbers: the judge (oracle and its settings) and the evaluator (annotator,
+    baseline and the alpaca_eval version)."""
+    config = run.provenance.get("config", {})
+    oracle = config.get("oracle")
+    judge = f"{run.judge} {json.dumps(oracle, sort_keys=True)}" if oracle else run.judge
+    evaluator = (f"{run.get('alpaca_eval/annotator', run.judge)} vs {run.get('alpaca_eval/baseline', 'pi_1')}, "
+                 f"alpaca_eval {run.provenance.get('versions', {}).get('alpaca_eval', '?')}")
+    return judge, evaluator
+
+
+def provenance_section(runs: list[RunRecord]) -> str:
+    """Under each table: the code, versions, device and judge every run came from; rows whose judge or
+    evaluator differs from the others' (the most common) are flagged."""
+    if not runs:
+        return ""
+    keys = [_judge_and_evaluator(r) for r in runs]
+    usual = [Counter(k[i] for k in keys).most_common(1)[0][0] for i in (0, 1)]
+    lines = ["", "## Provenance of the runs' rows", "",
+             "| run | commit | torch | transformers | alpaca_eval | device | judge | flag |", "|---" * 8 + "|"]
+    for run, (judge, evaluator) in zip(runs, keys, strict=True):
+        p, v = run.provenance, run.provenance.get("versions", {})
+        device = p.get("device", {})
+        where = f"{device.get('gpu') or device.get('cpu', '?')} ({device.get('dtype', '?')})" if device else "-"
+        commit = (p.get("commit") or "-")[:10] + (" (dirty)" if p.get("dirty") else "")
+        flags = [what for what, mine, common in (("judge differs", judge, usual[0]),
+                                                 ("evaluator differs", evaluator, usual[1])) if mine != common]
+        if not p:
+            flags.append("no provenance.json (run before it was recorded)")
+        lines.append(f"| `{Path(run.name).name}` | {commit} | {v.get('torch', '-')} | {v.get('transformers', '-')} | "
+                     f"{v.get('alpaca_eval', '-')} | {where} | {run.judge} | {'; '.join(flags) or '-'} |")
     return "\n".join(lines) + "\n"
 
 
@@ -254,10 +293,10 @@ def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, make in (("table1.md", table1), ("table2.md", table2)):
-        (out / name).write_text(make(runs, paper_dir))
+        (out / name).write_text(make(runs, paper_dir) + provenance_section(runs))
         written.append(out / name)
     long = [r for r in runs if len(r.metrics) > 3]
     if long:
-        (out / "table4.md").write_text(table4(long, paper_dir))
+        (out / "table4.md").write_text(table4(long, paper_dir) + provenance_section(long))
         written.append(out / "table4.md")
     return written + plots(runs, out)

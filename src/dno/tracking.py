@@ -160,5 +160,6 @@ def pull_runs(project: str, group: str | None) -> list[dict]:
         records.append({"name": run.name, "label": config.get("method") or run.name,
                         "judge": run.summary.get("alpaca_eval/annotator")
                         or str((config.get("oracle") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
-                        "summary": dict(run.summary), "metrics": history})
+                        "summary": dict(run.summary), "metrics": history,
+                        "provenance": {**(config.get("provenance") or {}), "config": config}})
     return records
