@@ -12,4 +12,5 @@ cd "$(dirname "$0")/.."
 ROWS=table1_sft_positives,table1_offline_dpo,table1_spin,table1_dno_restrictive,table1_dno_lookahead,table1_dno,table1_dno_eq8
 SWEEP="${SWEEP_DIR:-multirun/table1/$(date +%Y-%m-%d_%H-%M-%S)}"
 .venv/bin/dno-run -m "experiment=$ROWS" "hydra.sweep.dir=$SWEEP" "$@"
-.venv/bin/dno-tables "runs=$SWEEP" "out=${TABLES_DIR:-$SWEEP/tables}"
+# TABLES_ARGS: extra dno-tables overrides (e.g. bootstrap.lc_samples=100 compare_to=SPIN)
+.venv/bin/dno-tables "runs=$SWEEP" "out=${TABLES_DIR:-$SWEEP/tables}" ${TABLES_ARGS:-}

@@ -19,7 +19,8 @@ ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("table1")
-    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables")}
+    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables"),
+           "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200"}
     proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
                            "schedule.iterations=1"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
@@ -88,6 +89,10 @@ def test_the_script_writes_the_tables_and_plots_of_the_sweep(sweep):
     table2 = (out / "tables" / "table2.md").read_text()
     assert table2.count("| run `") == sum(len(read_jsonl(j / "metrics.jsonl")) for j in jobs.values())
     assert not (out / "tables" / "table4.md").exists()  # no run has more than 3 iterations
+    comparison = (out / "tables" / "comparison.md").read_text()  # one seed per row: seven rows against DNO
+    rows = [line for line in comparison.splitlines() if line.startswith("| ") and "| seeds |" not in line]
+    assert len(rows) == 7 and "| ΔWR vs DNO [95% CI] |" in comparison
+    assert next(r for r in rows if r.startswith("| DNO | 1 |")).endswith("| - | - |")
     for png in ("win_rate.png", "length.png"):
         data = (out / "tables" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000

@@ -20,11 +20,14 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 import statistics
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 
 from dno.config import CONF_DIR, ConfigError
@@ -45,6 +48,14 @@ class RunRecord:
     init_length: float | None = None  # pi_1's average validation answer length (chars)
     path: Path | None = field(default=None, repr=False)
     provenance: dict = field(default_factory=dict)  # provenance.json (the W&B config's "provenance" online)
+    seed: int | None = None
+    group: str = ""  # runs that differ only in `seed` (and harmless keys) share it: one row of comparison.md
+
+    @property
+    def annotations(self) -> list[dict] | None:
+        """The final stage's per-prompt annotations (alpaca_eval's format), when the run has them."""
+        path = self.path / "final" / "annotations.json" if self.path else None
+        return read_json(path) if path and path.exists() else None
 
     def get(self, key: str, default=None):
         """A summary value; runs recorded before the alpaca_eval/* keys used final/*."""
@@ -89,10 +100,20 @@ def read_run(path: Path) -> RunRecord:
     label = (OmegaConf.select(cfg, "method", default=None) or _experiment_method(experiment)
              or " ".join(o for o in overrides) or path.name)
     prov = read_json(path / "provenance.json") if (path / "provenance.json").exists() else {}
+    config = OmegaConf.to_container(cfg) if cfg else prov.get("config", {})
     return RunRecord(name=str(path), label=label, judge=judge, summary=summary, metrics=metrics, path=path,
-                     provenance=prov,
+                     provenance=prov, seed=config.get("seed"), group=seed_group(config, str(path)),
                      init_length=statistics.fmean(len(r["responses"][0]) for r in read_jsonl(init))
                      if init.exists() else None)
+
+
+def seed_group(config: dict, fallback: str) -> str:
+    """A hash of the config without `seed` and the keys that cannot change results (see dno.provenance)."""
+    from dno.provenance import config_sha256
+
+    if not config:
+        return fallback
+    return config_sha256({k: v for k, v in config.items() if k not in ("seed", "hydra")})
 
 
 def _experiment_method(experiment: str | None) -> str | None:
@@ -233,22 +254,105 @@ def table4(runs: list[RunRecord], paper_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_rows(runs: list[RunRecord]) -> list[list[RunRecord]]:
+    """Runs grouped into rows (same config but the seed), in the order of their first run."""
+    rows: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        rows.setdefault(run.group, []).append(run)
+    return list(rows.values())
+
+
+def row_label(row: list[RunRecord]) -> str:
+    return re.sub(r"\s*\bseed=\S+", "", row[0].label).strip() or row[0].label
+
+
+def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, lc_samples: int, seed: int) -> str:
+    """comparison.md: each row's seeds pooled (mean, 95% interval, number of seeds) and its paired win-rate
+    difference with the reference row (see dno.stats)."""
+    from dno.metrics import length_controlled
+    from dno.stats import outcomes, paired_difference, seed_interval, win_rate
+
+    rows = seed_rows(runs)
+    labels = [row_label(r) for r in rows]
+    if compare_to is not None and compare_to not in labels:
+        raise ConfigError(f"compare_to={compare_to!r} is not a row; the rows are: {', '.join(labels)}")
+    ref = labels.index(compare_to) if compare_to else (labels.index("DNO") if "DNO" in labels else 0)
+    all_seeds = sorted({r.seed for r in runs if r.seed is not None})
+    notes, judged = [], []
+    for label, row in zip(labels, rows, strict=True):
+        done = [r for r in row if r.annotations]
+        judged.append(done)
+        missing = sorted(set(all_seeds) - {r.seed for r in row})
+        unfinished = [f"seed {r.seed} ({Path(r.name).name})" for r in row if not r.annotations]
+        if missing:
+            notes.append(f"- {label}: no run with seed {', '.join(map(str, missing))} (other rows have it)")
+        if unfinished:
+            notes.append(f"- {label}: {', '.join(unfinished)} has no final annotations (unfinished?): left out")
+    per_seed = [[outcomes(r.annotations) for r in done] for done in judged]
+    lines = ["# Rows over seeds, with 95% intervals and paired differences", "",
+             f"Each row pools the runs that differ only in `seed`. Intervals: a bootstrap over seeds and, within "
+             f"each drawn seed, over test prompts ({samples} draws for the win-rate, percentiles; {lc_samples} for "
+             f"the length-controlled win-rate, whose GLM is refitted per draw: mean ± 1.96 sd). Δ: the row's "
+             f"win-rate minus "
+             f"{labels[ref]}'s on the same test prompts, paired bootstrap ({samples} draws) with a two-sided "
+             "p-value; * marks a difference whose interval excludes 0.", "",
+             f"| method | seeds | WR [95% CI] | LC WR [95% CI] | ΔWR vs {labels[ref]} [95% CI] | p |",
+             "|---|---|---|---|---|---|"]
+    for k, (label, done) in enumerate(zip(labels, judged, strict=True)):
+        if not done:
+            lines.append(f"| {label} | 0 | - | - | - | - |")
+            continue
+        wr = seed_interval([np.array(list(o.values())) for o in per_seed[k]], win_rate, samples=samples, seed=seed)
+        with warnings.catch_warnings():  # scikit-learn's notices, once per GLM fit
+            warnings.simplefilter("ignore")
+            lc = seed_interval([[a for a in r.annotations if a.get("preference") is not None] for r in done],
+                               lambda a: length_controlled(a)["lc_win_rate"], samples=lc_samples, seed=seed,
+                               normal=True)
+        delta = p = "-"
+        if k != ref and judged[ref]:
+            d = paired_difference(per_seed[k], per_seed[ref], samples=samples, seed=seed)
+            mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
+            delta, p = f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]{mark}", f"{d['p']:.3f}"
+        lines.append(f"| {label} | {wr['seeds']} | {wr['mean']:.1f} [{wr['lo']:.1f}, {wr['hi']:.1f}] | "
+                     f"{lc['mean']:.1f} [{lc['lo']:.1f}, {lc['hi']:.1f}] | {delta} | {p} |")
+    if notes:
+        lines += ["", "Missing or unfinished seeds:", *notes]
+    return "\n".join(lines) + "\n"
+
+
 def plots(runs: list[RunRecord], out: Path) -> list[Path]:
+    """win_rate.png and length.png per iteration; a row with several seeds is drawn as its mean across
+    seeds with a shaded 95% interval (mean ± t(n-1) x the standard error across seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy import stats as st
 
     def series(run: RunRecord, key: str, start: float | None) -> tuple[list[int], list[float]]:
         return ([0] + [m["iteration"] for m in run.metrics],
                 [math.nan if start is None else start] + [m.get(key, math.nan) for m in run.metrics])
 
+    def draw(ax, key: str, start) -> None:
+        for k, row in enumerate(seed_rows(runs)):
+            color = f"C{k % 10}"
+            if len(row) == 1:
+                ax.plot(*series(row[0], key, start(row[0])), "o-", color=color, label=row[0].label)
+                continue
+            curves = [series(r, key, start(r)) for r in row]
+            n = min(len(x) for x, _ in curves)
+            ys = np.array([y[:n] for _, y in curves], dtype=float)
+            mean = np.nanmean(ys, 0)
+            half = st.t.ppf(0.975, len(row) - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(len(row))
+            x = curves[0][0][:n]
+            ax.plot(x, mean, "o-", color=color, label=f"{row_label(row)} (mean of {len(row)} seeds)")
+            ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, lw=0)
+
     xlabel = "iteration t (the policy after it, pi_{t+1}; 0 = pi_1)"
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
     for ax, key, title in ((axes[0], "eval/win_rate_vs_init", "win-rate vs pi_1"),
                            (axes[1], "eval/lc_win_rate_vs_init", "length-controlled win-rate vs pi_1")):
-        for k, run in enumerate(runs):
-            ax.plot(*series(run, key, 50.0), "o-", color=f"C{k % 10}", label=run.label)
+        draw(ax, key, lambda r: 50.0)
         ax.axhline(50, color="grey", lw=0.8, ls=":")
         ax.set_title(f"{title} (validation)")
         ax.set_xlabel(xlabel)
@@ -263,8 +367,7 @@ def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     fig.savefig(paths[0], dpi=120, bbox_inches="tight")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for k, run in enumerate(runs):
-        ax.plot(*series(run, "eval/avg_length", run.init_length), "o-", color=f"C{k % 10}", label=run.label)
+    draw(ax, "eval/avg_length", lambda r: r.init_length)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("average answer length (chars)")
     ax.set_title("Answer length per iteration (validation)")
@@ -277,19 +380,21 @@ def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     return paths
 
 
-def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:
+def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper_dir: Path = PAPER_DIR,
+                    stats: dict | None = None) -> list[Path]:
     """dno-tables: the tables of run directories (`runs`: a path, glob or list) or of W&B runs (`wandb`,
-    `group`) into `out`."""
+    `group`) into `out`; `stats`: compare_to and the bootstrap's samples, lc_samples, seed."""
     if wandb:
         from dno.tracking import pull_runs
 
-        return write_tables([RunRecord(**r) for r in pull_runs(wandb, group)], out, paper_dir)
+        return write_tables([RunRecord(**r) for r in pull_runs(wandb, group)], out, paper_dir, stats)
     if not runs:
         raise ConfigError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
-    return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir)
+    return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir, stats)
 
 
-def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) -> list[Path]:
+def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR,
+                 stats: dict | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, make in (("table1.md", table1), ("table2.md", table2)):
@@ -299,4 +404,8 @@ def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR) 
     if long:
         (out / "table4.md").write_text(table4(long, paper_dir) + provenance_section(long))
         written.append(out / "table4.md")
+    if any(r.annotations for r in runs):  # per-prompt annotations: the rows' intervals and paired differences
+        stats = {"compare_to": None, "samples": 1000, "lc_samples": 40, "seed": 0, **(stats or {})}
+        (out / "comparison.md").write_text(comparison(runs, **stats))
+        written.append(out / "comparison.md")
     return written + plots(runs, out)

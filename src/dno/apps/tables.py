@@ -20,7 +20,9 @@ from dno.tables import PAPER_DIR, write_tables_of
 @hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     paper = Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR
-    for path in exit_codes("dno-tables", lambda: write_tables_of(cfg.runs, cfg.wandb, cfg.group, Path(cfg.out), paper)):
+    stats = {"compare_to": cfg.compare_to, **cfg.bootstrap}
+    for path in exit_codes("dno-tables", lambda: write_tables_of(cfg.runs, cfg.wandb, cfg.group, Path(cfg.out), paper,
+                                                                 stats)):
         print(path)
 
 
