@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from dno.records import read_jsonl
-from helpers import REPO
+from helpers import REPO, make_cfg
 
 pytestmark = pytest.mark.slow
 ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno_restrictive",
@@ -123,3 +123,18 @@ def test_nash_script_writes_the_report_and_plots(tmp_path):
     errors = [float(line.split("|")[2]) for line in report.splitlines()
               if line.startswith(("| 30 ", "| 300", "| 3000"))]
     assert len(errors) == 4 and errors == sorted(errors, reverse=True)  # N = 30, 300, 3000, 30000
+
+
+def test_table1_seeds_rows_fit_the_offline_default_with_200_test_prompts(tmp_path):
+    """experiments/table1_seeds.sh's rows build (checked config, splits of the builtin prompts) as it runs them."""
+    from dno.run import Run
+
+    script = (REPO / "experiments" / "table1_seeds.sh").read_text()
+    rows = script.split('ROWS="${ROWS:-')[1].split("}")[0].split(",")
+    assert rows == ["table1_dno", "table1_dno_restrictive", "table1_spin", "table1_offline_dpo"]
+    assert 'SEEDS="${SEEDS:-0,1,2}"' in script and "schedule.test_prompts=200" in script
+    for row in rows:
+        run = Run.build(make_cfg(f"experiment={row}", "schedule.test_prompts=200", "logger.mode=disabled"),
+                        tmp_path / row)
+        run.tracker.finish()
+        assert len(run.splits.test) == 200 and len(run.splits.iterations) == run.cfg.schedule.iterations
