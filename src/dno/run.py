@@ -53,6 +53,22 @@ class Policies:
             torch.cuda.empty_cache()
 
 
+def take_lock(accelerator, run_dir: Path) -> None:
+    """The main process takes the run directory's lock (dno.lock); every process stops if it could not."""
+    from dno.distributed import gather
+    from dno.lock import acquire
+
+    error = None
+    if accelerator.is_main_process:
+        try:
+            acquire(run_dir)
+        except ConfigError as e:
+            error = str(e)
+    errors = [e for e in gather(accelerator, error) if e]
+    if errors:
+        raise ConfigError(errors[0])
+
+
 def check_teacher(variant: Variant, teacher, splits: Splits, choice: str) -> None:
     """A variant that needs the teacher's answer for every prompt fails early when nothing gives one."""
     prompts = [p for part in splits.iterations for p in part]
@@ -115,6 +131,7 @@ class Run:
             raise ConfigError(str(e)) from None
         check_teacher(variant, teacher, splits, loss_choice)
         same_run_dir(accelerator, run_dir)
+        take_lock(accelerator, run_dir)
         config = redact(OmegaConf.to_container(cfg, resolve=True))
         prov = provenance.start(run_dir, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
                                 model_cfg=cfg.model, cache_dir=cfg.cache_dir, records=records, data_cfg=cfg.data)
