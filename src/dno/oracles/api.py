@@ -91,6 +91,8 @@ class ChatAPI:
         self._client = None
 
     def check(self) -> None:
+        if self.cache is not None:
+            self.cache.check()  # damaged, foreign, read-only or locked: found before any compute
         if not self.model:
             raise ValueError("oracle.model is empty: name the judge model")
         if self.max_concurrency < 1:

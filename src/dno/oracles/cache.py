@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -52,6 +53,49 @@ class JudgeCache:
                 if "locked" not in str(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.01)
+
+    def check(self) -> None:
+        """Fail before any compute on a cache that cannot serve the run, naming the file; the file is only
+        read here, never repaired, deleted or overwritten: it holds answers that were paid for."""
+        where = self.path if self.path.exists() else self.path.parent
+        if self.path.is_dir():
+            raise ValueError(f"oracle.cache_path={self.path} is a directory, not a SQLite file")
+        probe = where if where.exists() else next((p for p in where.parents if p.exists()), where)
+        if not os.access(probe, os.W_OK):
+            raise ValueError(f"oracle.cache_path={self.path}: {probe} is not writable; answers could not be "
+                             "cached (choose a writable oracle.cache_path)")
+        if not self.path.exists():
+            return
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=self.timeout_s)
+            try:
+                result = conn.execute("PRAGMA quick_check").fetchone()[0]
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"oracle.cache_path={self.path}: not a usable SQLite judge cache ({e}): a truncated "
+                             "or foreign file? It is left as it is: move it away or point oracle.cache_path "
+                             "elsewhere") from None
+        if result != "ok" or (tables and "answers" not in tables):
+            raise ValueError(f"oracle.cache_path={self.path}: damaged or not a judge cache (quick_check: "
+                             f"{result}; tables: {sorted(tables)}); it is left as it is: move it away or point "
+                             "oracle.cache_path elsewhere")
+        if not os.access(self.path, os.W_OK):
+            raise ValueError(f"oracle.cache_path={self.path} is read-only; answers could not be cached")
+        self._check_writable_lock()
+
+    def _check_writable_lock(self) -> None:
+        """A writer holding the database longer than the busy timeout would stall the judge stage: find it now."""
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+        except sqlite3.OperationalError as e:
+            raise ValueError(f"oracle.cache_path={self.path}: locked by another writer for more than "
+                             f"{self.timeout_s:.0f} s ({e})") from None
+        finally:
+            conn.close()
 
     def get(self, key: str) -> dict | None:
         row = self._conn().execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
