@@ -49,3 +49,32 @@ def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: in
     if check and proc.returncode != 0:
         raise AssertionError(f"dno-run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def wandb_records(run_dir: Path) -> list:
+    """The records of a run directory's offline W&B logs (wandb's protobuf Record), read from the
+    LevelDB-style log format of `.wandb` files: a 7-byte file header, then 32 KiB blocks of chunks
+    (crc32, length, type: 1 full, 2 first, 3 middle, 4 last) with a 7-byte header each."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    records = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, parts = path.read_bytes(), 7, b""
+        while pos + 7 <= len(data):
+            left = 32768 - pos % 32768
+            if left < 7:  # a block's tail too short for a header is padding
+                pos += left
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+            if kind == 0 and length == 0:
+                break
+            parts += data[pos + 7 : pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):
+                record = pb.Record()
+                record.ParseFromString(parts)
+                records.append(record)
+                parts = b""
+    return records

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from dno.config import ConfigError
 from dno.records import read_json, read_judgements, read_pairs, write_json, write_jsonl
 from dno.run import Run
+from dno.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
 from dno.stages.final import final_evaluation
 from dno.stages.judge import judge_samples
@@ -189,6 +190,14 @@ def with_teacher(run: Run, prompts: list[dict]) -> list[dict]:
 
 def train_dno(run: Run) -> dict:
     """The whole algorithm: initial stages, T iterations (and Lookahead's training), the final stage."""
+    try:
+        return _train_dno(run)
+    except Preempted:
+        run.tracker.preempted()
+        raise
+
+
+def _train_dno(run: Run) -> dict:
     initial(run)
     T = run.cfg.schedule.iterations
     per_iteration = [iteration(run, t) for t in range(1, T + 1)]

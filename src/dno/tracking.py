@@ -15,6 +15,7 @@ import uuid
 from pathlib import Path
 
 from dno.records import read_json, read_jsonl, write_json, write_jsonl
+from dno.signals import PREEMPTED_EXIT
 
 log = logging.getLogger(__name__)
 SECRET_KEY = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
@@ -42,6 +43,9 @@ class NullSink:
         pass
 
     def table(self, key: str, rows: list[dict], iteration: int | None) -> None:
+        pass
+
+    def preempted(self) -> None:
         pass
 
     def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
@@ -88,6 +92,13 @@ class WandbSink(NullSink):
         columns = list(rows[0]) if rows else []
         table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
         self.run.log({key: table, **({} if iteration is None else {"iteration": iteration})})
+
+    def preempted(self) -> None:
+        """Marked preempted in W&B (a requeue resumes this run id from wandb_run.json), then closed."""
+        if self.run is not None:
+            self.run.mark_preempting()
+            self.run.finish(exit_code=PREEMPTED_EXIT)
+            self.run = None
 
     def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
         """A dataset artifact of this run that points at `path` (by reference: nothing is uploaded)."""
@@ -144,6 +155,10 @@ class Tracker:
     def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
         if self.enabled:
             self.sink.artifact(name, path, alias=alias, metadata=metadata)
+
+    def preempted(self) -> None:
+        if self.enabled:
+            self.sink.preempted()
 
     def finish(self) -> None:
         self.sink.finish()

@@ -9,7 +9,7 @@
 
 Each app reads its config, calls one library function and turns its errors into exit codes:
 2 for a bad config (nothing computed), 3 for a judge, server or evaluation that failed (the same
-command resumes). No library module imports an app.
+command resumes), 4 when SIGTERM or Ctrl-C stopped it (the same command resumes). No library module imports an app.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dno.alpacaeval import EvalError
 from dno.config import ConfigError
 from dno.generation import GenerationError
 from dno.oracles.api import BudgetExceeded, OracleError
+from dno.signals import PREEMPTED_EXIT, Preempted, preemptible
 
 log = logging.getLogger("dno")
 RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)
@@ -48,9 +49,15 @@ def job() -> Job:
 
 
 def exit_codes(app: str, fn: Callable[[], object]):
-    """Run `fn`; a ConfigError exits 2, a resumable failure exits 3, each with one line on stderr."""
+    """Run `fn`; a ConfigError exits 2, a resumable failure exits 3, SIGTERM or Ctrl-C exits 4 (the same
+    command resumes), each with one line on stderr."""
     try:
-        return fn()
+        with preemptible():
+            return fn()
+    except Preempted as e:
+        log.warning("%s: the same command resumes from the unfinished stage", e)
+        print(f"{app}: {e}: the same command resumes from the unfinished stage", file=sys.stderr)
+        sys.exit(PREEMPTED_EXIT)
     except ConfigError as e:
         log.error("config error: %s", e)
         print(f"{app}: config error: {e}", file=sys.stderr)
