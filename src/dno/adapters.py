@@ -39,7 +39,11 @@ def save_and_merge(peft_model, out: Path, accelerator, base: str):
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         peft_model.peft_config["default"].base_model_name_or_path = base  # pi_t: what the adapter applies to
-        peft_model.save_pretrained(tmp, save_embedding_layers=False)  # embeddings are not trained: no hub lookup
+        try:
+            peft_model.save_pretrained(tmp, save_embedding_layers=False)  # embeddings are not trained: no hub lookup
+        except BaseException:  # a full disk: nothing half-written stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         shutil.rmtree(out, ignore_errors=True)  # left by an update killed between the adapter and the checkpoint
         tmp.rename(out)
     return peft_model.merge_and_unload()

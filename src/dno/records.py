@@ -7,6 +7,7 @@ the same command skips every marked stage and reads its metrics back from the ma
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -20,15 +21,39 @@ from dno.commit import commit
 log = logging.getLogger(__name__)
 
 
-def _atomic_write(path: Path, text: str) -> None:
+DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed for lack of space (no space left, file too large, quota), wherever it was raised:
+    an OSError, or a library's own error that carries the OS error's text (safetensors, SQLite)."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            return True
+        text = str(seen)
+        if any(s in text for s in ("os error 27", "os error 28", "os error 122", "No space left on device",
+                                   "File too large", "database or disk is full")):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def write_text(path: Path, text: str) -> None:
+    """`text` into `path` atomically: the previous file stays whole if the write fails (a full disk)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, obj) -> None:
-    _atomic_write(Path(path), json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: Path):
@@ -36,7 +61,7 @@ def read_json(path: Path):
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:
-    _atomic_write(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

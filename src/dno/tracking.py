@@ -135,10 +135,15 @@ class Tracker:
         if not self.enabled:
             return
         row = {"iteration": iteration, **metrics}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:  # a full disk: back to the last whole line
+            os.truncate(self.path, size)
+            raise
         self.sink.log(metrics, iteration)
 
     def summary(self, metrics: dict) -> None:

@@ -27,6 +27,7 @@ from dno.alpacaeval import EvalError
 from dno.config import ConfigError
 from dno.generation import GenerationError
 from dno.oracles.api import BudgetExceeded, OracleError
+from dno.records import is_disk_full
 from dno.signals import PREEMPTED_EXIT, Preempted, preemptible
 
 log = logging.getLogger("dno")
@@ -65,4 +66,11 @@ def exit_codes(app: str, fn: Callable[[], object]):
     except RESUMABLE as e:  # a re-run resumes (paid judgements are cached)
         log.error("%s", e)
         print(f"{app}: {e}", file=sys.stderr)
+        sys.exit(3)
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        log.error("a write failed for lack of space: %s", e)
+        print(f"{app}: a write failed for lack of space ({e}); every finished file is intact: free space, then "
+              "the same command resumes from the unfinished stage", file=sys.stderr)
         sys.exit(3)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dno.alpacaeval import official_evaluation, reference_path
 from dno.metrics import length_controlled
-from dno.records import read_json, run_stage, stage_seed, write_json
+from dno.records import read_json, run_stage, stage_seed, write_json, write_text
 from dno.stages.evaluate import first_responses, head_to_head
 from dno.stages.sample import sample_responses
 
@@ -91,8 +91,7 @@ def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, t
     if e.name == "local":
         def sample() -> dict:
             if same_as_baseline:
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "model_samples.jsonl").write_text(Path(baseline_samples).read_text())
+                write_text(out / "model_samples.jsonl", Path(baseline_samples).read_text())
                 return {}
             return sample_responses(policy(), tokenizer, test_prompts, out / "model_samples.jsonl", k=1,
                                     sampling=cfg.sampling, seed=stage_seed(cfg.seed, 0, "test"), desc="test")

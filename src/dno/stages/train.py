@@ -148,7 +148,11 @@ def save_checkpoint(model, tokenizer, out: Path, accelerator) -> None:
     if accelerator.is_main_process:
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
-        accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
+        try:
+            accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+        except BaseException:  # a full disk: no half-written checkpoint stays behind
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         tmp.rename(out)
     accelerator.wait_for_everyone()
