@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from dno.config import ConfigError
-from dno.records import read_marker, run_stage
+from dno.records import read_marker, run_stage, stage_done
 
 
 def make_accelerator(timeout_min: float):
@@ -70,16 +70,18 @@ def shard(n: int, accelerator, chunk: int = 1) -> list[int]:
     return list(range(0, n, chunk))[accelerator.process_index :: accelerator.num_processes]
 
 
-def stage(accelerator, directory: Path, name: str, fn: Callable[[], dict | None], *, everyone: bool = False) -> dict:
+def stage(accelerator, directory: Path, name: str, fn: Callable[[], dict | None], *, everyone: bool = False,
+          outputs: tuple[str, ...] = ()) -> dict:
     """`run_stage` for N processes. everyone=False: only the main process runs `fn`.
     everyone=True: every process runs `fn` (it shards and gathers itself); the main one marks it done."""
     if accelerator.num_processes == 1:
-        return run_stage(directory, name, fn)
+        return run_stage(directory, name, fn, outputs)
+    done = stage_done(directory, name, outputs)  # every process decides before the main one may redo it
     accelerator.wait_for_everyone()
     marker = Path(directory) / f"DONE.{name}"
     if accelerator.is_main_process:
-        metrics = run_stage(directory, name, fn)
-    elif everyone and not marker.exists():
+        metrics = run_stage(directory, name, fn, outputs)
+    elif everyone and not done:
         fn()
     accelerator.wait_for_everyone()
     return metrics if accelerator.is_main_process else read_marker(marker)

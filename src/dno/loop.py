@@ -73,22 +73,24 @@ def iteration(run: Run, t: int) -> dict:
     prompts, server = with_teacher(run, run.splits.iterations[t - 1]), cfg.generation.backend == "openai_server"
     sample = run.sample_with_server if server else run.sample
     m = run.stage(d, "sample", lambda: sample(pi_t, prompts, d / "samples.jsonl", s.samples_per_prompt,
-                                              run.seed(t, "sample")), everyone=not server)
+                                              run.seed(t, "sample")), everyone=not server,
+                   outputs=("samples.jsonl",))
     m |= run.stage(d, "judge", lambda: judge_samples(run.oracle, d / "samples.jsonl", d / "judgements.jsonl",
-                                                     cfg.max_failed_frac))
+                                                     cfg.max_failed_frac), outputs=("judgements.jsonl",))
     m |= run.stage(d, "pairs", lambda: make_pairs(
         d / "judgements.jsonl", d / "pairs.jsonl", rule=v.pairs, cap=s.max_pairs_per_prompt, iteration=t,
         earlier=[run.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(v.replay)))],
-        replay_fractions=list(v.replay), seed=run.seed(t, "pairs")))
-    m |= run.stage(d, "reference", lambda: reference(run, pi_t, d / "pairs.jsonl"), everyone=True)
+        replay_fractions=list(v.replay), seed=run.seed(t, "pairs")), outputs=("pairs.jsonl",))
+    m |= run.stage(d, "reference", lambda: reference(run, pi_t, d / "pairs.jsonl"), everyone=True,
+                   outputs=("pairs.jsonl",))
     m |= run.stage(d, "train", lambda: update(run, pi_t, d / "pairs.jsonl", pi_next, run.seed(t, "train")),
-                   everyone=True)
+                   everyone=True, outputs=("checkpoint",))
     prev = run.run_dir / "init" if t == 1 else run.run_dir / f"iter_{t - 1}"
     m |= run.stage(d, "evaluate", lambda: evaluate_policy(
         run.policies.get(pi_next), run.tokenizer, run.oracle, run.splits.val, d,
         init_samples=run.run_dir / "init" / "val_samples.jsonl",
         prev_samples=prev / ("val_samples.jsonl" if t == 1 else "eval_samples.jsonl"),
-        sampling=cfg.sampling, seed=run.seed(t, "evaluate")))
+        sampling=cfg.sampling, seed=run.seed(t, "evaluate")), outputs=("eval_samples.jsonl", "eval_judgements.jsonl"))
 
     def log() -> dict:
         metrics = m | (run.data_stats if t == 1 else {})  # what reading the prompt set dropped, once
@@ -140,13 +142,16 @@ def lookahead(run: Run, iterations: int) -> dict:
         write_jsonl(d / "pairs.jsonl", rows)
         return {"lookahead/pairs": len(rows)}
 
-    m = run.stage(d, "pairs", pairs)
-    m |= run.stage(d, "reference", lambda: reference(run, None, d / "pairs.jsonl"), everyone=True)
+    m = run.stage(d, "pairs", pairs, outputs=("pairs.jsonl",))
+    m |= run.stage(d, "reference", lambda: reference(run, None, d / "pairs.jsonl"), everyone=True,
+                   outputs=("pairs.jsonl",))
     m |= run.stage(d, "train", lambda: update(run, None, d / "pairs.jsonl", d / "checkpoint",
-                                              run.seed(iterations + 1, "train")), everyone=True)
+                                              run.seed(iterations + 1, "train")), everyone=True,
+                   outputs=("checkpoint",))
     m |= run.stage(d, "evaluate", lambda: evaluate_policy(
         run.policies.get(d / "checkpoint"), run.tokenizer, run.oracle, run.splits.val, d, init_samples=init_val,
-        prev_samples=init_val, sampling=run.cfg.sampling, seed=run.seed(iterations + 1, "evaluate")))
+        prev_samples=init_val, sampling=run.cfg.sampling, seed=run.seed(iterations + 1, "evaluate")),
+        outputs=("eval_samples.jsonl", "eval_judgements.jsonl"))
     return {k.replace("eval/", "lookahead/").replace("train/", "lookahead/train_"): v for k, v in m.items()
             if k.startswith(("eval/win_rate_vs_init", "train/loss", "lookahead/"))}
 
@@ -176,10 +181,12 @@ def initial(run: Run) -> None:
     """Everything before iteration 1: pi_1's validation and test answers, the teacher's answers."""
     init = run.run_dir / "init"
     run.stage(init, "val_samples", lambda: run.sample(None, run.splits.val, init / "val_samples.jsonl", 1,
-                                                      run.seed(0, "val"), "pi_1 validation"), everyone=True)
+                                                      run.seed(0, "val"), "pi_1 validation"), everyone=True,
+              outputs=("val_samples.jsonl",))
     run.stage(init, "test_samples", lambda: run.sample(None, run.splits.test, init / "test_samples.jsonl", 1,
-                                                       run.seed(0, "test"), "pi_1 test"), everyone=True)
-    run.stage(init, "teacher", lambda: teacher_answers(run))
+                                                       run.seed(0, "test"), "pi_1 test"), everyone=True,
+              outputs=("test_samples.jsonl",))
+    run.stage(init, "teacher", lambda: teacher_answers(run), outputs=("teacher.json",))
 
 
 def with_teacher(run: Run, prompts: list[dict]) -> list[dict]:
@@ -247,7 +254,8 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None,
     baseline = out / "baseline_samples.jsonl"
     if cfg.eval.name == "local":  # pi_1's test answers, drawn as dno-run's init/test_samples are
         run.stage(out, "baseline", lambda: run.sample(None, run.splits.test, baseline, 1, run.seed(0, "test"),
-                                                      "pi_1 test"), everyone=True)
+                                                      "pi_1 test"), everyone=True,
+                  outputs=(baseline.name,))
     generator = f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
     summary = final_evaluation(cfg, out, policy=lambda: run.policies.get(ckpt), tokenizer=run.tokenizer,
                                oracle=run.oracle, test_prompts=run.splits.test, baseline_samples=baseline,

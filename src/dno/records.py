@@ -79,13 +79,61 @@ def read_marker(marker: Path) -> dict:
     return {k: v for k, v in read_json(marker).items() if not k.startswith("_")}
 
 
-def run_stage(directory: Path, name: str, fn: Callable[[], dict | None]) -> dict:
-    """Run `fn` unless `directory/DONE.<name>` exists; return the stage's metrics either way.
-    The marker also records the commit of the code that ran the stage (`_commit`)."""
+def readable(path: Path) -> bool:
+    """Whether a stage's output is there and whole: JSON and JSON-lines parse, a checkpoint or adapter
+    directory has its config and the headers of its safetensors files."""
+    try:
+        if path.is_dir():
+            from safetensors import safe_open
+
+            files = list(path.glob("*.safetensors"))
+            for f in files:
+                with safe_open(f, "pt") as st:
+                    st.keys()
+            return bool(files) and all(readable(j) for j in path.glob("*config.json"))
+        if path.suffix == ".jsonl":
+            read_jsonl(path)
+        elif path.suffix == ".json":
+            read_json(path)
+        return path.exists()
+    except Exception:  # noqa: BLE001 - unreadable for any reason is not done
+        return False
+
+
+def stage_done(directory: Path, name: str, outputs: tuple[str, ...] = ()) -> bool:
+    """The stage's marker exists and parses, and so does every output it names; a marker whose outputs
+    were deleted or cut short (by hand, a partial copy) is not done (a warning says why)."""
     marker = Path(directory) / f"DONE.{name}"
-    if marker.exists():
+    if not marker.exists():
+        return False
+    broken = [o for o in outputs if not readable(Path(directory) / o)]
+    try:
+        read_json(marker)
+        marker_ok = True
+    except ValueError:
+        marker_ok = False
+    if not marker_ok or broken:
+        log.warning("%s is marked done but %s missing or unreadable: the stage is redone", marker,
+                    ", ".join(broken) + (" is" if len(broken) == 1 else " are") if broken else "the marker is")
+        return False
+    return True
+
+
+def run_stage(directory: Path, name: str, fn: Callable[[], dict | None], outputs: tuple[str, ...] = ()) -> dict:
+    """Run `fn` unless the stage is done (`directory/DONE.<name>`, with its `outputs` readable); return
+    the stage's metrics either way. The marker also records the commit of the code that ran it (`_commit`)."""
+    marker = Path(directory) / f"DONE.{name}"
+    if stage_done(directory, name, outputs):
         log.info("skip %s/%s (done)", Path(directory).name, name)
         return read_marker(marker)
+    if marker.exists():  # damaged: redone, and so are the stages of this directory that came after it
+        since = marker.stat().st_mtime
+        later = [m for m in Path(directory).glob("DONE.*") if m != marker and m.stat().st_mtime >= since]
+        for m in [marker, *later]:
+            m.unlink(missing_ok=True)
+        if later:
+            log.warning("%s/%s is redone, and so are %s", Path(directory).name, name,
+                        ", ".join(sorted(m.name for m in later)))
     log.info("%s/%s: start", Path(directory).name, name)
     start = time.perf_counter()
     metrics = dict(fn() or {})

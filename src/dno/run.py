@@ -158,8 +158,10 @@ class Run:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def stage(self, directory: Path, name: str, fn, *, everyone: bool = False) -> dict:
-        return stage(self.accelerator, directory, name, fn, everyone=everyone)
+    def stage(self, directory: Path, name: str, fn, *, everyone: bool = False, outputs: tuple[str, ...] = ()) -> dict:
+        """A resumable stage (dno.distributed.stage); `outputs`: its files under `directory`, checked when it is
+        skipped."""
+        return stage(self.accelerator, directory, name, fn, everyone=everyone, outputs=outputs)
 
     def sample(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int, desc: str = "sampling"):
         """In process, every process samples its shard (call on all); see sample_with_server."""

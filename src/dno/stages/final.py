@@ -96,8 +96,8 @@ def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, t
             return sample_responses(policy(), tokenizer, test_prompts, out / "model_samples.jsonl", k=1,
                                     sampling=cfg.sampling, seed=stage_seed(cfg.seed, 0, "test"), desc="test")
 
-        run_stage(out, "sample", sample)
-        return run_stage(out, "evaluate", lambda: local_evaluation(
+        run_stage(out, "sample", sample, outputs=("model_samples.jsonl",))
+        return run_stage(out, "evaluate", outputs=("annotations.json", "summary.json"), fn=lambda: local_evaluation(
             oracle, test_prompts, out,
             outputs=alpaca_outputs(test_prompts, first_responses(out / "model_samples.jsonl"), generator, DATASET),
             reference=baseline_outputs(test_prompts, baseline_samples, e.baseline, DATASET),
@@ -109,11 +109,11 @@ def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, t
     sampling = OmegaConf.merge(cfg.sampling, {"max_new_tokens": e.max_new_tokens})
     run_stage(out, "sample", lambda: sample_responses(policy(), tokenizer, prompts, out / "model_samples.jsonl", k=1,
                                                       sampling=sampling, seed=stage_seed(cfg.seed, 0, "alpaca_eval"),
-                                                      desc="AlpacaEval answers"))
+                                                      desc="AlpacaEval answers"), outputs=("model_samples.jsonl",))
     outputs = [{**o, "dataset": r.get("dataset", o["dataset"])} for o, r in zip(alpaca_outputs(
         prompts, first_responses(out / "model_samples.jsonl"), generator, "alpaca_eval"), rows, strict=True)]
     write_json(out / "model_outputs.json", outputs)
     reference_rows = out / "reference_outputs.json"
     write_json(reference_rows, rows)
     return run_stage(out, "evaluate", lambda: official_evaluation(e, out, outputs, generator, len(rows), revision,
-                                                                  str(reference_rows)))
+                                                                  str(reference_rows)), outputs=("summary.json",))

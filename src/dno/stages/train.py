@@ -154,5 +154,6 @@ def save_checkpoint(model, tokenizer, out: Path, accelerator) -> None:
         except BaseException:  # a full disk: no half-written checkpoint stays behind
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        shutil.rmtree(out, ignore_errors=True)  # a damaged checkpoint of an unfinished (redone) stage
         tmp.rename(out)
     accelerator.wait_for_everyone()
