@@ -110,3 +110,17 @@ def test_dno_nash_writes_the_summary_and_the_plot(tmp_path):
     proc = subprocess.run([DNO_NASH, f"preference={bad}", f"out={tmp_path / 'bad'}"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "P + P^T must be 1" in proc.stderr
+
+
+@pytest.mark.parametrize("delimiter", [" ", ","])
+def test_a_plain_matrix_from_numpy_savetxt_is_read_with_index_names(tmp_path, delimiter):
+    P = load_preference(preference_path("rock_paper_scissors"))[0]
+    path = tmp_path / "plain.csv"
+    np.savetxt(path, P, delimiter=delimiter)  # no labels: what numpy writes
+    plain, names = load_preference(path)
+    assert names == ["0", "1", "2"] and np.array_equal(plain, P)
+    labelled, labels = load_preference(preference_path("rock_paper_scissors"))  # the labelled form still works
+    assert labels != names and np.array_equal(labelled, P)
+    np.savetxt(path, P[:2], delimiter=delimiter)
+    with pytest.raises(ValueError, match="square"):
+        load_preference(path)

@@ -26,8 +26,19 @@ def check_preference(P: np.ndarray, tol: float = 1e-6) -> np.ndarray:
 
 
 def load_preference(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """A CSV with a header row of response names and one row per response (first cell: its name)."""
-    lines = [line.split(",") for line in Path(path).read_text().strip().splitlines()]
+    """A CSV with a header row of response names and one row per response (first cell: its name), or a
+    plain matrix of numbers (what `numpy.savetxt` writes, comma- or space-separated): responses 0..n-1."""
+    text = Path(path).read_text().strip()
+    first = text.splitlines()[0].replace(",", " ").split() if text else []
+    try:
+        [float(c) for c in first]
+        plain = bool(first)
+    except ValueError:
+        plain = False
+    if plain:
+        P = np.atleast_2d(np.loadtxt(path, delimiter="," if "," in text.splitlines()[0] else None, ndmin=2))
+        return check_preference(P), [str(i) for i in range(P.shape[0])]
+    lines = [line.split(",") for line in text.splitlines()]
     names = [c.strip() for c in lines[0][1:]]
     rows = [[float(c) for c in line[1:]] for line in lines[1:]]
     if [line[0].strip() for line in lines[1:]] != names:
