@@ -1,6 +1,6 @@
 """A full disk, made real with a file-size limit (SIGXFSZ is ignored by Python, so writes fail with
 EFBIG): every file keeps its previous state, the run stops with exit 3 and a clear line, and the same
-command resumes once space is back."""
+command resumes once space is back (a run on a full disk: tests/test_cluster_accidents.py)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,7 @@ import sqlite3
 import subprocess
 import sys
 
-import pytest
-
 from dno.records import is_disk_full, read_jsonl
-from helpers import DNO_RUN, REPO, SMOKE, dno_run
 
 LIMITED = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY)); "
 
@@ -48,22 +45,3 @@ def test_disk_full_errors_are_recognised_wherever_raised():
     except ValueError as chained:
         assert is_disk_full(chained)
     assert not is_disk_full(OSError(errno.ENOENT, "No such file")) and not is_disk_full(ValueError("bad"))
-
-
-@pytest.mark.slow
-def test_a_run_on_a_full_disk_stops_cleanly_and_resumes(smoke_run, tmp_path):
-    run_dir = tmp_path / "run"
-    args = [*SMOKE, "logger=none", f"hydra.run.dir={run_dir}"]  # logger: harmless (tests/test_provenance.py)
-    # 4 MB per file: samples and judgements fit, the tiny model's 13 MB checkpoint does not
-    proc = subprocess.run(["bash", "-c", 'ulimit -f 4096; exec "$@"', "bash", DNO_RUN, *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "a write failed for lack of space" in proc.stderr and "the same command resumes" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    it = run_dir / "iter_1"
-    assert (it / "DONE.reference").exists() and not (it / "DONE.train").exists()
-    assert not (it / "checkpoint").exists() and not (it / "checkpoint.tmp").exists()
-    assert not list(run_dir.rglob(".*.tmp-*"))
-    dno_run(*args)
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
-    assert strip(read_jsonl(run_dir / "metrics.jsonl")) == strip(read_jsonl(smoke_run / "metrics.jsonl"))
