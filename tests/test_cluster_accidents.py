@@ -10,16 +10,20 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
+from dno.provenance import HARMLESS
 from dno.records import read_json, read_jsonl
 from dno.signals import PREEMPTED_EXIT
-from helpers import DNO_RUN, REPO, wandb_records
+from helpers import DNO_RUN, REPO, make_cfg, wandb_records
 from judge_server import JudgeServer
 
 pytestmark = pytest.mark.slow
@@ -89,21 +93,26 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         assert term.returncode == PREEMPTED_EXIT and "stopped by SIGTERM" in err and "Traceback" not in err
         assert "preempting" in [r.WhichOneof("record_type") for r in wandb_records(run_dir)]
 
-        judged = run_dir / "iter_1" / "judgements.jsonl"  # 5. a file cut short by a copy
+        judged = run_dir / "iter_1" / "judgements.jsonl"  # 5. files cut short by a copy
         judged.write_text(judged.read_text()[:500])
+        weights = run_dir / "iter_1" / "checkpoint" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:1000])
 
         kills = 2  # 6. kill -9 at seeded random moments, and again, until the same command finishes
         for _ in range(2):
             proc = start(cmd)
             try:
-                proc.wait(timeout=rng.uniform(2.0, 8.0))
+                proc.wait(timeout=rng.uniform(2.0, 6.0))
                 kills -= 1  # it finished before the kill
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
-        # 7. the same command with harmless keys changed finishes the run
-        assert start([*cmd, "logger=none", "method=renamed"]).wait(timeout=300) == 0
+        # 7. the same command with every key that may change on a resume changed finishes the run
+        shutil.copytree(f"{make_cfg().cache_dir}/tokenizers", tmp_path / "cache" / "tokenizers")  # no 15 s parse
+        harmless = ["logger=none", "method=renamed", "train.process_timeout_min=5", f"cache_dir={tmp_path / 'cache'}",
+                    "oracle.max_requests=1000", "oracle.budget_usd=5", "resume=continue"]
+        assert start([*cmd, *harmless]).wait(timeout=300) == 0
 
         asked = questions(server.requests)
     metrics, alone_metrics = (without_times(read_jsonl(d / "metrics.jsonl")) for d in (run_dir, reference))
@@ -112,4 +121,10 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     assert summary == alone
     assert set(asked) == set(asked_alone)  # the same distinct questions
     assert len(asked) - len(set(asked)) <= (2 + kills) * CONCURRENCY  # repeats: only requests in flight at a kill
-    assert "judgements.jsonl is missing or unreadable" in (run_dir / "run.log").read_text()
+    log = (run_dir / "run.log").read_text()
+    assert "judgements.jsonl is missing or unreadable" in log
+    assert "iter_1/judge is redone, and so are DONE.pairs, DONE.reference, DONE.train" in log
+    a, b = (load_file(d / "iter_1" / "checkpoint" / "model.safetensors") for d in (run_dir, reference))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the cut checkpoint replaced by the redone update, to the bit
+    assert sorted(HARMLESS) == sorted(["logger", "train.process_timeout_min", "cache_dir", "method", "resume",
+                                       "oracle.max_requests", "oracle.budget_usd"])  # each changed in step 7

@@ -82,9 +82,11 @@ def test_a_budget_stop_is_clean_and_the_same_command_resumes_without_paying_twic
     assert "Traceback" not in stopped.stderr
     assert not (run_dir / "iter_1" / "DONE.judge").exists()
     assert server.answered() == 3 == len(JudgeCache(cache))  # what was paid for is saved
-    judged_run(server, run_dir, cache)  # the same command with no budget
+    judged_run(server, run_dir, cache)  # the same command with no budget (a budget may change on a resume)
     assert server.answered() == len(JudgeCache(cache))  # each question was paid for once
     assert read_json(run_dir / "iter_1" / "DONE.judge")["oracle/cache_hits"] == 3
+    for r in read_jsonl(run_dir / "iter_1" / "judgements.jsonl"):  # what an unbudgeted run gets: the budget
+        assert r["judgement"]["scores"] == [float(score(c)) for c in r["candidates"]]  # changed no result
     assert (run_dir / "summary.json").exists()
 
 

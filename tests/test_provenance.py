@@ -1,23 +1,22 @@
 """provenance.json (code, versions, device, config, model and prompts identities), DONE markers
-with their commit, and no silent resume after a change of a key that can change results."""
+with their commit, and no silent resume after a change of a key that can change results (the keys that
+may change, changed on a real resume: tests/test_cluster_accidents.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import shutil
 import subprocess
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from dno.config import ConfigError
 from dno.provenance import HARMLESS, config_sha256, harmless, model_identity
-from dno.records import read_json, read_jsonl, read_marker, run_stage
+from dno.records import read_json, read_marker, run_stage
 from dno.run import Run
-from helpers import REPO, SMOKE, dno_run, make_cfg
+from helpers import REPO, SMOKE, make_cfg
 
 QUIET = [*SMOKE, "logger=none"]
 
@@ -68,7 +67,7 @@ def test_harmless_keys_may_change_on_a_resume(tmp_path):
     assert "accepted_changes" not in read_json(tmp_path / "provenance.json")["resumes"][-1]
     keys = ("logger.mode", "train.process_timeout_min", "cache_dir", "method", "resume", "schedule.lr",
             "sampling.batch_size", "train.micro_batch_size", "loggerx")
-    assert [k for k in keys if harmless(k)] == ["logger.mode", *HARMLESS[1:]]
+    assert [k for k in keys if harmless(k)] == ["logger.mode", *HARMLESS[1:5]]
 
 
 def test_other_code_warns_and_is_recorded(tmp_path, caplog):
@@ -96,19 +95,3 @@ def test_a_local_model_file_is_identified_by_its_sha256(tmp_path):
     ident = model_identity(cfg.model, str(tmp_path / "cache"))
     assert ident == {"path": str(weights), "sha256": hashlib.sha256(b"weights" * 1000).hexdigest()}
     assert model_identity(cfg.model, str(tmp_path / "cache")) == ident  # from the cache the second time
-
-
-@pytest.mark.slow
-def test_harmless_keys_do_not_change_results(smoke_run, tmp_path):
-    """A run with every harmless key changed (no W&B, another cache directory, timeout and label) gives
-    the smoke run's metrics and weights: they may change on a resume."""
-    cache = make_cfg(*SMOKE).cache_dir
-    shutil.copytree(f"{cache}/tokenizers", tmp_path / "cache" / "tokenizers")  # parsing the GGUF again costs 15 s
-    run = tmp_path / "run"
-    dno_run(*SMOKE, "logger=none", f"cache_dir={tmp_path / 'cache'}", "train.process_timeout_min=5",
-            "method=renamed", "resume=continue", f"hydra.run.dir={run}")
-    strip = lambda rows: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]  # noqa: E731
-    assert strip(read_jsonl(run / "metrics.jsonl")) == strip(read_jsonl(smoke_run / "metrics.jsonl"))
-    for t in (1, 2):
-        a, b = (load_file(d / f"iter_{t}" / "checkpoint" / "model.safetensors") for d in (run, smoke_run))
-        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -33,8 +33,10 @@ PACKAGES = ("dno", "torch", "transformers", "accelerate", "datasets", "alpaca_ev
             "peft", "vllm", "hydra-core")
 # Keys that cannot change a run's results, so a resume may change them: where metrics are logged, how
 # long the other processes wait for the main one, where caches live (they are keyed by content), the
-# run's label in tables, and the resume policy itself. Each is proven by tests/test_provenance.py.
-HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume")
+# run's label in tables, the resume policy itself, and a judge's budget, which only decides where a
+# run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each one changed.
+HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "oracle.max_requests",
+            "oracle.budget_usd")
 
 
 def versions() -> dict:
