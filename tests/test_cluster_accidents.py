@@ -102,7 +102,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         for _ in range(2):
             proc = start(cmd)
             try:
-                proc.wait(timeout=rng.uniform(2.0, 6.0))
+                proc.wait(timeout=rng.uniform(2.0, 5.0))
                 kills -= 1  # it finished before the kill
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)

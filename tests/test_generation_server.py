@@ -92,9 +92,8 @@ def test_loop_samples_through_the_server_and_resumes_after_a_crash(tmp_path):
     assert not (run / "iter_1" / "samples.jsonl").exists() and not (run / "iter_1" / "DONE.sample").exists()
     assert (run / "init" / "policy" / "config.json").exists()  # pi_1 (random weights) written for the server
 
-    fixed = dno_run(*SERVER, f"hydra.run.dir={run}", check=False)  # another server command can change samples
-    assert fixed.returncode == 2 and "generation.server.command" in fixed.stderr and "resume=continue" in fixed.stderr
-    dno_run(*SERVER, "resume=continue", f"hydra.run.dir={run}")  # accepted for the stages not done: resumes
+    # another server command can draw other samples: accepted for the stages not done (tests/test_provenance.py)
+    dno_run(*SERVER, "resume=continue", f"hydra.run.dir={run}")
     rows = [json.loads(x) for x in (run / "iter_1" / "samples.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and all(len(r["responses"]) == 4 for r in rows)
     log = (run / "iter_1" / "server.log").read_text()

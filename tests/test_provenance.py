@@ -50,6 +50,14 @@ def test_a_changed_result_key_stops_the_resume_naming_both_values(tmp_path):
     assert (tmp_path / "provenance.json").read_text() == before  # nothing recorded by a refused start
 
 
+def test_another_generation_server_command_needs_resume_continue(tmp_path):
+    server = ["generation.backend=openai_server", "generation.server.command='{python} -m dno.serve {checkpoint}'"]
+    build(tmp_path, *server[:1], server[1][:-1] + " --exit-after 2'")  # the crashing server of a first attempt
+    with pytest.raises(ConfigError, match=r"generation\.server\.command: (.|\n)*resume=continue"):
+        build(tmp_path, *server)
+    build(tmp_path, *server, "resume=continue")
+
+
 def test_resume_continue_accepts_and_records_the_change(tmp_path):
     build(tmp_path)
     build(tmp_path, "schedule.lr=2e-3", "resume=continue")

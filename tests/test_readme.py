@@ -170,6 +170,8 @@ def test_the_readme_lora_command_is_the_one_tests_run():
 
 def runs_elsewhere(args: list[str]) -> str | None:
     """Where a README command's config already runs end to end on the tiny model (not run twice)."""
+    if args[:-1] == ["model=tiny_random", "schedule=smoke"]:
+        return "the README sweep's seed-0 job is this config (the smoke_sweep fixture)"
     if args[:-1] == LORA_RUN:
         return "test_lora.py runs it as it stands"
     if args[0].startswith("experiment=") and args[1:] == ["model=tiny_random", "schedule=smoke"]:
@@ -180,10 +182,13 @@ def runs_elsewhere(args: list[str]) -> str | None:
 
 
 def test_commands_run_elsewhere_are_few_and_named():
+    plain = make_cfg("model=tiny_random", "schedule=smoke")  # the README's smoke run ...
+    assert OmegaConf.to_container(plain) == OmegaConf.to_container(make_cfg(*SWEEP[1:-1], "seed=0"))  # = sweep job 0
     assert [" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)] == [
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
         "experiment=table1_spin model=tiny_random schedule=smoke",
-        " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"])]
+        " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
+        "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke"]
 
 
 @pytest.mark.slow
