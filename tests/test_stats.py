@@ -8,8 +8,9 @@ import pytest
 
 from dno.config import ConfigError
 from dno.records import write_json
+from dno.run_records import RunRecord
 from dno.stats import outcomes, paired_difference, seed_interval, win_rate
-from dno.tables import RunRecord, comparison, write_tables
+from dno.tables import comparison, write_tables
 
 
 def annotations(wins: np.ndarray, *, model_len: int = 100, prefix: str = "p") -> list[dict]:

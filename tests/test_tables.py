@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dno.records import read_json, read_jsonl
-from dno.tables import RunRecord, find_runs, write_tables
+from dno.run_records import RunRecord, find_runs
+from dno.tables import write_tables
 from helpers import REPO
 
 DNO_TABLES = str(Path(sys.executable).with_name("dno-tables"))
