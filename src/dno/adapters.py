@@ -8,10 +8,11 @@ dno-eval load it unchanged). `model.lora.r: 0` (the default) is full fine-tuning
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
+
+from dno.records import replace_dir
 
 
 def lora_enabled(model_cfg) -> bool:
@@ -36,14 +37,7 @@ def add_adapter(model, lora_cfg, seed: int):
 def save_and_merge(peft_model, out: Path, accelerator, base: str):
     """Write the adapter to `out` (main process, atomically) and return the merged plain model."""
     if accelerator.is_main_process:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
         peft_model.peft_config["default"].base_model_name_or_path = base  # pi_t: what the adapter applies to
-        try:
-            peft_model.save_pretrained(tmp, save_embedding_layers=False)  # embeddings are not trained: no hub lookup
-        except BaseException:  # a full disk: nothing half-written stays behind
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(out, ignore_errors=True)  # left by an update killed between the adapter and the checkpoint
-        tmp.rename(out)
+        # embeddings are not trained: no hub lookup for them
+        replace_dir(out, lambda tmp: peft_model.save_pretrained(tmp, save_embedding_layers=False))
     return peft_model.merge_and_unload()

@@ -256,7 +256,8 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective
     tokens, trained = counts["tokens"], counts["tokens"] * s.epochs
     padding = counts["padding_frac"]
     model = None  # freed before the LoRA row loads a fresh pi_1
-    lora = measure_lora(cfg, tok, pairs_path, objective, accelerator, trained / upd_s) if cfg.bench.lora_r else None
+    lora = measure_lora(cfg, tok, pairs_path, objective, accelerator, trained, trained / upd_s) if cfg.bench.lora_r \
+        else None
     return {
         "sampling": sampling, "parameters": n_params,
         "reference": {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
@@ -269,8 +270,10 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective
     }, pairs
 
 
-def measure_lora(cfg: DictConfig, tok, pairs_path: Path, objective, accelerator, full_tokens_per_s: float) -> dict:
-    """The same update with a LoRA adapter of rank bench.lora_r on a fresh pi_1 (what model.lora.r does)."""
+def measure_lora(cfg: DictConfig, tok, pairs_path: Path, objective, accelerator, tokens: int,
+                 full_tokens_per_s: float) -> dict:
+    """The same update (`tokens` trained tokens) with a LoRA adapter of rank bench.lora_r on a fresh pi_1
+    (what model.lora.r does)."""
     from omegaconf import OmegaConf
 
     from dno.adapters import add_adapter
@@ -285,7 +288,6 @@ def measure_lora(cfg: DictConfig, tok, pairs_path: Path, objective, accelerator,
         model, tok, pairs_path, objective, accelerator=accelerator, optim=s, epochs=s.epochs,
         micro_batch_size=micro, grad_accum=grad_accumulation(cfg, 1), max_length=cfg.model.max_length,
         seed=cfg.seed))
-    tokens = token_counts(tok, read_jsonl(pairs_path), micro, cfg.model.max_length)["tokens"] * s.epochs
     return {"r": int(lora.r), "tokens_per_s": tokens / secs, "peak_mb": mb, "loss": stats["train/loss"],
             "trainable_params": stats["train/trainable_params"], "ratio_to_full": tokens / secs / full_tokens_per_s}
 

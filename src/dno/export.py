@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 from pathlib import Path
 
 import yaml
@@ -26,7 +25,7 @@ from omegaconf import OmegaConf
 
 from dno.config import ConfigError
 from dno.data import chat_prompt
-from dno.records import read_judgements, read_pairs
+from dno.records import read_judgements, read_pairs, replace_dir
 
 log = logging.getLogger(__name__)
 CONFIGS = ("pairs", "samples")
@@ -87,17 +86,17 @@ def export_run(run_dir: Path, out: Path, *, hub: str | None = None, private: boo
     builders = {"pairs": lambda t: pair_rows(run_dir / f"iter_{t}" / "pairs.jsonl", t),
                 "samples": lambda t: sample_rows(run_dir / f"iter_{t}" / "judgements.jsonl", t)}
     counts: dict = {}
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name in CONFIGS:
-        splits = {f"iter_{t}": Dataset.from_list(builders[name](t)) for t in ts}
-        DatasetDict(splits).save_to_disk(str(tmp / name))
-        for split, ds in splits.items():
-            ds.to_parquet(str(tmp / "data" / name / f"{split}.parquet"))
-        counts[name] = {split: len(ds) for split, ds in splits.items()}
-    (tmp / "README.md").write_text(dataset_card(run_dir, counts))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+
+    def build(tmp: Path) -> None:
+        for name in CONFIGS:
+            splits = {f"iter_{t}": Dataset.from_list(builders[name](t)) for t in ts}
+            DatasetDict(splits).save_to_disk(str(tmp / name))
+            for split, ds in splits.items():
+                ds.to_parquet(str(tmp / "data" / name / f"{split}.parquet"))
+            counts[name] = {split: len(ds) for split, ds in splits.items()}
+        (tmp / "README.md").write_text(dataset_card(run_dir, counts))
+
+    replace_dir(out, build)
     if hub:
         push(out, hub, private)
     return counts

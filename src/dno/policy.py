@@ -42,7 +42,8 @@ def check_path(path: str) -> None:
         raise FileNotFoundError(f"model path {path!r} ({resolved}) does not exist")
 
 
-def _cache_key(file: str) -> str:
+def file_cache_key(file: str) -> str:
+    """A key that changes when the file does (its path, size and modification time)."""
     st = os.stat(file)
     return hashlib.sha1(f"{os.path.abspath(file)}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:12]
 
@@ -66,7 +67,7 @@ def load_tokenizer(path: str, cache_dir: str):
     resolved = resolve_path(path)
     if resolved.endswith(".gguf"):
         # Parsing a GGUF vocabulary takes ~15 s; cache it in HF format.
-        target = Path(cache_dir) / "tokenizers" / f"{Path(resolved).stem}-{_cache_key(resolved)}"
+        target = Path(cache_dir) / "tokenizers" / f"{Path(resolved).stem}-{file_cache_key(resolved)}"
         build = lambda d: AutoTokenizer.from_pretrained(  # noqa: E731
             os.path.dirname(resolved), gguf_file=os.path.basename(resolved)
         ).save_pretrained(d)
@@ -78,7 +79,7 @@ def load_tokenizer(path: str, cache_dir: str):
 
 
 def _dequantised_dir(gguf: str, cache_dir: str) -> str:
-    target = Path(cache_dir) / "models" / f"{Path(gguf).stem}-{_cache_key(gguf)}"
+    target = Path(cache_dir) / "models" / f"{Path(gguf).stem}-{file_cache_key(gguf)}"
 
     def build(d: Path) -> None:
         log.info("de-quantising %s once into %s", gguf, target)

@@ -84,9 +84,9 @@ def harmless(key: str) -> bool:
 
 def _sha256_file(path: Path, cache_dir: str) -> str:
     """sha256 of a file, cached by (path, size, mtime) under cache_dir: a 14 GB model is read once."""
-    st = path.stat()
-    key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()
-    cached = Path(cache_dir) / "sha256" / key
+    from dno.policy import file_cache_key
+
+    cached = Path(cache_dir) / "sha256" / file_cache_key(str(path))
     if cached.exists():
         return cached.read_text().strip()
     h = hashlib.sha256()

@@ -11,6 +11,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import time
 import zlib
 from collections.abc import Callable
@@ -50,6 +51,22 @@ def write_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_dir(out: Path, build: Callable[[Path], object]) -> None:
+    """`build(tmp)` fills a directory next to `out`, which then replaces `out` by a rename: a failed build
+    (a full disk, a kill) leaves no half-written directory, and an `out` left by an unfinished stage
+    that is being redone is replaced."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a process killed while building
+    try:
+        build(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
 
 
 def write_json(path: Path, obj) -> None:

@@ -194,8 +194,11 @@ class Run:
             return resolve_path(path)
         target = self.run_dir / "init" / "policy"
         if not target.exists():
-            tmp = target.with_name("policy.tmp")
-            self.policies.get(None).save_pretrained(tmp)
-            self.tokenizer.save_pretrained(tmp)
-            tmp.rename(target)
+            from dno.records import replace_dir
+
+            def build(tmp: Path) -> None:
+                self.policies.get(None).save_pretrained(tmp)
+                self.tokenizer.save_pretrained(tmp)
+
+            replace_dir(target, build)
         return str(target)

@@ -135,9 +135,9 @@ class Tracker:
         if not self.enabled:
             return
         row = {"iteration": iteration, **metrics}
-        if self.path.exists() and any(r["iteration"] == iteration for r in read_jsonl(self.path)):
-            # a redone log stage (its run directory was damaged) replaces its line
-            write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] != iteration])
+        logged = read_jsonl(self.path) if self.path.exists() else []
+        if any(r["iteration"] == iteration for r in logged):  # a redone log stage (a damaged run dir) replaces its line
+            write_jsonl(self.path, [r for r in logged if r["iteration"] != iteration])
         size = self.path.stat().st_size if self.path.exists() else 0
         try:
             with open(self.path, "a") as f:

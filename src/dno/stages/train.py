@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,7 +22,7 @@ from transformers import get_scheduler
 from dno.distributed import gather
 from dno.losses import Loss, PairLogps
 from dno.policy import sequence_logps
-from dno.records import read_pairs
+from dno.records import read_pairs, replace_dir
 from dno.stages.reference import encode_pairs, length_batches, pair_batch
 
 
@@ -146,14 +145,9 @@ def save_checkpoint(model, tokenizer, out: Path, accelerator) -> None:
     takes part: under FSDP or ZeRO-3 the full weights are gathered from all of them."""
     state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
-        try:
+        def build(tmp: Path) -> None:
             accelerator.unwrap_model(model).save_pretrained(tmp, state_dict=state_dict)
             tokenizer.save_pretrained(tmp)
-        except BaseException:  # a full disk: no half-written checkpoint stays behind
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        shutil.rmtree(out, ignore_errors=True)  # a damaged checkpoint of an unfinished (redone) stage
-        tmp.rename(out)
+
+        replace_dir(out, build)
     accelerator.wait_for_everyone()
