@@ -7,6 +7,7 @@ of dno-tables' comparison over seeds.
 
 from __future__ import annotations
 
+import functools
 import glob
 import statistics
 from dataclasses import dataclass, field
@@ -31,9 +32,9 @@ class RunRecord:
     seed: int | None = None
     group: str = ""  # runs that differ only in `seed` (and harmless keys) share it: one row of comparison.md
 
-    @property
+    @functools.cached_property
     def annotations(self) -> list[dict] | None:
-        """The final stage's per-prompt annotations (alpaca_eval's format), when the run has them."""
+        """The final stage's per-prompt annotations (alpaca_eval's format), when the run has them (read once)."""
         path = self.path / "final" / "annotations.json" if self.path else None
         return read_json(path) if path and path.exists() else None
 
