@@ -131,11 +131,14 @@ def prompts_identity(records: list[dict], data_cfg) -> dict:
 
 
 def record(config: dict, *, accelerator, model_cfg, cache_dir: str, records: list[dict], data_cfg) -> dict:
-    """What provenance.json holds for a run started now (the config itself included, redacted)."""
+    """What provenance.json holds for a run started now (the config itself included, redacted). The model's
+    and prompts' identities are the main process's work (it writes the file): hashing weights once."""
+    main = accelerator.is_main_process
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), **git_state(),
             "versions": versions(),
             "device": device(accelerator, model_cfg.dtype), "config_sha256": config_sha256(config),
-            "model": model_identity(model_cfg, cache_dir), "prompts": prompts_identity(records, data_cfg),
+            "model": model_identity(model_cfg, cache_dir) if main else None,
+            "prompts": prompts_identity(records, data_cfg) if main else None,
             "config": config, "resumes": []}
 
 
