@@ -7,6 +7,9 @@
 #
 # SWEEP_DIR: the sweep (default multirun/table1_seeds/<time>); TABLES_DIR: its tables and plots (default
 # results/table1_seeds); REPORT: where comparison.md is copied (default results/table1_seeds.md).
+# Then the evaluation-only noise: the first row's first seed's final model (its best iterate) answers the
+# same test prompts with the sampling seeds EVAL_SEEDS (default 0,1,2; empty: skip), one dno-eval multirun,
+# and its win-rates are appended to the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS="${ROWS:-table1_dno,table1_dno_restrictive,table1_spin,table1_offline_dpo}"
@@ -17,4 +20,20 @@ start=$(date +%s)
 .venv/bin/dno-run -m "experiment=$ROWS" "seed=$SEEDS" schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP" "$@"
 echo "sweep wall time: $(( $(date +%s) - start )) s" | tee "$SWEEP/wall_time.txt"
 .venv/bin/dno-tables "runs=$SWEEP" "out=$TABLES" ${TABLES_ARGS:-}
-cp "$TABLES/comparison.md" "${REPORT:-results/table1_seeds.md}"
+REPORT="${REPORT:-results/table1_seeds.md}"
+cp "$TABLES/comparison.md" "$REPORT"
+
+EVAL_SEEDS="${EVAL_SEEDS-0,1,2}"
+[ -n "$EVAL_SEEDS" ] || exit 0
+ROW="${ROWS%%,*}"
+RUN=$(grep -l -x -- "- seed=${SEEDS%%,*}" $(grep -l -x -- "- experiment=$ROW" "$SWEEP"/*/.hydra/overrides.yaml) | head -1)
+RUN=$(dirname "$(dirname "$RUN")")
+BEST=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["final/best_iteration"])' "$RUN/summary.json")
+CKPT="$RUN/iter_$BEST/checkpoint"
+[ "$BEST" != 0 ] || CKPT=null  # pi_1 was the best: the model itself
+start=$(date +%s)
+.venv/bin/dno-eval -m "experiment=$ROW" "checkpoint=$CKPT" "seed=$EVAL_SEEDS" \
+  schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP/eval_noise" "$@"
+echo "evaluation-only wall time: $(( $(date +%s) - start )) s" | tee "$SWEEP/eval_noise/wall_time.txt"
+.venv/bin/python -c 'import sys; from dno.tables import eval_noise; print(eval_noise(*sys.argv[1:]), end="")' \
+  "$SWEEP/eval_noise" "$CKPT" >> "$REPORT"

@@ -227,6 +227,36 @@ def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, l
     return "\n".join(lines) + "\n"
 
 
+def eval_noise(sweep: Path, checkpoint: str) -> str:
+    """The evaluation-only noise: one checkpoint evaluated by a dno-eval multirun over `seed` (the sampling
+    seed of its answers and of pi_1's baseline answers; the test prompts and the judge stay the same)."""
+    rows = []
+    for job in sorted(Path(sweep).iterdir(), key=lambda p: p.name):
+        summary, config = job / "summary.json", job / ".hydra" / "config.yaml"
+        if summary.exists() and config.exists():
+            from omegaconf import OmegaConf
+
+            rows.append((OmegaConf.load(config).seed, json.loads(summary.read_text())))
+    if not rows:
+        raise ConfigError(f"{sweep}: no evaluation with a summary.json")
+    lines = ["", "## Evaluation-only noise", "",
+             f"The same checkpoint (`{checkpoint}`) evaluated {len(rows)} times on the same test prompts by the "
+             "same judge; only the sampling seed of its answers and of pi_1's baseline answers changes.", "",
+             "| sampling seed | WR | SE (prompts) | LC WR | length | n |", "|---|---|---|---|---|---|"]
+    for seed, s in sorted(rows, key=lambda r: r[0]):
+        lines.append(f"| {seed} | {s['alpaca_eval/win_rate']:.1f} | {s['alpaca_eval/standard_error']:.1f} | "
+                     f"{s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/avg_length']:.0f} | "
+                     f"{s['alpaca_eval/n_total']} |")
+    wr, lc = (np.array([s[key] for _, s in rows]) for key in ("alpaca_eval/win_rate", "alpaca_eval/lc_win_rate"))
+    def sd(x: np.ndarray) -> float:
+        return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+
+    lines += ["", f"Across sampling seeds: WR {wr.mean():.1f} (sd {_fmt(sd(wr))}), LC WR {lc.mean():.1f} "
+                  f"(sd {_fmt(sd(lc))}); the mean standard error over prompts within one evaluation is "
+                  f"{np.mean([s['alpaca_eval/standard_error'] for _, s in rows]):.1f}."]
+    return "\n".join(lines) + "\n"
+
+
 def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     """win_rate.png and length.png per iteration; a row with several seeds is drawn as its mean across
     seeds with a shaded 95% interval (mean ± t(n-1) x the standard error across seeds)."""

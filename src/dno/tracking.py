@@ -31,7 +31,11 @@ def redact(obj):
 
 
 class NullSink:
-    """logger=none: metrics go only to the run directory."""
+    """logger=none: metrics go only to the run directory. W&B's settings that an experiment adds (`logger.tags`)
+    are accepted and have nowhere to go."""
+
+    def __init__(self, **wandb_settings) -> None:
+        pass
 
     def start(self, run_dir: Path, config: dict, *, group: str | None, name: str) -> None:
         pass
