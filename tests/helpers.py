@@ -6,6 +6,7 @@ alone (`pytest tests/test_configs.py`) or in the suite.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,13 @@ def wandb_records(run_dir: Path) -> list:
                 records.append(record)
                 parts = b""
     return records
+
+
+def wandb_history(run_dir: Path) -> list[dict]:
+    """The rows `run.log` wrote into a run directory's offline W&B logs, values decoded from their JSON."""
+    rows = []
+    for record in wandb_records(run_dir):
+        if record.WhichOneof("record_type") == "history":
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item})
+    return rows

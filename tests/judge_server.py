@@ -7,6 +7,11 @@ request takes the next one, if any: "500", "429", "timeout" (answers after `time
 "malformed" (not JSON), "missing" (an id's score left out), "range" (a score of 9), "401",
 "nolabel" (a pairwise answer without either label). AlpacaEval's annotator prompt (labels m, M)
 is answered like a pairwise question.
+
+Structured outputs, as open-model servers treat them: `rejects` lists the response_format forms
+answered with HTTP 500 (llama.cpp's server rejects OpenAI's "json_schema"); a `weak` judge (a small
+model) writes JSON-like text with the wrong keys or broken syntax unless the request carries a
+schema, which it then honours exactly: its keys are the schema's, nothing else.
 """
 
 from __future__ import annotations
@@ -44,8 +49,25 @@ def pair_outputs(user: str) -> tuple[str, str]:
     return a[0], a[1].rsplit("\n\nWhich output is better?", 1)[0]
 
 
+def form_of(body: dict) -> str:
+    """The structured-output form of a request: json_schema, json_object_schema, json_object or none."""
+    fmt = body.get("response_format")
+    if not fmt:
+        return "none"
+    if fmt["type"] == "json_object":
+        return "json_object_schema" if fmt.get("schema") else "json_object"
+    return fmt["type"]
+
+
+def schema_of(body: dict) -> dict | None:
+    fmt = body.get("response_format") or {}
+    return fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+
+
 class JudgeServer:
-    def __init__(self, position_bias: float = 0.0, timeout_sleep: float = 1.5, latency: float = 0.0) -> None:
+    def __init__(self, position_bias: float = 0.0, timeout_sleep: float = 1.5, latency: float = 0.0,
+                 rejects: tuple[str, ...] = (), weak: bool = False) -> None:
+        self.rejects, self.weak = rejects, weak
         self.faults: list[str] = []
         self.requests: list[dict] = []  # every request received: time, authorization, body, fault
         self.position_bias, self.timeout_sleep, self.latency = position_bias, timeout_sleep, latency
@@ -62,7 +84,8 @@ class JudgeServer:
                 with server.lock:
                     fault = server.faults.pop(0) if server.faults else None
                     server.requests.append({"time": time.monotonic(), "path": self.path, "fault": fault,
-                                            "authorization": self.headers.get("Authorization"), "body": body})
+                                            "authorization": self.headers.get("Authorization"), "body": body,
+                                            "form": form_of(body)})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
@@ -96,9 +119,13 @@ class JudgeServer:
 
     def answered(self) -> int:
         """Requests that got a 200 answer (what a paid API would bill)."""
-        return sum(r["fault"] not in ("500", "429", "timeout", "401") for r in self.requests)
+        return sum(r["fault"] not in ("500", "429", "timeout", "401") and r["form"] not in self.rejects
+                   for r in self.requests)
 
     def answer(self, body: dict, fault: str | None) -> tuple[int, dict, dict]:
+        if form_of(body) in self.rejects:  # llama.cpp's server on OpenAI's json_schema form
+            message = f"unsupported response_format {form_of(body)}"
+            return 500, {"error": {"message": message, "type": "server_error"}}, {}
         if fault in ("500", "429"):
             return int(fault), {"error": {"message": f"injected {fault}", "type": "server_error"}}, \
                 {"retry-after-ms": "10"}
@@ -130,6 +157,12 @@ class JudgeServer:
             if fault == "range":
                 obj["id1_score"] = 9
             content = "I think the first one is best." if fault == "malformed" else json.dumps(obj)
+            schema = schema_of(body)
+            if self.weak and schema is None:  # a small model left to itself: JSON-like, not what was asked
+                content = ('{"response1": 3, "response2": 5}' if len(self.requests) % 2
+                           else '{"id1_score": 4, "id2_score": 2')
+            elif schema is not None and fault is None:  # decoding constrained to the schema: its keys only
+                content = json.dumps({key: obj.get(key, "?") for key in schema["properties"]})
             logprobs = None
         usage = {"prompt_tokens": len(user) // 4, "completion_tokens": len(content) // 4}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

@@ -69,7 +69,7 @@ def test_retries_recover_from_500_429_and_timeout(server, tmp_path):
 
 def test_after_the_retries_the_answer_is_failed_not_a_guess(server, tmp_path):
     server.faults = ["500"] * 4  # the first try and max_retries=3 retries
-    oracle = listwise(server, tmp_path)
+    oracle = listwise(server, tmp_path, structured_output="json_schema")  # auto would try the next form
     j = oracle.judge(PROMPT, CANDIDATES)
     assert j.status == FAILED and j.scores is None and j.win_probs() is None
     assert "InternalServerError" in j.detail["error"]

@@ -161,6 +161,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"eval.name must be local or alpaca_eval2, got {e.name!r}")
     if e.name == "local" and e.baseline not in ("auto", "pi_1", "teacher"):
         raise ConfigError(f"eval.baseline must be auto, pi_1 or teacher, got {e.baseline!r}")
+    if e.name == "local" and not 0.0 <= e.min_valid_frac <= 1.0:
+        raise ConfigError(f"eval.min_valid_frac must be in [0, 1], got {e.min_valid_frac}")
     if e.name == "alpaca_eval2":
         if not (_package_dir() / "evaluators_configs" / e.annotator / "configs.yaml").exists():
             raise ConfigError(f"eval.annotator={e.annotator!r} is not an alpaca_eval annotator config")

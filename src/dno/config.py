@@ -69,6 +69,7 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _in_range(cfg, "schedule.lr", 0.0, 1.0)
     _in_range(cfg, "schedule.warmup_ratio", 0.0, 1.0, lo_open=False)
     _in_range(cfg, "max_failed_frac", 0.0, 1.0, lo_open=False)
+    _in_range(cfg, "max_invalid_frac", 0.0, 1.0, lo_open=False)
     _require(cfg.model.dtype in ("float32", "bfloat16", "float16"),
              f"model.dtype must be float32, bfloat16 or float16, got {cfg.model.dtype!r}")
     _require(bool(cfg.model.path) or bool(cfg.model.get("random_init")),

@@ -17,6 +17,7 @@ Departures from the paper:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -29,6 +30,8 @@ from dno.stages.evaluate import evaluate_policy
 from dno.stages.final import final_evaluation
 from dno.stages.judge import judge_samples
 from dno.stages.make_pairs import make_pairs
+
+log = logging.getLogger(__name__)
 
 
 def reference(run: Run, policy: Path | None, pairs: Path) -> dict:
@@ -76,7 +79,8 @@ def iteration(run: Run, t: int) -> dict:
                                               run.seed(t, "sample")), everyone=not server,
                    outputs=("samples.jsonl",))
     m |= run.stage(d, "judge", lambda: judge_samples(run.oracle, d / "samples.jsonl", d / "judgements.jsonl",
-                                                     cfg.max_failed_frac), outputs=("judgements.jsonl",))
+                                                     cfg.max_failed_frac, cfg.max_invalid_frac),
+                   outputs=("judgements.jsonl",))
     m |= run.stage(d, "pairs", lambda: make_pairs(
         d / "judgements.jsonl", d / "pairs.jsonl", rule=v.pairs, cap=s.max_pairs_per_prompt, iteration=t,
         earlier=[run.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(v.replay)))],
@@ -126,8 +130,13 @@ def log_answers(tracker, final_dir: Path) -> None:
 
 
 def best_iterate(per_iteration: list[dict]) -> int:
-    """The best of pi_1..pi_{T+1} on validation, as the paper (pi_1 counts 50%; earliest on a tie)."""
-    return max(range(len(per_iteration) + 1),
+    """The best of pi_1..pi_{T+1} on validation, as the paper (pi_1 counts 50%; earliest on a tie). An
+    iterate whose validation the judge never judged validly is not a candidate (and is named)."""
+    unjudged = [t for t, m in enumerate(per_iteration, start=1) if "eval/win_rate_vs_init" not in m]
+    if unjudged:
+        log.warning("no valid validation judgement of %s: not candidates for the final model",
+                    ", ".join(f"pi_{t + 1}" for t in unjudged))
+    return max((t for t in range(len(per_iteration) + 1) if t not in unjudged),
                key=lambda t: (per_iteration[t - 1]["eval/win_rate_vs_init"] if t else 50.0, -t))
 
 
@@ -233,7 +242,8 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
     rows = ["| iter | WR vs pi_1 (val) | WR vs prev (val) | pairs | student score | len (chars) |",
             "|---|---|---|---|---|---|"]
     for t, m in enumerate(per_iteration, start=1):
-        rows.append(f"| {t} | {m['eval/win_rate_vs_init']:.1f} | {m['eval/win_rate_vs_prev']:.1f} | "
+        wr_init, wr_prev = (m.get(f"eval/win_rate_vs_{k}", float("nan")) for k in ("init", "prev"))
+        rows.append(f"| {t} | {wr_init:.1f} | {wr_prev:.1f} | "
                     f"{m['pairs/total']} | {m.get('data/student_score_mean', float('nan')):.2f} | "
                     f"{m['eval/avg_length']:.0f} |")
     rows.append(f"\nFinal ({summary['final/model']} vs {summary['alpaca_eval/baseline']}, "

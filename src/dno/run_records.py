@@ -72,8 +72,9 @@ def read_run(path: Path) -> RunRecord:
     experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
     summary = read_json(path / "summary.json") if (path / "summary.json").exists() else {}
     metrics = read_jsonl(path / "metrics.jsonl")
-    for m in metrics:  # runs recorded before eval/lc_win_rate_vs_init was logged: the same number from files
-        if "eval/lc_win_rate_vs_init" not in m and (path / f"iter_{m['iteration']}" / "eval_judgements.jsonl").exists():
+    for m in metrics:  # runs recorded before eval/lc_win_rate_vs_init (and n_judged) were logged: from files
+        judgements = path / f"iter_{m['iteration']}" / "eval_judgements.jsonl"
+        if "eval/lc_win_rate_vs_init" not in m and "eval/n_judged" not in m and judgements.exists():
             m["eval/lc_win_rate_vs_init"] = _validation_lc_from_files(path, m["iteration"])
     init = path / "init" / "val_samples.jsonl"
     judge = summary.get("alpaca_eval/annotator") or str(OmegaConf.select(cfg, "oracle._target_", default="?")

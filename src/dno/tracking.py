@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -118,6 +119,15 @@ class WandbSink(NullSink):
             self.run = None
 
 
+def finite(metrics: dict, where: str) -> dict:
+    """`metrics` without NaN or infinite values (a statistic over no judgement is missing, never NaN, in
+    metrics.jsonl, summary.json and W&B), with a warning naming what was left out."""
+    dropped = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if dropped:
+        log.warning("%s: not logged, no value (nothing to compute it from): %s", where, ", ".join(dropped))
+    return {k: v for k, v in metrics.items() if k not in dropped}
+
+
 class Tracker:
     """enabled=False (the other processes of a multi-process run): nothing is written anywhere."""
 
@@ -138,6 +148,7 @@ class Tracker:
     def log(self, metrics: dict, iteration: int) -> None:
         if not self.enabled:
             return
+        metrics = finite(metrics, f"iteration {iteration}")
         row = {"iteration": iteration, **metrics}
         logged = read_jsonl(self.path) if self.path.exists() else []
         if any(r["iteration"] == iteration for r in logged):  # a redone log stage (a damaged run dir) replaces its line
@@ -156,6 +167,7 @@ class Tracker:
     def summary(self, metrics: dict) -> None:
         if not self.enabled:
             return
+        metrics = finite(metrics, "summary")
         write_json(self.run_dir / "summary.json", metrics)
         self.sink.summary(metrics)
 

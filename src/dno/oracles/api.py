@@ -10,7 +10,8 @@ What this module adds to the client, and what it leaves to it:
   not asked again; its cost is counted as a cache hit;
 - a budget (`max_requests` and/or `budget_usd`, priced per million prompt and completion tokens):
   past it the next request raises `BudgetExceeded`; everything paid for is already in the cache,
-  so the same command with a larger budget resumes without paying twice;
+  so the same command with a larger budget resumes without paying twice. Prices left null are the
+  list price on the OpenAI API (`base_url` null) and 0 on any other server (a local vLLM or llama.cpp);
 - the API key is read from the environment variable named by `api_key_env` when the client is
   made, and is never stored in the config, the cache, a log or a result (errors are scrubbed).
 """
@@ -31,6 +32,11 @@ from dno.oracles.cache import JudgeCache, cache_key
 log = logging.getLogger(__name__)
 
 
+# USD per million prompt and completion tokens on api.openai.com when no price is configured: GPT-4-Turbo's
+# list price (the paper's judge; alpaca_eval's annotator has its own prices)
+OPENAI_LIST_PRICE = (10.0, 30.0)
+
+
 class BudgetExceeded(RuntimeError):
     """The oracle's request or dollar budget is spent; what was paid for is cached."""
 
@@ -46,6 +52,7 @@ class Reply:
     usage: dict = field(default_factory=dict)
     cached: bool = False
     error: str | None = None  # set when the request failed after the client's retries
+    status: int | None = None  # the HTTP status of a failed request (None: no answer at all, e.g. a timeout)
 
     def cost(self, api: ChatAPI) -> dict:
         if self.cached:
@@ -77,12 +84,14 @@ class ChatAPI:
     def __init__(self, *, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                  max_concurrency: int = 8, requests_per_minute: float | None = None, max_retries: int = 5,
                  timeout_s: float = 120.0, budget_usd: float | None = None, max_requests: int | None = None,
-                 cache_path: str | None = None, price_input_per_1m: float = 0.0, price_output_per_1m: float = 0.0,
-                 template_version: str = "v1") -> None:
+                 cache_path: str | None = None, price_input_per_1m: float | None = None,
+                 price_output_per_1m: float | None = None, template_version: str = "v1") -> None:
         self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
         self.budget_usd, self.max_requests = budget_usd, max_requests
-        self.prices = (price_input_per_1m, price_output_per_1m)
+        default = (0.0, 0.0) if base_url else OPENAI_LIST_PRICE  # another server is not billed by OpenAI
+        self.prices = tuple(d if p is None else p for p, d in zip((price_input_per_1m, price_output_per_1m), default,
+                                                                  strict=True))
         self.template_version = template_version
         self.cache = JudgeCache(cache_path) if cache_path else None
         self.rate = RateLimit(requests_per_minute)
@@ -137,8 +146,9 @@ class ChatAPI:
         key = self._key()
         return text.replace(key, "***") if key else text
 
-    def complete(self, messages: list[dict], **params) -> Reply:
-        """One chat completion, from the cache when this exact question was answered before."""
+    def complete(self, messages: list[dict], *, quiet: bool = False, **params) -> Reply:
+        """One chat completion, from the cache when this exact question was answered before. `quiet`: a
+        failure is the caller's to report (`Reply.status`), e.g. a form of request the server may reject."""
         import openai
 
         key = cache_key(model=self.model, template=self.template_version, messages=messages, params=params)
@@ -155,8 +165,10 @@ class ChatAPI:
         except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
             with self.lock:
                 self.requests -= 1  # not paid
-            log.warning("judge request failed after %d retries: %s", self.max_retries, self._scrub(str(e))[:200])
-            return Reply(error=f"{type(e).__name__}: {self._scrub(str(e))[:500]}")
+            if not quiet:
+                log.warning("judge request failed after %d retries: %s", self.max_retries, self._scrub(str(e))[:200])
+            return Reply(error=f"{type(e).__name__}: {self._scrub(str(e))[:500]}",
+                         status=getattr(e, "status_code", None))
         choice = resp.choices[0]
         top = None
         if choice.logprobs is not None and choice.logprobs.content:

@@ -8,19 +8,33 @@ as id(k+1), and the scores are put back in the caller's order.
 
 An answer that is not a JSON object, lacks a score for some id, or has a score that is not a
 number from 1 to 6 is `invalid`: counted, kept in the run's files, never turned into a label.
+
+Structured outputs (`structured_output`) make a server decode only answers of the asked form, which a
+small open judge otherwise misses: `json_schema` (OpenAI's structured outputs, which vLLM also
+accepts), `json_object_schema` (`{"type": "json_object", "schema": ...}`, the form of llama.cpp's
+servers), `json_object` (any JSON object) or `none`. The schema lists exactly the question's ids,
+each with a justification string and an integer score 1..6. `auto` (the default) asks in the
+strongest form first; a form the server rejects on the first question (HTTP 4xx, or 5xx after the
+client's retries) is dropped for the next one, with one warning, and the form that answered is kept
+for the run. The form is part
+of each question's cache key.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import random
 import re
+import threading
 
-from dno.oracles.api import ChatAPI, run_concurrently
+from dno.oracles.api import ChatAPI, Reply, run_concurrently
 from dno.oracles.base import FAILED, INVALID, Judgement, Oracle
 
 TEMPLATE_VERSION = "listwise-v1"
+STRUCTURED_OUTPUTS = ("json_schema", "json_object_schema", "json_object", "none")  # strongest first
+log = logging.getLogger(__name__)
 
 SYSTEM = """You are an impartial expert judge of answers to user instructions.
 Score each response on an additive 6-point scale, one point for each of these qualities it has:
@@ -71,16 +85,49 @@ def parse_scores(text: str | None, n: int, lo: int = 1, hi: int = 6) -> tuple[li
     return scores, None
 
 
+def answer_schema(n: int, lo: int = 1, hi: int = 6) -> dict:
+    """The JSON schema of an answer about n responses: idK_justification (a string) then idK_score."""
+    properties = {}
+    for k in range(1, n + 1):
+        properties[f"id{k}_justification"] = {"type": "string"}
+        properties[f"id{k}_score"] = {"type": "integer", "enum": list(range(lo, hi + 1))}
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def response_format(mode: str, n: int) -> dict:
+    """The request's `response_format` for a structured-output mode ({} for none)."""
+    if mode == "json_schema":
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "scores", "strict": True, "schema": answer_schema(n)}}}
+    if mode == "json_object_schema":
+        return {"response_format": {"type": "json_object", "schema": answer_schema(n)}}
+    if mode == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    return {}
+
+
+def rejected(status: int | None) -> bool:
+    """The server refused the request's form (not a rate limit, a timeout or a conflict, which are retried)."""
+    return status is not None and status >= 400 and status not in (408, 409, 429)
+
+
 class OpenAIListwiseOracle(Oracle):
     is_listwise = True
 
     def __init__(self, model: str, shuffle_seed: int = 0, temperature: float = 0.0, max_tokens: int = 2048,
-                 json_mode: bool = True, **api) -> None:
+                 structured_output: str = "auto", **api) -> None:
         self.api = ChatAPI(model=model, template_version=TEMPLATE_VERSION, **api)
-        self.shuffle_seed, self.temperature, self.max_tokens, self.json_mode = \
-            shuffle_seed, temperature, max_tokens, json_mode
+        self.shuffle_seed, self.temperature, self.max_tokens = shuffle_seed, temperature, max_tokens
+        self.structured_output = structured_output
+        # the forms still to try, the first being the one in use; settled once the server answered in it
+        self.modes = list(STRUCTURED_OUTPUTS) if structured_output == "auto" else [structured_output]
+        self.settled = structured_output != "auto"
+        self._negotiation = threading.Lock()
 
     def check(self) -> None:
+        if self.structured_output not in ("auto", *STRUCTURED_OUTPUTS):
+            raise ValueError(f"oracle.structured_output must be auto or one of {', '.join(STRUCTURED_OUTPUTS)}, "
+                             f"got {self.structured_output!r}")
         self.api.check()
 
     def messages(self, instruction: str, shown: list[str]) -> list[dict]:
@@ -88,11 +135,8 @@ class OpenAIListwiseOracle(Oracle):
 
     def judge(self, prompt: dict, candidates: list[str], pairs=None) -> Judgement:
         order = presentation_order(prompt["instruction"], candidates, self.shuffle_seed)
-        params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
-        if self.json_mode:
-            params["response_format"] = {"type": "json_object"}
-        reply = self.api.complete(self.messages(prompt["instruction"], [candidates[i] for i in order]), **params)
-        cost, detail = reply.cost(self.api), {"order": order}
+        reply, mode = self.ask(self.messages(prompt["instruction"], [candidates[i] for i in order]), len(candidates))
+        cost, detail = reply.cost(self.api), {"order": order, "structured_output": mode}
         if reply.error is not None:
             return Judgement(status=FAILED, cost=cost, detail={**detail, "error": reply.error})
         shown_scores, why = parse_scores(reply.text, len(candidates))
@@ -102,6 +146,34 @@ class OpenAIListwiseOracle(Oracle):
         for position, index in enumerate(order):
             scores[index] = shown_scores[position]
         return Judgement(scores=scores, raw=reply.text, cost=cost, detail=detail)
+
+    def ask(self, messages: list[dict], n: int) -> tuple[Reply, str]:
+        """The server's reply and the structured-output mode it was asked in. Until a form is settled, one
+        question at a time tries the forms in order; the first that answers is kept for the run."""
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        while not self.settled:
+            with self._negotiation:
+                if self.settled:
+                    break
+                refused = []
+                for k, mode in enumerate(self.modes):
+                    reply = self.api.complete(messages, quiet=True, **params, **response_format(mode, n))
+                    if reply.error is None:  # answered (or answered before: a cache hit)
+                        if refused:
+                            log.warning("the judge at %s rejected structured_output=%s; asking with "
+                                        "structured_output=%s from now on (oracle.structured_output chooses one)",
+                                        self.api.base_url or "api.openai.com", ", ".join(refused), mode)
+                        self.modes, self.settled = self.modes[k:], True
+                        return reply, mode
+                    if not rejected(reply.status):
+                        return reply, mode  # no answer at all (not the form's fault): the next question tries
+                    refused.append(f"{mode} (HTTP {reply.status})")
+                # every form refused: the server fails whatever the form (it is down, or the question is too
+                # long); its errors speak for themselves: the strongest form is kept and each question asked once
+                self.modes, self.settled = self.modes[:1], True
+                return reply, self.modes[0]
+        mode = self.modes[0]
+        return self.api.complete(messages, **params, **response_format(mode, n)), mode
 
     def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
         return run_concurrently(lambda item: self.judge(*item), items, self.api.max_concurrency, desc)

@@ -40,14 +40,24 @@ def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path
     write_jsonl(out_dir / "eval_judgements.jsonl", [
         {"id": p["id"], "vs_init": a, "vs_prev": b} for p, a, b in zip(prompts, vs_init, vs_prev, strict=True)
     ])
-    return {
-        "eval/win_rate_vs_init": win_rate(vs_init),
-        "eval/lc_win_rate_vs_init": validation_lc(init, new, vs_init),
-        "eval/win_rate_vs_prev": win_rate(vs_prev),
-        "eval/avg_length": statistics.fmean(len(t) for t in new),
-        "eval/avg_length_words": stats["data/student_len_words_mean"],
-        "eval/n_excluded": sum(p is None for p in vs_init),  # the judge gave no valid answer
-    }
+    return {**validation_win_rates(init, new, vs_init, vs_prev),
+            "eval/avg_length": statistics.fmean(len(t) for t in new),
+            "eval/avg_length_words": stats["data/student_len_words_mean"]}
+
+
+def validation_win_rates(init: list[str], new: list[str], vs_init: list[float | None],
+                         vs_prev: list[float | None]) -> dict:
+    """Each win-rate with the number of valid judgements it rests on (`eval/n_judged` against pi_1,
+    `eval/n_judged_vs_prev`); a win-rate over no valid judgement is left out, never 0, 50 or NaN."""
+    n_init, n_prev = (sum(p is not None for p in prefs) for prefs in (vs_init, vs_prev))
+    metrics = {"eval/n_judged": n_init, "eval/n_judged_vs_prev": n_prev, "eval/n_excluded": len(vs_init) - n_init}
+    if n_init:
+        metrics["eval/win_rate_vs_init"] = win_rate(vs_init)
+    if n_init >= 2:
+        metrics["eval/lc_win_rate_vs_init"] = validation_lc(init, new, vs_init)
+    if n_prev:
+        metrics["eval/win_rate_vs_prev"] = win_rate(vs_prev)
+    return metrics
 
 
 def validation_lc(init: list[str], new: list[str], vs_init: list[float | None]) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dno.alpacaeval import official_evaluation, reference_path
+from dno.alpacaeval import EvalError, official_evaluation, reference_path
 from dno.metrics import length_controlled
 from dno.records import read_json, run_stage, stage_seed, write_json, write_text
 from dno.stages.evaluate import first_responses, head_to_head
@@ -56,14 +56,22 @@ def local_metrics(outputs: list[dict], reference: list[dict], annotations: list[
 
 
 def local_evaluation(oracle, prompts: list[dict], out_dir: Path, *, outputs: list[dict], reference: list[dict],
-                     annotator: str) -> dict:
+                     annotator: str, min_valid_frac: float = 0.9) -> dict:
     """`eval=local`: the configured oracle annotates `outputs` against `reference` (pi_1's answers, or
     the data's teacher answers). Writes model_outputs.json, reference_outputs.json, annotations.json
-    and summary.json into out_dir."""
+    and summary.json into out_dir. Raises EvalError, with no summary, when fewer than `min_valid_frac`
+    of the prompts got a valid judgement."""
     annotations = annotate(oracle, prompts, outputs, reference, annotator)
     write_json(out_dir / "model_outputs.json", outputs)
     write_json(out_dir / "reference_outputs.json", reference)
     write_json(out_dir / "annotations.json", annotations)
+    valid = sum(a["preference"] is not None for a in annotations)
+    if valid < min_valid_frac * len(annotations) or not valid:
+        raise EvalError(f"the judge ({annotator}) gave a valid annotation for {valid} of {len(annotations)} test "
+                        f"prompts, fewer than eval.min_valid_frac={min_valid_frac}: no win-rate is reported. The "
+                        f"annotations are in {out_dir / 'annotations.json'} (preference null: no valid judgement). "
+                        "Try a stronger judge or oracle.structured_output; the same command resumes, and the "
+                        "answers paid for are cached.")
     summary = {**local_metrics(outputs, reference, annotations), "alpaca_eval/annotator": annotator,
                "alpaca_eval/baseline": reference[0]["generator"] if reference else None}
     write_json(out_dir / "summary.json", summary)
@@ -101,7 +109,7 @@ def final_evaluation(cfg: DictConfig, out: Path, *, policy, tokenizer, oracle, t
             oracle, test_prompts, out,
             outputs=alpaca_outputs(test_prompts, first_responses(out / "model_samples.jsonl"), generator, DATASET),
             reference=baseline_outputs(test_prompts, baseline_samples, e.baseline, DATASET),
-            annotator=cfg.oracle._target_.rsplit(".", 1)[-1]))
+            annotator=cfg.oracle._target_.rsplit(".", 1)[-1], min_valid_frac=e.min_valid_frac))
 
     reference, revision = reference_path(e)
     rows = read_json(reference)[: e.num_instructions or None]

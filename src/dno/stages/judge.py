@@ -11,22 +11,42 @@ from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
 from dno.records import JUDGEMENTS_VERSION, read_samples, write_jsonl
 
 
-def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5) -> dict:
-    """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge
-    that is down): nothing is written, the answers that came are cached, a re-run goes on."""
+def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5,
+                  max_invalid_frac: float = 0.5) -> dict:
+    """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge that is
+    down), or more than `max_invalid_frac` an answer not in the asked form (a judge that cannot judge):
+    nothing is written, the answers that came are cached, a re-run goes on."""
     rows = read_samples(samples)
     items = [(row, list(row["responses"]) + ([row["teacher"]] if row.get("teacher") else [])) for row in rows]
     judgements = oracle.judge_many(items, desc="judging")
-    failed = sum(j.status == FAILED for j in judgements) / max(len(judgements), 1)
+    n = max(len(judgements), 1)
+    failed = sum(j.status == FAILED for j in judgements) / n
     if failed > max_failed_frac:
         errors = {j.detail.get("error", "?")[:200] for j in judgements if j.status == FAILED}
         raise OracleError(f"{failed:.0%} of the judgements failed (max_failed_frac={max_failed_frac}); "
                           f"is the judge up? errors: {sorted(errors)[:3]}")
+    invalid = [j for j in judgements if j.status == INVALID]
+    if len(invalid) / n > max_invalid_frac:
+        raise OracleError(invalid_message(invalid, len(judgements), max_invalid_frac))
     judged = [{"version": JUDGEMENTS_VERSION, **row, "candidates": candidates, "judgement": j.to_dict(),
                "win_probs": j.win_probs()}
               for (row, candidates), j in zip(items, judgements, strict=True)]
     write_jsonl(out, judged)
     return {**_statistics(judged), **oracle_metrics(judgements)}
+
+
+def invalid_message(invalid: list[Judgement], n: int, max_invalid_frac: float, quoted: int = 3) -> str:
+    """Why the run stops on a judge whose answers are mostly invalid: how many, three of them (different ones
+    first), what to try."""
+    different = list({(j.raw or "")[:300]: j for j in invalid}.values())
+    shown = (different + [j for j in invalid if all(j is not d for d in different)])[:quoted]
+    answers = "\n".join(f"  {k}. {(j.raw or '')[:300]!r} ({j.detail.get('error', '?')})"
+                         for k, j in enumerate(shown, start=1))
+    return (f"{len(invalid)} of {n} judgements ({len(invalid) / n:.0%}) were invalid, over max_invalid_frac="
+            f"{max_invalid_frac}: the judge did not answer in the asked form. Its answers:\n{answers}\n"
+            "Try a stronger judge (oracle.model), a structured output the server enforces "
+            "(oracle.structured_output=json_schema, or json_object_schema for llama.cpp), or a larger "
+            "oracle.max_tokens if the answers are cut short. The answers paid for are cached.")
 
 
 def oracle_metrics(judgements: list, prefix: str = "oracle/") -> dict:
