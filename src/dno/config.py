@@ -66,6 +66,10 @@ def validate(cfg: DictConfig, num_processes: int = 1) -> None:
     _require(cfg.schedule.samples_per_prompt >= 2, "schedule.samples_per_prompt must be at least 2 to form pairs")
     _in_range(cfg, "sampling.temperature", 0.0, 10.0)
     _in_range(cfg, "sampling.top_p", 0.0, 1.0)
+    _require(cfg.sampling.get("sampler", "generate") in ("dno", "generate"),
+             f"sampling.sampler must be dno or generate, got {cfg.sampling.get('sampler')!r}")
+    _require(int(cfg.sampling.get("top_k", 50) or 0) >= 0, f"sampling.top_k must be 0 (all) or more, "
+             f"got {cfg.sampling.get('top_k')}")
     _in_range(cfg, "schedule.lr", 0.0, 1.0)
     _in_range(cfg, "schedule.warmup_ratio", 0.0, 1.0, lo_open=False)
     _in_range(cfg, "max_failed_frac", 0.0, 1.0, lo_open=False)

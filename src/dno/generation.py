@@ -101,7 +101,8 @@ class Server:
                 r = client.completions.create(
                     model=model, prompt=prompt_ids(tokenizer, instructions[i]), n=n, seed=seed + i,
                     max_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-                    extra_body={"stop_token_ids": [tokenizer.eos_token_id], "skip_special_tokens": True})
+                    extra_body={"stop_token_ids": [tokenizer.eos_token_id], "skip_special_tokens": True,
+                                "top_k": sampling.get("top_k", 50) or -1})  # vLLM's default is all tokens
                 choices = sorted(r.choices, key=lambda c: c.index)
                 if len(choices) != n:
                     raise GenerationError(f"the server returned {len(choices)} responses for n={n}")

@@ -135,48 +135,159 @@ def sampling_batch(batch_size: int, n: int) -> int:
     return max(1, batch_size // n)
 
 
+SAMPLERS = ("dno", "generate")
+
+
+def sampling_options(sampling) -> dict:
+    """`generate`'s keyword arguments from a `sampling` config."""
+    return {"max_new_tokens": sampling.max_new_tokens, "temperature": sampling.temperature, "top_p": sampling.top_p,
+            "top_k": sampling.get("top_k", 50), "batch_size": sampling.batch_size,
+            "sampler": sampling.get("sampler", "generate")}
+
+
+def row_seed(seed: int, prompt: int, sample: int) -> int:
+    """The seed of one sample: its draws depend on (seed, prompt index, sample index) alone, not on the
+    batch, the order or the process that draws it."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{prompt}/{sample}".encode()).digest()[:8], "big") >> 1
+
+
 @torch.no_grad()
 def generate(
     model, tokenizer, instructions: list[str] | list[list[dict]], *, n: int, max_new_tokens: int, temperature: float,
     top_p: float, batch_size: int, seed: int, desc: str = "sampling", starts: list[int] | None = None,
+    top_k: int | None = 50, sampler: str = "generate",
 ) -> tuple[list[list[str]], int]:
-    """`n` sampled responses per instruction (chat template, left padding, seeded per batch).
+    """`n` sampled responses per instruction (chat template, left padding).
 
-    Batches hold `sampling_batch(batch_size, n)` prompts; `starts` picks the batches to run (a
-    process's shard, see dno.distributed.shard); a batch draws the same whoever runs it.
-    Returns the responses (of the picked batches, in order) and the number of generated tokens
-    (up to and including EOS).
+    The prompts are those of the batches of `sampling_batch(batch_size, n)` prompts that `starts` picks
+    (a process's shard, see dno.distributed.shard; None: all). Returns their responses in order and the
+    number of generated tokens (up to and including EOS).
+
+    sampler="dno" (`decode`): each prompt's K samples share one prefill, the prompts of a process are
+    batched by length (less padding), finished samples leave the batch, and sample k of prompt i draws
+    from its own generator seeded by `row_seed(seed, i, k)`. sampler="generate": transformers'
+    `model.generate` per batch, seeded per batch. Both sample from softmax(logits / temperature)
+    restricted to the `top_k` most likely tokens (None or 0: all; 50 is generate's default), then to
+    the smallest head of those holding `top_p` of their mass (transformers' TopPLogitsWarper).
     """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampling.sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     model.eval()
     device = next(model.parameters()).device
     encoded = [prompt_ids(tokenizer, s) for s in instructions]
     per_batch = sampling_batch(batch_size, n)
-    out: list[list[str]] = []
-    n_tokens = 0
     starts = range(0, len(encoded), per_batch) if starts is None else starts
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False):
-        chunk = encoded[start : start + per_batch]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):
-            ids[i, width - len(p) :] = torch.tensor(p)
-            mask[i, width - len(p) :] = 1
-        torch.manual_seed(seed + start)
-        gen = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True,
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-            num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )[:, width:].cpu()
-        texts = []
-        for row in gen:
-            eos = (row == tokenizer.eos_token_id).nonzero()
-            length = int(eos[0]) + 1 if len(eos) else len(row)
+    mine = [i for s in starts for i in range(s, min(s + per_batch, len(encoded)))]
+    rows: dict[int, list[list[int]]] = {}
+    if sampler == "generate":
+        for start in tqdm(starts, desc=desc, unit="batch", leave=False):
+            chunk = list(range(start, min(start + per_batch, len(encoded))))
+            ids, mask = left_padded([encoded[i] for i in chunk], tokenizer.pad_token_id)
+            torch.manual_seed(seed + start)
+            gen = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=True, temperature=temperature,
+                top_p=top_p, top_k=top_k or 0, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )[:, ids.shape[1]:].cpu().tolist()
+            for j, i in enumerate(chunk):
+                rows[i] = gen[j * n:(j + 1) * n]
+    else:
+        order = sorted(mine, key=lambda i: len(encoded[i]))  # batches of similar lengths: less left padding
+        for b in tqdm(range(0, len(order), per_batch), desc=desc, unit="batch", leave=False):
+            chunk = order[b:b + per_batch]
+            generators = [torch.Generator().manual_seed(row_seed(seed, i, k)) for i in chunk for k in range(n)]
+            out = decode(model, [encoded[i] for i in chunk], n, generators, max_new_tokens=max_new_tokens,
+                         temperature=temperature, top_p=top_p, top_k=top_k, pad_id=tokenizer.pad_token_id,
+                         eos_id=tokenizer.eos_token_id)
+            for j, i in enumerate(chunk):
+                rows[i] = out[j * n:(j + 1) * n]
+    texts, n_tokens = [], 0
+    for i in mine:
+        responses = []
+        for row in rows[i]:
+            length = row.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in row else len(row)
             n_tokens += length
-            texts.append(tokenizer.decode(row[:length], skip_special_tokens=True).strip())
-        out.extend(texts[i * n : (i + 1) * n] for i in range(len(chunk)))
-    return out, n_tokens
+            responses.append(tokenizer.decode(row[:length], skip_special_tokens=True).strip())
+        texts.append(responses)
+    return texts, n_tokens
+
+
+def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return ids, mask
+
+
+def decode(model, prompts: list[list[int]], n: int, generators: list[torch.Generator], *, max_new_tokens: int,
+           temperature: float, top_p: float, top_k: int | None, pad_id: int, eos_id: int) -> list[list[int]]:
+    """n samples of each prompt (rows prompt-major, one generator per row): one prefill of the prompts
+    whose KV cache is repeated n times, then one token per step for the samples still running; finished
+    ones leave the batch (their cache rows dropped) once they are a quarter of it."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids, mask = left_padded(prompts, pad_id)
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    cache.batch_repeat_interleave(n)
+    logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+    position = mask.sum(-1)  # where each row's next token goes
+    present = torch.arange(len(generators), device=device)  # the rows in the batch (and the cache)
+    running = torch.ones(len(generators), dtype=torch.bool, device=device)  # of the present rows
+    out: list[list[int]] = [[] for _ in generators]
+    for step in range(max_new_tokens):
+        tokens = torch.full((len(present),), pad_id, dtype=torch.long, device=device)
+        live = running.nonzero().squeeze(1)
+        drawn = draw(logits[live], [generators[r] for r in present[live].tolist()], temperature=temperature,
+                     top_p=top_p, top_k=top_k)
+        tokens[live] = drawn
+        for r, t in zip(present[live].tolist(), drawn.tolist(), strict=True):
+            out[r].append(t)
+        running &= tokens != eos_id
+        if step == max_new_tokens - 1 or not running.any():
+            break
+        if (~running).sum() * 4 >= len(present):  # a quarter of the batch finished: drop those rows
+            keep = running.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            present, running, tokens, mask, position = (x[keep] for x in (present, running, tokens, mask, position))
+        mask = torch.cat([mask, mask.new_ones(len(present), 1)], dim=1)
+        logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position[:, None],
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        position = position + 1
+    return out
+
+
+def draw(logits: torch.Tensor, generators: list[torch.Generator], *, temperature: float, top_p: float,
+         top_k: int | None) -> torch.Tensor:
+    """One token per row from softmax(logits / temperature) over the top_k tokens, cut to the smallest
+    head holding top_p of their mass (the token that crosses top_p is kept), by inverse CDF with one
+    uniform number from each row's generator."""
+    scaled = logits.float() / temperature
+    vocab = scaled.shape[-1]
+    if top_k and top_k < vocab:
+        top, index = scaled.topk(top_k, dim=-1)  # sorted, most likely first
+        probs = torch.softmax(top, dim=-1)
+    else:
+        probs = torch.softmax(scaled, dim=-1)
+        if top_p < 1.0:  # the head holding top_p is nearly always in the first 256: sort only those
+            probs, index = probs.topk(min(256, vocab), dim=-1)
+            if (probs.sum(-1) < top_p).any():
+                probs, index = torch.softmax(scaled, dim=-1).sort(dim=-1, descending=True)
+        else:
+            index = None
+    if top_p < 1.0:
+        probs = probs * ((probs.cumsum(-1) - probs) < top_p)
+    cdf = probs.cumsum(-1)
+    u = torch.tensor([torch.rand((), generator=g).item() for g in generators], device=cdf.device)
+    choice = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1), right=True).clamp(max=cdf.shape[-1] - 1)
+    return choice.squeeze(1) if index is None else index.gather(1, choice).squeeze(1)
 
 
 def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:

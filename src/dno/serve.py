@@ -4,7 +4,7 @@
 
 It speaks the part of vLLM's API that `generation.backend=openai_server` uses: GET /health,
 GET /v1/models, POST /v1/completions with a prompt given as text or token ids, n, max_tokens,
-temperature, top_p, seed and vLLM's `stop_token_ids`. Requests are served one at a time. It is
+temperature, top_p, top_k, seed and vLLM's `stop_token_ids`. Requests are served one at a time. It is
 not a replacement for vLLM: no batching across requests, no paged attention.
 `--exit-after N` makes it crash on the request after the first N (to test the loop's handling of a dead server).
 """
@@ -44,6 +44,7 @@ class Engine:
             out = self.model.generate(
                 input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 do_sample=temperature > 0, temperature=temperature or None, top_p=float(body.get("top_p", 1.0)),
+                top_k=max(int(body.get("top_k", -1)), 0),  # 0: all tokens (None would be generate's 50)
                 max_new_tokens=int(body.get("max_tokens", 16)), num_return_sequences=n,
                 eos_token_id=eos, pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
             )[:, len(ids):]

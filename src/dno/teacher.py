@@ -48,13 +48,10 @@ class BestOfN:
 
     def _answers(self, model, tokenizer, oracle, prompts, sampling, seed) -> dict[str, str]:
         from dno.data import chat_prompt
-        from dno.policy import generate
+        from dno.policy import generate, sampling_options
 
-        responses, _ = generate(
-            model, tokenizer, [chat_prompt(p) for p in prompts], n=self.n,
-            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-            batch_size=sampling.batch_size, seed=seed, desc=f"teacher (best of {self.n})",
-        )
+        responses, _ = generate(model, tokenizer, [chat_prompt(p) for p in prompts], n=self.n, seed=seed,
+                                desc=f"teacher (best of {self.n})", **sampling_options(sampling))
         teacher = {}
         judgements = oracle.judge_many(list(zip(prompts, responses, strict=True)), desc="teacher judging")
         for prompt, candidates, j in zip(prompts, responses, judgements, strict=True):

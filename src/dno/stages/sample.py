@@ -9,7 +9,7 @@ from pathlib import Path
 from dno.data import chat_prompt
 from dno.data.constraints import words
 from dno.distributed import gather, gather_by_index, shard
-from dno.policy import generate, sampling_batch
+from dno.policy import generate, sampling_batch, sampling_options
 from dno.records import write_jsonl
 
 
@@ -27,11 +27,8 @@ def sample_responses(model, tokenizer, prompts: list[dict], out: Path, *, k: int
     else:
         per_batch = sampling_batch(sampling.batch_size, k)
         starts = shard(len(prompts), accelerator, per_batch) if accelerator else None
-        mine, n_tokens = generate(
-            model, tokenizer, [chat_prompt(p) for p in prompts], n=k,
-            max_new_tokens=sampling.max_new_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
-            batch_size=sampling.batch_size, seed=seed, desc=desc, starts=starts,
-        )
+        mine, n_tokens = generate(model, tokenizer, [chat_prompt(p) for p in prompts], n=k, seed=seed, desc=desc,
+                                  starts=starts, **sampling_options(sampling))
         indices = range(len(prompts)) if starts is None else \
             [i for s in starts for i in range(s, min(s + per_batch, len(prompts)))]
         n_tokens = sum(gather(accelerator, n_tokens))

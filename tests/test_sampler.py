@@ -1,0 +1,133 @@
+"""dno's sampler (sampling.sampler=dno) draws from the distribution transformers' generate draws from, and
+each sample depends on (seed, prompt, sample index) only: not on the batch, the order or the process."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+from dno.policy import decode, generate, load_model, load_tokenizer, row_seed
+from helpers import make_cfg
+
+SETTINGS = [dict(temperature=0.7, top_p=0.95, top_k=8), dict(temperature=1.0, top_p=0.6, top_k=0),
+            dict(temperature=1.3, top_p=1.0, top_k=0)]
+PROMPT = [3, 1, 4, 1, 5, 9, 2, 6]
+
+
+@pytest.fixture(scope="module")
+def small_vocab():
+    """A random Llama over 24 tokens, its logits spread wide enough that the settings above cut its
+    distribution: every two-token sequence is a cell that 4000 samples can test."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.3, pad_token_id=0)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = make_cfg("model=tiny_random")
+    tok = load_tokenizer(cfg.model.tokenizer, cfg.cache_dir)
+    return load_model(cfg.model, cfg.cache_dir, tok), tok
+
+
+def transformers_probs(model, ids: list[int], temperature: float, top_p: float, top_k: int) -> torch.Tensor:
+    """The next-token distribution of transformers' sampling: its own warpers, in generate's order."""
+    scores = model(input_ids=torch.tensor([ids])).logits[:, -1].float()
+    scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_k:
+        scores = TopKLogitsWarper(top_k)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    return torch.softmax(scores, -1)[0]
+
+
+def chi_square_p(counts: dict, expected: dict) -> float:
+    """Pearson's test of observed counts against expected counts (cells under 5 expected are pooled)."""
+    from scipy.stats import chi2
+
+    big = [k for k, e in expected.items() if e >= 5]
+    observed = [counts.get(k, 0) for k in big] + [sum(v for k, v in counts.items() if k not in big)]
+    wanted = [expected[k] for k in big] + [sum(e for k, e in expected.items() if k not in big)]
+    stat = sum((o - e) ** 2 / e for o, e in zip(observed, wanted, strict=True) if e > 0)
+    return float(chi2.sf(stat, len(big)))
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "T{temperature} p{top_p} k{top_k}".format(**s))
+def test_two_token_sequences_follow_transformers_distribution(small_vocab, settings):
+    """4000 samples of two tokens against P(t1) P(t2 | t1) from transformers' warpers: no token outside the
+    allowed set, and Pearson's test does not reject (the seeds are fixed: the test is deterministic)."""
+    model, n = small_vocab, 4000
+    generators = [torch.Generator().manual_seed(row_seed(7, 0, k)) for k in range(n)]
+    rows = decode(model, [PROMPT], n, generators, max_new_tokens=2, pad_id=0, eos_id=-1, **settings)
+    first = transformers_probs(model, PROMPT, **settings)
+    allowed = first.nonzero().squeeze(1).tolist()
+    assert {r[0] for r in rows} <= set(allowed) and 1 < len(allowed)
+    assert len(allowed) == 24 if settings["top_p"] == 1.0 and not settings["top_k"] else len(allowed) < 24
+    expected, counts = {}, {}
+    for t1 in allowed:
+        second = transformers_probs(model, [*PROMPT, t1], **settings)
+        assert {r[1] for r in rows if r[0] == t1} <= set(second.nonzero().squeeze(1).tolist())
+        for t2 in second.nonzero().squeeze(1).tolist():
+            expected[(t1, t2)] = n * float(first[t1] * second[t2])
+    for r in rows:
+        counts[tuple(r)] = counts.get(tuple(r), 0) + 1
+    assert len(counts) > 5 and chi_square_p(counts, expected) > 1e-3
+    out = model.generate(input_ids=torch.tensor([PROMPT]), attention_mask=torch.ones(1, len(PROMPT), dtype=torch.long),
+                         do_sample=True, max_new_tokens=1, output_scores=True, return_dict_in_generate=True,
+                         pad_token_id=0, **settings)  # the warpers are what generate applies
+    assert torch.allclose(torch.softmax(out.scores[0][0].float(), -1), first, atol=1e-6)
+
+
+def test_a_planted_difference_is_rejected(small_vocab):
+    """The test above can fail: samples at temperature 1 tested against temperature 0.8 are rejected."""
+    generators = [torch.Generator().manual_seed(row_seed(7, 0, k)) for k in range(4000)]
+    rows = decode(small_vocab, [PROMPT], 4000, generators, max_new_tokens=1, pad_id=0, eos_id=-1,
+                  temperature=1.0, top_p=1.0, top_k=0)
+    probs = transformers_probs(small_vocab, PROMPT, temperature=0.8, top_p=1.0, top_k=0)
+    counts = {}
+    for r in rows:
+        counts[r[0]] = counts.get(r[0], 0) + 1
+    assert chi_square_p(counts, {t: 4000 * float(p) for t, p in enumerate(probs)}) < 1e-6
+
+
+def test_a_sample_depends_on_seed_prompt_and_index_only(tiny):
+    model, tok = tiny
+    prompts = [[{"role": "user", "content": f"Question {i}" + " and more" * (i % 4)}] for i in range(10)]
+    kw = dict(n=4, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=5, sampler="dno")
+    base, n_tokens = generate(model, tok, prompts, batch_size=8, **kw)
+    assert generate(model, tok, prompts, batch_size=40, **kw)[0] == base  # one batch instead of five
+    assert generate(model, tok, prompts, batch_size=8, starts=[2, 6], **kw)[0] == base[2:4] + base[6:8]  # a shard
+    twice = generate(model, tok, [prompts[0], prompts[0]], batch_size=8, **kw)[0]  # the index is in the seed:
+    assert twice[0] == base[0] and twice[1] != twice[0]  # a prompt given twice is sampled twice, independently
+    other = generate(model, tok, prompts, batch_size=8, **{**kw, "seed": 6})[0]
+    assert other != base and len({r for group in base for r in group}) > 30  # samples differ from each other
+    assert 0 < n_tokens <= 10 * 4 * 10
+
+
+def test_finished_samples_leave_the_batch_and_end_with_eos(small_vocab):
+    """A token made the end of sequence: samples stop at it (kept), the others run to the limit, and
+    dropping finished rows from the batch does not change the samples still running."""
+    settings = dict(max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0, pad_id=0)
+    never = decode(small_vocab, [PROMPT, PROMPT[:5]], 32, [torch.Generator().manual_seed(k) for k in range(64)],
+                   eos_id=-1, **settings)
+    eos = max(range(24), key=lambda t: sum(r.count(t) for r in never))  # the most frequent token
+    rows = decode(small_vocab, [PROMPT, PROMPT[:5]], 32, [torch.Generator().manual_seed(k) for k in range(64)],
+                  eos_id=eos, **settings)
+    for r, full in zip(rows, never, strict=True):
+        cut = full.index(eos) + 1 if eos in full else len(full)
+        assert r == full[:cut]  # the same draws up to the end: nothing else changed for the rows still running
+    assert sum(len(r) < 8 for r in rows) >= 16  # enough rows finished early for the batch to shrink
+
+
+def test_the_generate_sampler_is_kept(tiny):
+    model, tok = tiny
+    kw = dict(n=2, max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4, seed=3, sampler="generate")
+    a, n_a = generate(model, tok, ["Hi.", "Describe the sea."], **kw)
+    assert a == generate(model, tok, ["Hi.", "Describe the sea."], **kw)[0] and 0 < n_a <= 24
+    with pytest.raises(ValueError, match="sampling.sampler must be one of dno, generate"):
+        generate(model, tok, ["Hi."], **{**kw, "sampler": "vllm"})
