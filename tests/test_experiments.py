@@ -138,3 +138,22 @@ def test_table1_seeds_rows_fit_the_offline_default_with_200_test_prompts(tmp_pat
                         tmp_path / row)
         run.tracker.finish()
         assert len(run.splits.test) == 200 and len(run.splits.iterations) == run.cfg.schedule.iterations
+
+
+def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
+    """experiments/table1_seeds.sh on the tiny model: two rows x two seeds, then the first row's seed-0 model
+    evaluated with two sampling seeds, all in the report."""
+    env = {**os.environ, "WANDB_MODE": "offline", "ROWS": "table1_dno,table1_spin", "SEEDS": "0,1",
+           "EVAL_SEEDS": "0,1", "SWEEP_DIR": str(tmp_path / "sweep"), "TABLES_DIR": str(tmp_path / "tables"),
+           "REPORT": str(tmp_path / "report.md"), "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200"}
+    proc = subprocess.run(["experiments/table1_seeds.sh", "model=tiny_random", "schedule=smoke",
+                           "schedule.iterations=1", "logger=none"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = (tmp_path / "report.md").read_text()
+    assert "| DNO | 2 |" in report and "| SPIN | 2 |" in report and "ΔWR vs DNO" in report
+    noise = report.split("## Evaluation-only noise")[1]
+    rows = [line for line in noise.splitlines() if line.startswith(("| 0 |", "| 1 |"))]
+    assert len(rows) == 2 and all(line.endswith("| 200 |") for line in rows)  # 200 test prompts each
+    assert "Across sampling seeds: WR " in noise and (tmp_path / "sweep" / "wall_time.txt").exists()
+    assert (tmp_path / "tables" / "win_rate.png").exists()

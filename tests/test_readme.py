@@ -23,7 +23,8 @@ COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.spl
 PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/python -m pytest tests/",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             ".venv/bin/dno-export",
-            "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh")
+            "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh", "experiments/table1_seeds.sh",
+            "experiments/open_judge.sh")
 
 
 def without_env(command: str) -> str:
