@@ -30,8 +30,9 @@ def row(run: Path) -> str:
         how = f"exit {ended['exit']}: " + (errors[-1].removeprefix("dno-run: ")[:160] if errors else "see the log")
     invalid = " / ".join(f"{m['oracle/invalid_frac']:.2f}" for m in metrics) or "-"
     n_judged = " / ".join(str(m.get("eval/n_judged", "-")) for m in metrics) or "-"
-    agree = (f"{100 * agreement['agreement']:.0f}% of {agreement['decided_pairs']}"
-             if agreement.get("decided_pairs") else "- (no pair decided)")
+    compared = agreement.get("decided_pairs", 0) - agreement.get("abstained", 0)
+    agree = (f"{100 * agreement['agreement']:.0f}% of {compared} ({agreement['abstained']} rules ties)"
+             if compared > 0 else "- (no pair compared)")
     asked = ", ".join(f"{form} x{n}" for form, n in forms.most_common()) or "-"
     return (f"| {run.name} | {asked} | {invalid} | {n_judged} | "
             f"{seconds / max(len(judged), 1):.2f} | {agree} | {ended['seconds']} | {how.replace('|', '/')} |")
@@ -42,7 +43,8 @@ def main(out: str, modes: str, server: str) -> None:
           f"judged by the server at {server}, with max_invalid_frac=1.0 so that every mode runs through. "
           "Invalid fraction and validation prompts judged validly (eval/n_judged) per iteration; judge seconds "
           "per prompt over the iterations' judging; agreement: the rules oracle's preference on the same side as "
-          "the judge's, over the candidate pairs the judge decided in iteration 1.\n")
+          "the judge's, over the candidate pairs the judge decided in iteration 1 and the rules oracle did not "
+          "score as a tie.\n")
     print("| mode | asked as (prompts) | invalid frac | eval/n_judged | judge s/prompt | agreement with rules "
           "| run s | how the run ended |")
     print("|---|---|---|---|---|---|---|---|")

@@ -141,14 +141,20 @@ def test_table1_seeds_rows_fit_the_offline_default_with_200_test_prompts(tmp_pat
 
 
 def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
-    """experiments/table1_seeds.sh on the tiny model: two rows x two seeds, then the first row's seed-0 model
-    evaluated with two sampling seeds, all in the report."""
-    env = {**os.environ, "WANDB_MODE": "offline", "ROWS": "table1_dno,table1_spin", "SEEDS": "0,1",
-           "EVAL_SEEDS": "0,1", "SWEEP_DIR": str(tmp_path / "sweep"), "TABLES_DIR": str(tmp_path / "tables"),
+    """The README's experiments/table1_seeds.sh command on the tiny model, as written: two rows x two seeds,
+    then the first row's seed-0 model evaluated with two sampling seeds, all in the report."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    command = next(line for line in readme.splitlines()
+                   if "experiments/table1_seeds.sh" in line and "model=tiny_random" in line)
+    words = shlex.split(command)
+    at = words.index("experiments/table1_seeds.sh")
+    env = {**os.environ, "WANDB_MODE": "offline", **dict(w.split("=", 1) for w in words[:at]),
+           "SWEEP_DIR": str(tmp_path / "sweep"), "TABLES_DIR": str(tmp_path / "tables"),
            "REPORT": str(tmp_path / "report.md"), "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200"}
-    proc = subprocess.run(["experiments/table1_seeds.sh", "model=tiny_random", "schedule=smoke",
-                           "schedule.iterations=1", "logger=none"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+    assert {env["ROWS"], env["SEEDS"], env["EVAL_SEEDS"]} == {"table1_dno,table1_spin", "0,1"}
+    proc = subprocess.run(words[at:], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = (tmp_path / "report.md").read_text()
     assert "| DNO | 2 |" in report and "| SPIN | 2 |" in report and "ΔWR vs DNO" in report

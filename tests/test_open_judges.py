@@ -220,5 +220,8 @@ def test_a_small_judge_through_the_loop_and_experiments_open_judge(tmp_path):
     assert rows["json_object"][1] == "json_object x12" and rows["json_object"][2] == "1.00 / 1.00"
     assert rows["json_object"][7].startswith("exit 3: the judge (OpenAIListwiseOracle) gave a valid annotation for 0")
     assert rows["auto"][1] == "json_object_schema x12" and rows["auto"][2] == "0.00 / 0.00"
-    assert rows["auto"][3] == f"{n_val} / {n_val}" and rows["auto"][5].endswith(f"of {agreement['decided_pairs']}")
+    compared = agreement["decided_pairs"] - agreement["abstained"]
+    assert rows["auto"][3] == f"{n_val} / {n_val}"
+    share, ties = f"{100 * agreement['agreement']:.0f}%", agreement["abstained"]
+    assert rows["auto"][5] == (f"{share} of {compared} ({ties} rules ties)" if compared else "- (no pair compared)")
     assert rows["auto"][7].startswith("finished: test WR ")

@@ -289,3 +289,26 @@ def test_the_worked_example_in_the_readme_is_the_shipped_code():
     shipped = (REPO / "src" / "dno" / "pairs.py").read_text()
     for line in python_block.splitlines():
         assert line.split("#")[0].strip() in shipped, line
+
+
+def test_the_seeded_table1_numbers_in_the_readme_are_results_table1_seeds_md():
+    report = (REPO / "results" / "table1_seeds.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line for line in report.splitlines() if line.startswith("| ")}
+    for row, seeds, wr in (("DNO", 3, "76.9 [73.1, 80.7]"), ("DNO-Restrictive", 3, "62.6 [59.7, 65.6]"),
+                           ("SPIN", 1, "60.5 [")):
+        assert rows[row].startswith(f"| {row} | {seeds} | {wr}") and wr.removesuffix(" [") in README
+    assert "| -14.3 [-19.4, -9.5] * | 0.001 |" in rows["DNO-Restrictive"]
+    assert "DNO ahead by 14.3 points [9.5, 19.4], p 0.001" in README
+    assert "7 of 12 runs" in report and "7 of the 12 runs (107 min" in README and "in 107 min" in report
+
+
+def test_the_open_judge_results_in_the_readme_are_results_open_judge_md():
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in
+            (REPO / "results" / "open_judge.md").read_text().splitlines() if line.startswith("| json") or
+            line.startswith("| none")}
+    refused = rows["json_schema"][7]
+    assert refused.startswith("exit 3: 100% of the judgements failed") and "500" in refused
+    assert rows["json_object_schema"][2] == "0.00 / 0.00" and rows["json_object_schema"][7].startswith("finished")
+    assert float(rows["json_object_schema"][4]) == pytest.approx(7, abs=0.5)
+    assert rows["json_object"][2] == rows["none"][2] == "1.00 / 1.00"
+    assert "refuses to report a win-rate" in README and "0% invalid answers (about 7 s per prompt" in README
