@@ -230,12 +230,12 @@ def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, l
 def eval_noise(sweep: Path, checkpoint: str) -> str:
     """The evaluation-only noise: one checkpoint evaluated by a dno-eval multirun over `seed` (the sampling
     seed of its answers and of pi_1's baseline answers; the test prompts and the judge stay the same)."""
+    from omegaconf import OmegaConf
+
     rows = []
     for job in sorted(Path(sweep).iterdir(), key=lambda p: p.name):
         summary, config = job / "summary.json", job / ".hydra" / "config.yaml"
         if summary.exists() and config.exists():
-            from omegaconf import OmegaConf
-
             rows.append((OmegaConf.load(config).seed, json.loads(summary.read_text())))
     if not rows:
         raise ConfigError(f"{sweep}: no evaluation with a summary.json")

@@ -16,8 +16,7 @@ servers), `json_object` (any JSON object) or `none`. The schema lists exactly th
 each with a justification string and an integer score 1..6. `auto` (the default) asks in the
 strongest form first; a form the server rejects on the first question (HTTP 4xx, or 5xx after the
 client's retries) is dropped for the next one, with one warning, and the form that answered is kept
-for the run. The form is part
-of each question's cache key.
+for the run. The form is part of each question's cache key.
 """
 
 from __future__ import annotations
@@ -119,9 +118,7 @@ class OpenAIListwiseOracle(Oracle):
         self.api = ChatAPI(model=model, template_version=TEMPLATE_VERSION, **api)
         self.shuffle_seed, self.temperature, self.max_tokens = shuffle_seed, temperature, max_tokens
         self.structured_output = structured_output
-        # the forms still to try, the first being the one in use; settled once the server answered in it
-        self.modes = list(STRUCTURED_OUTPUTS) if structured_output == "auto" else [structured_output]
-        self.settled = structured_output != "auto"
+        self.mode = None if structured_output == "auto" else structured_output  # auto: set by the first answer
         self._negotiation = threading.Lock()
 
     def check(self) -> None:
@@ -148,32 +145,33 @@ class OpenAIListwiseOracle(Oracle):
         return Judgement(scores=scores, raw=reply.text, cost=cost, detail=detail)
 
     def ask(self, messages: list[dict], n: int) -> tuple[Reply, str]:
-        """The server's reply and the structured-output mode it was asked in. Until a form is settled, one
+        """The server's reply and the structured-output mode it was asked in. Until a mode is set (auto), one
         question at a time tries the forms in order; the first that answers is kept for the run."""
         params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
-        while not self.settled:
+        if self.mode is None:
             with self._negotiation:
-                if self.settled:
-                    break
-                refused = []
-                for k, mode in enumerate(self.modes):
-                    reply = self.api.complete(messages, quiet=True, **params, **response_format(mode, n))
-                    if reply.error is None:  # answered (or answered before: a cache hit)
-                        if refused:
-                            log.warning("the judge at %s rejected structured_output=%s; asking with "
-                                        "structured_output=%s from now on (oracle.structured_output chooses one)",
-                                        self.api.base_url or "api.openai.com", ", ".join(refused), mode)
-                        self.modes, self.settled = self.modes[k:], True
-                        return reply, mode
-                    if not rejected(reply.status):
-                        return reply, mode  # no answer at all (not the form's fault): the next question tries
-                    refused.append(f"{mode} (HTTP {reply.status})")
-                # every form refused: the server fails whatever the form (it is down, or the question is too
-                # long); its errors speak for themselves: the strongest form is kept and each question asked once
-                self.modes, self.settled = self.modes[:1], True
-                return reply, self.modes[0]
-        mode = self.modes[0]
-        return self.api.complete(messages, **params, **response_format(mode, n)), mode
+                if self.mode is None:
+                    return self._negotiate(messages, n, params)
+        return self.api.complete(messages, **params, **response_format(self.mode, n)), self.mode
+
+    def _negotiate(self, messages: list[dict], n: int, params: dict) -> tuple[Reply, str]:
+        refused = []
+        for mode in STRUCTURED_OUTPUTS:
+            reply = self.api.complete(messages, quiet=True, **params, **response_format(mode, n))
+            if reply.error is None:  # answered (or answered before: a cache hit)
+                if refused:
+                    log.warning("the judge at %s rejected structured_output=%s; asking with structured_output=%s "
+                                "from now on (oracle.structured_output chooses one)",
+                                self.api.base_url or "api.openai.com", ", ".join(refused), mode)
+                self.mode = mode
+                return reply, mode
+            if not rejected(reply.status):
+                return reply, mode  # no answer at all (not the form's fault): the next question tries again
+            refused.append(f"{mode} (HTTP {reply.status})")
+        # every form refused: the server fails whatever the form (it is down, or the question is too long);
+        # its errors speak for themselves: the strongest form is kept and each question asked once
+        self.mode = STRUCTURED_OUTPUTS[0]
+        return reply, self.mode
 
     def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
         return run_concurrently(lambda item: self.judge(*item), items, self.api.max_concurrency, desc)
