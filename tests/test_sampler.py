@@ -131,3 +131,23 @@ def test_the_generate_sampler_is_kept(tiny):
     assert a == generate(model, tok, ["Hi.", "Describe the sea."], **kw)[0] and 0 < n_a <= 24
     with pytest.raises(ValueError, match="sampling.sampler must be one of dno, generate"):
         generate(model, tok, ["Hi."], **{**kw, "sampler": "vllm"})
+
+
+def test_static_and_dynamic_caches_draw_the_same_samples(small_vocab):
+    """The static KV cache (allocated once at its final length) changes where keys live, not what is
+    drawn: the same generators give the same tokens as with transformers' DynamicCache, finished rows
+    dropped at every step, once a quarter of the batch, or never."""
+    prompts = [[5, 6, 7], [8, 9, 10, 11, 12, 13], [14, 15]]
+
+    def run(**kw):
+        generators = [torch.Generator().manual_seed(row_seed(3, i, k)) for i in range(3) for k in range(4)]
+        return decode(small_vocab, prompts, 4, generators, max_new_tokens=12, temperature=1.0, top_p=0.9,
+                      top_k=20, pad_id=0, eos_id=1, **kw)
+
+    for drop_frac in (1e-9, 0.25, 2.0):
+        static = run(static_cache=True, drop_frac=drop_frac)
+        assert static == run(static_cache=False, drop_frac=drop_frac)
+        assert len(static) == 12 and all(1 <= len(r) <= 12 for r in static)
+    finished = [r for r in static if r[-1] == 1]
+    assert 3 <= len(finished) < 12 and min(map(len, finished)) < 6  # rows did leave the batch early
+    assert run(drop_frac=2.0) == run(drop_frac=1e-9)  # dropping finished rows changes nothing drawn

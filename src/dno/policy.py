@@ -223,22 +223,31 @@ def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
 
 
 def decode(model, prompts: list[list[int]], n: int, generators: list[torch.Generator], *, max_new_tokens: int,
-           temperature: float, top_p: float, top_k: int | None, pad_id: int, eos_id: int) -> list[list[int]]:
+           temperature: float, top_p: float, top_k: int | None, pad_id: int, eos_id: int,
+           drop_frac: float = 0.25, static_cache: bool = True) -> list[list[int]]:
     """n samples of each prompt (rows prompt-major, one generator per row): one prefill of the prompts
     whose KV cache is repeated n times, then one token per step for the samples still running; finished
-    ones leave the batch (their cache rows dropped) once they are a quarter of it."""
-    from transformers import DynamicCache
+    ones leave the batch (their cache rows dropped) once they are `drop_frac` of it (above 1: never).
+
+    static_cache: the KV cache is allocated once at its final length (transformers' StaticCache), where
+    a DynamicCache copies all of it at every step to append one position (a fifth of the time here)."""
+    from transformers import DynamicCache, StaticCache
 
     device = next(model.parameters()).device
     ids, mask = left_padded(prompts, pad_id)
     ids, mask = ids.to(device), mask.to(device)
+    width = ids.shape[1]
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache(config=model.config)
+    if static_cache:
+        cache = StaticCache(config=model.config, max_cache_len=width + max_new_tokens)
+        mask = torch.cat([mask, mask.new_zeros(len(prompts), max_new_tokens)], dim=1)  # the mask opens as it fills
+    else:
+        cache = DynamicCache(config=model.config)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                    use_cache=True, logits_to_keep=1).logits[:, -1]
-    cache.batch_repeat_interleave(n)
+    select_rows(cache, torch.arange(len(prompts), device=device).repeat_interleave(n))
     logits, mask = logits.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
-    position = mask.sum(-1)  # where each row's next token goes
+    position = positions[:, -1].repeat_interleave(n) + 1  # where each row's next token goes
     present = torch.arange(len(generators), device=device)  # the rows in the batch (and the cache)
     running = torch.ones(len(generators), dtype=torch.bool, device=device)  # of the present rows
     out: list[list[int]] = [[] for _ in generators]
@@ -253,15 +262,26 @@ def decode(model, prompts: list[list[int]], n: int, generators: list[torch.Gener
         running &= tokens != eos_id
         if step == max_new_tokens - 1 or not running.any():
             break
-        if (~running).sum() * 4 >= len(present):  # a quarter of the batch finished: drop those rows
+        if (~running).sum() >= drop_frac * len(present):  # enough of the batch finished: drop those rows
             keep = running.nonzero().squeeze(1)
-            cache.batch_select_indices(keep)
+            select_rows(cache, keep)
             present, running, tokens, mask, position = (x[keep] for x in (present, running, tokens, mask, position))
-        mask = torch.cat([mask, mask.new_ones(len(present), 1)], dim=1)
+        if static_cache:
+            mask[:, width + step] = 1
+        else:
+            mask = torch.cat([mask, mask.new_ones(len(present), 1)], dim=1)
         logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=position[:, None],
                        past_key_values=cache, use_cache=True).logits[:, -1]
         position = position + 1
     return out
+
+
+def select_rows(cache, index: torch.Tensor) -> None:
+    """Keep (or repeat) the batch rows `index` of every layer of a KV cache, dynamic or static (transformers'
+    DynamicLayer.batch_select_indices, which its StaticLayer lacks)."""
+    for layer in cache.layers:
+        if layer.is_initialized:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
 
 
 def draw(logits: torch.Tensor, generators: list[torch.Generator], *, temperature: float, top_p: float,
@@ -269,12 +289,12 @@ def draw(logits: torch.Tensor, generators: list[torch.Generator], *, temperature
     """One token per row from softmax(logits / temperature) over the top_k tokens, cut to the smallest
     head holding top_p of their mass (the token that crosses top_p is kept), by inverse CDF with one
     uniform number from each row's generator."""
-    scaled = logits.float() / temperature
-    vocab = scaled.shape[-1]
+    vocab = logits.shape[-1]
     if top_k and top_k < vocab:
-        top, index = scaled.topk(top_k, dim=-1)  # sorted, most likely first
-        probs = torch.softmax(top, dim=-1)
+        top, index = logits.topk(top_k, dim=-1)  # sorted, most likely first (temperature keeps the order)
+        probs = torch.softmax(top.float() / temperature, dim=-1)
     else:
+        scaled = logits.float() / temperature
         probs = torch.softmax(scaled, dim=-1)
         if top_p < 1.0:  # the head holding top_p is nearly always in the first 256: sort only those
             probs, index = probs.topk(min(256, vocab), dim=-1)
