@@ -163,3 +163,28 @@ def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
     assert len(rows) == 2 and all(line.endswith("| 200 |") for line in rows)  # 200 test prompts each
     assert "Across sampling seeds: WR " in noise and (tmp_path / "sweep" / "wall_time.txt").exists()
     assert (tmp_path / "tables" / "win_rate.png").exists()
+
+
+def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
+    """experiments/sampler_levers.py as its docstring runs it on the tiny model: every lever row, and the
+    rows that only change how the work is laid out (prefill shared or not, batch order, dropping finished
+    rows, static or dynamic cache, one batch) draw the very same tokens, since each sample has its own
+    generator."""
+    out = tmp_path / "levers.md"
+    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "experiments/sampler_levers.py", "prompts=4",
+                           "repeats=1", "model=tiny_random", "schedule=smoke", f"out={out}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["lever"]: r for r in report["rows"]}
+    assert len(rows) == 11 and sum(r["kept"] for r in rows.values()) == 9 and report["prompts"] == 4
+    same = [name for name in rows if name.startswith(("own decode loop", "+ ", "= ", "finished", "all "))]
+    assert len(same) == 8 and len({rows[name]["tokens"] for name in same}) == 1
+    assert 4 * 4 <= rows[same[0]]["tokens"] <= 4 * 4 * 12  # 4 prompts x K=4, at most max_new_tokens (12) each
+    first, before = report["rows"][0], report["rows"][1]
+    assert first["to_bare"] == 1.0 and before["to_before"] == 1.0
+    for r in report["rows"]:
+        assert r["flops"] == pytest.approx(2 * report["parameters"] * r["tokens_per_s"])
+        assert r["to_before"] == pytest.approx(r["tokens_per_s"] / before["tokens_per_s"])
+    md = out.read_text()
+    assert "| = `sampler=dno` (dno.policy.generate) |" in md and "*tried on top of `sampler=dno`:*" in md

@@ -222,6 +222,7 @@ def left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
+@torch.no_grad()  # a sampler never needs gradients: without this, a caller's loop keeps every step's graph
 def decode(model, prompts: list[list[int]], n: int, generators: list[torch.Generator], *, max_new_tokens: int,
            temperature: float, top_p: float, top_k: int | None, pad_id: int, eos_id: int,
            drop_frac: float = 0.25, static_cache: bool = True) -> list[list[int]]:

@@ -1,0 +1,201 @@
+"""The in-process sampler's levers one at a time, in one process on the same prompts (issue 17).
+
+    .venv/bin/python experiments/sampler_levers.py                       # SmolLM2-135M, 32 prompts x 4
+    .venv/bin/python experiments/sampler_levers.py prompts=16 compile=1  # also static cache + torch.compile
+    .venv/bin/python experiments/sampler_levers.py prompts=4 repeats=1 model=tiny_random schedule=smoke
+
+Each row of the table adds one lever to the row above it, starting from transformers' `generate` in
+batches of `from_batch` sequences (default 64, `sampling.batch_size` before issue 17) and ending at
+`sampling.sampler=dno` (`dno.policy.generate`) in batches of `sampling.batch_size`; the rows after the
+line try one more lever on top of the last kept one. Every row samples the same prompts (the first `prompts` of
+iteration 1's split), K = schedule.samples_per_prompt each, with the config's temperature, top-p,
+top-k and maximum length; the rows run in turn, `repeats` times, and the best tokens/s of each is
+reported (this machine drifts). Tokens are generated tokens up to and including EOS; FLOP/s counts 2N
+per generated token (N parameters; prefill and attention not counted). The compiled row runs last and
+compiles just before it (in-process compilation took ~20 GB here, which slows whatever runs next).
+Writes OUT (default
+results/sampler_levers.md) and the same figures as JSON beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from dno.bench import bare_generate, matmul_flops
+from dno.config import CONF_DIR
+from dno.data import chat_prompt
+from dno.data.splits import make_splits
+from dno.policy import decode, generate, load_model, load_tokenizer, prompt_ids, row_seed, sampling_options
+
+OURS = ("prompts", "repeats", "compile", "out", "from_batch")
+
+
+def own_loop(model, tok, encoded: list[list[int]], k: int, cfg, *, shared_prefill: bool, by_length: bool,
+             drop_frac: float, batch: int, static_cache: bool = False) -> int:
+    """`decode` over batches of `batch` sequences, each lever switchable; returns the generated tokens."""
+    s, per_batch = cfg.sampling, max(1, batch // k)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if by_length else list(range(len(encoded)))
+    n_tokens = 0
+    for b in range(0, len(order), per_batch):
+        chunk = order[b:b + per_batch]
+        generators = [torch.Generator().manual_seed(row_seed(cfg.seed, i, j)) for i in chunk for j in range(k)]
+        prompts = [encoded[i] for i in chunk]
+        if not shared_prefill:  # K copies of each prompt, each prefilled: what generate does
+            prompts, n = [p for p in prompts for _ in range(k)], 1
+        else:
+            n = k
+        rows = decode(model, prompts, n, generators, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
+                      top_p=s.top_p, top_k=s.top_k, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
+                      drop_frac=drop_frac, static_cache=static_cache)
+        n_tokens += sum(r.index(tok.eos_token_id) + 1 if tok.eos_token_id in r else len(r) for r in rows)
+    return n_tokens
+
+
+@torch.no_grad()
+def static_compiled(model, tok, instructions, k: int, cfg, batch: int) -> int:
+    """transformers' generate with a static KV cache and its forward compiled (torch.compile), which
+    transformers does only on accelerators unless asked; the first call (compilation) is not timed."""
+    from transformers import CompileConfig
+
+    compile_config = CompileConfig(mode="default", dynamic=False)
+    compile_config._compile_all_devices = True
+    s, n_tokens = cfg.sampling, 0
+    per_batch = max(1, batch // k)
+    for start in range(0, len(instructions), per_batch):
+        enc = tok.pad({"input_ids": [prompt_ids(tok, p) for p in instructions[start:start + per_batch]]},
+                      padding_side="left", return_tensors="pt")
+        torch.manual_seed(cfg.seed + start)
+        out = model.generate(**enc, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
+                             max_new_tokens=s.max_new_tokens, num_return_sequences=k, pad_token_id=tok.pad_token_id,
+                             eos_token_id=tok.eos_token_id, cache_implementation="static",
+                             compile_config=compile_config)
+        gen = out[:, enc["input_ids"].shape[1]:]
+        done = (gen == tok.eos_token_id).int().cumsum(-1)
+        n_tokens += int(((done == 0) | ((done == 1) & (gen == tok.eos_token_id))).sum())
+    return n_tokens
+
+
+def main(argv: list[str]) -> dict:
+    options = dict(o.split("=", 1) for o in argv if o.split("=")[0] in OURS)
+    overrides = [o for o in argv if o.split("=")[0] not in OURS]
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    n_prompts, repeats = int(options.get("prompts", 32)), int(options.get("repeats", 2))
+    out = Path(options.get("out", "results/sampler_levers.md"))
+    torch.manual_seed(cfg.seed)
+    s, k = cfg.schedule, cfg.schedule.samples_per_prompt
+    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+                         n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+    prompts = splits.iterations[0][:n_prompts]
+    tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+    model = load_model(cfg.model, cfg.cache_dir, tok).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    instructions = [chat_prompt(p) for p in prompts]
+    encoded = [prompt_ids(tok, p) for p in instructions]
+    before, batch = int(options.get("from_batch", 64)), cfg.sampling.batch_size
+    never = math.inf
+
+    def ours(**kw):
+        return lambda: own_loop(model, tok, encoded, k, cfg, **kw)
+
+    opts = sampling_options(cfg.sampling)
+    old = {**opts, "batch_size": before}
+    rows = [
+        (f"bare `model.generate` (transformers), batches of {before} sequences",
+         lambda: bare_generate(model, tok, instructions, n=k, seed=cfg.seed,
+                               sampling=OmegaConf.merge(cfg.sampling, {"batch_size": before}))),
+        ("`sampler=generate` (dno before this issue: generate per batch)",
+         lambda: generate(model, tok, instructions, n=k, seed=cfg.seed, **{**old, "sampler": "generate"})[1]),
+        ("own decode loop (DynamicCache), each of the K copies prefilled, prompt order, no early exit",
+         ours(shared_prefill=False, by_length=False, drop_frac=never, batch=before)),
+        ("+ one prefill shared by a prompt's K samples (KV cache repeated)",
+         ours(shared_prefill=True, by_length=False, drop_frac=never, batch=before)),
+        ("+ prompts batched by length (less left padding)",
+         ours(shared_prefill=True, by_length=True, drop_frac=never, batch=before)),
+        ("+ finished samples leave the batch (once a quarter of it)",
+         ours(shared_prefill=True, by_length=True, drop_frac=0.25, batch=before)),
+        ("+ a static KV cache (allocated once, no copy per step)",
+         ours(shared_prefill=True, by_length=True, drop_frac=0.25, batch=before, static_cache=True)),
+        (f"+ batches of {batch} sequences (sampling.batch_size; samples do not depend on it)",
+         ours(shared_prefill=True, by_length=True, drop_frac=0.25, batch=batch, static_cache=True)),
+        ("= `sampler=dno` (dno.policy.generate)",
+         lambda: generate(model, tok, instructions, n=k, seed=cfg.seed, **{**opts, "sampler": "dno"})[1]),
+    ]
+    alternatives = [
+        ("finished samples leave the batch at every step",
+         ours(shared_prefill=True, by_length=True, drop_frac=1e-9, batch=batch, static_cache=True)),
+        ("eager attention instead of SDPA", "eager"),
+    ]
+    if options.get("compile") == "1":
+        def compiled():
+            if not compiled.done:  # compile first (not timed)
+                static_compiled(model, tok, instructions[:max(1, batch // k)], k, cfg, batch)
+                compiled.done = True
+            return static_compiled(model, tok, instructions, k, cfg, batch)
+
+        compiled.done = False
+        alternatives.append((f"bare generate, batches of {batch}, static KV cache + torch.compile "
+                             "(compilation not timed)", compiled))
+    default_attention = model.config._attn_implementation
+
+    def eager():
+        model.set_attn_implementation("eager")
+        try:
+            return generate(model, tok, instructions, n=k, seed=cfg.seed, **{**opts, "sampler": "dno"})[1]
+        finally:
+            model.set_attn_implementation(default_attention)
+
+    table = [(name, eager if fn == "eager" else fn) for name, fn in rows + alternatives]
+    bare_generate(model, tok, instructions[:1], n=1, sampling=cfg.sampling, seed=0)  # warm-up
+    best: dict[str, float] = {}
+    tokens: dict[str, int] = {}
+    start = time.perf_counter()
+    for _ in range(repeats):
+        for name, fn in table:
+            t0 = time.perf_counter()
+            n = fn()
+            secs = time.perf_counter() - t0
+            tokens[name] = n
+            best[name] = max(best.get(name, 0.0), n / secs)
+            print(f"{n / secs:8.1f} tokens/s  {name}", file=sys.stderr)
+    wall = time.perf_counter() - start
+    limit = matmul_flops(1024 if n_params < 1e7 else 2048)
+    base = best[table[0][0]]
+    before = best[table[1][0]]
+    report = {"model": cfg.model.name, "prompts": len(prompts), "k": k, "repeats": repeats, "parameters": n_params,
+              "attention": default_attention, "threads": torch.get_num_threads(), "limit_flops": limit["flops"],
+              "wall_s": wall, "rows": [{"lever": name, "kept": i < len(rows), "tokens": tokens[name],
+                                        "tokens_per_s": best[name], "flops": 2 * n_params * best[name],
+                                        "to_bare": best[name] / base, "to_before": best[name] / before}
+                                       for i, (name, _) in enumerate(table)]}
+    lines = [f"# The sampler's levers: {report['model']}, {len(prompts)} prompts x {k}", "",
+             f"{n_params / 1e6:.1f}M parameters, {report['threads']} threads, attention `{default_attention}`, "
+             f"temperature {cfg.sampling.temperature}, top-p {cfg.sampling.top_p}, top-k {cfg.sampling.top_k}, "
+             f"at most {cfg.sampling.max_new_tokens} new tokens. Machine limit {limit['flops'] / 1e9:.1f} GFLOP/s "
+             f"({limit['dtype']} matmul). Best of {repeats} interleaved runs; {wall / 60:.1f} min in all. "
+             "`python experiments/sampler_levers.py " + " ".join(argv) + "`", "",
+             "| lever | tokens/s | model GFLOP/s | of limit | x bare generate | x before |",
+             "|---|---|---|---|---|---|"]
+    for i, r in enumerate(report["rows"]):
+        if i == len(rows):
+            lines.append("| *tried on top of `sampler=dno`:* | | | | | |")
+        lines.append(f"| {r['lever']} | {r['tokens_per_s']:.1f} | {r['flops'] / 1e9:.1f} | "
+                     f"{r['flops'] / limit['flops']:.0%} | {r['to_bare']:.2f} | {r['to_before']:.2f} |")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+    print("\n".join(lines))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
