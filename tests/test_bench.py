@@ -33,10 +33,17 @@ def report(tmp_path_factory) -> tuple[dict, Path]:
 def test_report_fields(report):
     r, out = report
     assert r["machine"]["device"] == "cpu" and r["machine"]["dtype"] == "float32" and r["machine"]["flops"] > 1e8
-    s = r["sampling"]
-    assert (s["prompts"], s["k"], s["repeats"]) == (4, 4, 2)
-    assert s["ours_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
-    assert s["ratio"] == pytest.approx(s["ours_tokens_per_s"] / s["bare_tokens_per_s"])
+    # bench.prompts=4, then an iteration's 6 prompts (schedule=smoke), K=4 each
+    assert [(s["prompts"], s["k"], s["repeats"]) for s in r["sampling"]] == [(4, 4, 2), (6, 4, 2)]
+    for s in r["sampling"]:
+        assert s["sampler"] == "dno" and s["ours_tokens_per_s"] == s["dno_tokens_per_s"]
+        assert s["generate_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
+        assert s["ratio"] == pytest.approx(s["ours_tokens_per_s"] / s["bare_tokens_per_s"])
+        assert s["dno_to_generate"] == pytest.approx(s["dno_tokens_per_s"] / s["generate_tokens_per_s"])
+        assert s["flops"] == pytest.approx(2 * r["parameters"] * s["ours_tokens_per_s"])
+        assert s["flops_frac"] == pytest.approx(s["flops"] / r["machine"]["flops"])
+    samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
+    assert len(samples) == 4 and all(len(x["responses"]) == 4 for x in samples)  # the pairs' prompts: bench.prompts
     for part, per_token in (("reference", 2), ("update", 6)):
         p = r[part]
         assert p["pairs"] == 8  # K=4 samples -> 2 fixed pairs per prompt
@@ -60,6 +67,8 @@ def test_report_fields(report):
     assert it["iteration_s"] == pytest.approx(sum(it[f"{n}_s"] for n in stages))
     assert (out / "iter_1" / "checkpoint" / "config.json").exists()  # the loop's own stages ran
     md = (out / "bench.md").read_text()
+    assert "| sampling, sampler=dno (configured) (tokens/s, 6 prompts x 4) |" in md
+    assert "| sampling, sampler=generate (tokens/s, 4 prompts x 4) |" in md
     assert "Machine limit" in md and "TRL DPOTrainer" in md and "One iteration of dno-run" in md
 
 

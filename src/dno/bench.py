@@ -5,7 +5,9 @@
 
 On fixed, seeded inputs, in one process on one machine (so that ratios hold on a noisy machine):
 1. the machine's limit: fp32 (CPU) or bf16 (GPU) matmul FLOP/s;
-2. sampling: tokens/s of dno's sampler against a bare batched `model.generate`, same prompts and settings;
+2. sampling: tokens/s and model FLOP/s (2N per generated token) of both samplers (sampling.sampler=dno,
+   =generate) against a bare batched `model.generate`, same prompts and settings, at bench.prompts x K
+   and at an iteration's prompts x K;
 3. reference log-probs and the update: non-padding tokens/s, achieved FLOP/s (2N per reference
    token, 6N per trained token, N the parameters) and its fraction of the matmul FLOP/s, padding,
    peak memory (RSS on CPU, max allocated on GPU), models resident during the update;
@@ -205,26 +207,39 @@ def iteration_times(cfg: DictConfig, run_dir: Path, loss_choice: str = "?") -> d
             "iteration_s": sum(stages.values()), "pairs": read_json(d / "DONE.pairs").get("pairs/total")}
 
 
-def measure_sampling(cfg: DictConfig, model, tok, instructions: list[list[dict]]) -> tuple[list[list[str]], dict]:
-    """dno's sampler against a bare batched `generate`, interleaved, best of each: the machine's drift
-    hits both alike. Returns dno's samples and the report's `sampling` part."""
-    from dno.policy import generate
+def measure_sampling(cfg: DictConfig, model, tok, instructions: list[list[dict]], n_params: int
+                     ) -> tuple[list[list[str]], list[dict]]:
+    """Both samplers (sampling.sampler=dno and =generate) and a bare batched `generate` at each shape
+    (bench.prompts, then bench.sampling_prompts; x K samples), interleaved, best of each: the machine's
+    drift hits all alike. Returns the configured sampler's samples of the first shape and the report's
+    `sampling` part (one entry per shape; `ours`: the configured sampler; FLOP/s: 2N per generated token)."""
+    from dno.policy import SAMPLERS, generate, sampling_options
 
     b, k = cfg.bench, cfg.schedule.samples_per_prompt
+    ours = cfg.sampling.get("sampler", "generate")
     bare_generate(model, tok, instructions[:1], n=1, sampling=cfg.sampling, seed=0)  # warm-up
-    ours, bare = [], []
-    for _ in range(b.sampling_repeats):
-        (responses, n_tok), secs, ours_mb = timed(lambda: generate(
-            model, tok, instructions, n=k, max_new_tokens=cfg.sampling.max_new_tokens,
-            temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p, batch_size=cfg.sampling.batch_size,
-            seed=cfg.seed, desc="bench: dno sampler"))
-        ours.append(n_tok / secs)
-        n_tok, secs, _ = timed(lambda: bare_generate(model, tok, instructions, n=k, sampling=cfg.sampling,
-                                                     seed=cfg.seed))
-        bare.append(n_tok / secs)
-    return responses, {"prompts": len(instructions), "k": k, "repeats": b.sampling_repeats,
-                       "ours_tokens_per_s": max(ours), "bare_tokens_per_s": max(bare),
-                       "ratio": max(ours) / max(bare), "peak_mb": ours_mb}
+    shapes, first = [], None
+    for n in dict.fromkeys(min(int(p), len(instructions)) for p in (b.prompts, *b.sampling_prompts)):
+        best = {name: 0.0 for name in (*SAMPLERS, "bare")}
+        peak = {}
+        for _ in range(b.sampling_repeats):
+            for sampler in SAMPLERS:
+                (responses, n_tok), secs, peak[sampler] = timed(lambda: generate(  # noqa: B023
+                    model, tok, instructions[:n], n=k, seed=cfg.seed, desc=f"bench: sampler={sampler}",  # noqa: B023
+                    **{**sampling_options(cfg.sampling), "sampler": sampler}))  # noqa: B023
+                best[sampler] = max(best[sampler], n_tok / secs)
+                if sampler == ours and first is None:
+                    first = responses
+            n_tok, secs, _ = timed(lambda: bare_generate(model, tok, instructions[:n], n=k,  # noqa: B023
+                                                         sampling=cfg.sampling, seed=cfg.seed))
+            best["bare"] = max(best["bare"], n_tok / secs)
+        shapes.append({"prompts": n, "k": k, "repeats": b.sampling_repeats, "sampler": ours,
+                       "ours_tokens_per_s": best[ours], "bare_tokens_per_s": best["bare"],
+                       "ratio": best[ours] / best["bare"],
+                       **{f"{name}_tokens_per_s": best[name] for name in SAMPLERS},
+                       "dno_to_generate": best["dno"] / best["generate"],
+                       "flops": 2 * n_params * best[ours], "peak_mb": peak[ours]})
+    return first, shapes
 
 
 def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective) -> tuple[dict, list[dict]]:
@@ -241,7 +256,8 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[dict], out: Path, objective
     accelerator = make_accelerator(cfg.train.process_timeout_min)
     model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
     n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
-    responses, sampling = measure_sampling(cfg, model, tok, [chat_prompt(p) for p in prompts])
+    responses, sampling = measure_sampling(cfg, model, tok, [chat_prompt(p) for p in prompts], n_params)
+    prompts = prompts[: cfg.bench.prompts]
     pairs, pairs_path = bench_pairs(prompts, responses), out / "pairs.jsonl"
     write_jsonl(pairs_path, pairs)
     write_jsonl(out / "samples.jsonl", [{**p, "responses": r} for p, r in zip(prompts, responses, strict=True)])
@@ -308,7 +324,7 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
                     "machine": matmul_flops(b.matmul_size)}
     splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
-    prompts = splits.iterations[0][: b.prompts]
+    prompts = splits.iterations[0]  # bench.prompts of them for the pairs, all for sampling's larger shape
     tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
     variant = instantiate(cfg.loss)
     ours, pairs = measure_ours(cfg, tok, prompts, out, variant.objective)
@@ -328,8 +344,8 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
     # the limit again at the end: on a machine that drifts, the better of the two is what it can do
     start, end = report["machine"]["flops"], matmul_flops(b.matmul_size)["flops"]
     report["machine"] |= {"flops_start": start, "flops_end": end, "flops": max(start, end)}
-    for part in ("reference", "update"):
-        report[part]["flops_frac"] = report[part]["flops"] / report["machine"]["flops"]
+    for part in (*report["sampling"], report["reference"], report["update"]):
+        part["flops_frac"] = part["flops"] / report["machine"]["flops"]
     write_json(out / "bench.json", report)
     (out / "bench.md").write_text(markdown(report))
     return report
@@ -347,9 +363,16 @@ def markdown(r: dict) -> str:
             f"{m['threads']} threads; the better of {gf(m['flops_start'])} at the start and {gf(m['flops_end'])} "
             "at the end).", "",
             "| stage | ours | baseline | ours / baseline | achieved FLOP/s | of limit | padding | peak memory |",
-            "|---|---|---|---|---|---|---|---|",
-            f"| sampling (tokens/s, {smp['prompts']} prompts x {smp['k']}) | {smp['ours_tokens_per_s']:.1f} | "
-            f"{smp['bare_tokens_per_s']:.1f} (bare generate) | {smp['ratio']:.2f} | | | | {smp['peak_mb']:.0f} MB |"]
+            "|---|---|---|---|---|---|---|---|"]
+    for shape in smp:
+        for sampler in ("dno", "generate"):
+            mark = " (configured)" if sampler == shape["sampler"] else ""
+            tps = shape[f"{sampler}_tokens_per_s"]
+            rows.append(f"| sampling, sampler={sampler}{mark} (tokens/s, {shape['prompts']} prompts x {shape['k']}) | "
+                        f"{tps:.1f} | {shape['bare_tokens_per_s']:.1f} (bare generate) | "
+                        f"{tps / shape['bare_tokens_per_s']:.2f} | {gf(2 * r['parameters'] * tps)} | "
+                        f"{2 * r['parameters'] * tps / m['flops']:.0%} | | "
+                        + (f"{shape['peak_mb']:.0f} MB |" if mark else "|"))
     for name, part, key in (("reference log-probs", ref, "reference"), ("update", upd, "update")):
         base = f"{trl[f'{key}_tokens_per_s']:.1f} (TRL DPOTrainer)" if trl else f"n/a ({r.get('trl_note')})"
         ratio = _f(trl[f"{key}_ratio"], ".2f") if trl else "n/a"
@@ -366,8 +389,11 @@ def markdown(r: dict) -> str:
     rows += ["", f"Update: {upd['steps']} optimizer steps, {upd['models_resident']} model(s) resident "
              f"(TRL: {trl['models_resident'] if trl else 'n/a'}). Model FLOP/s, as in MFU: 2N per reference token and "
              "6N per trained token (N parameters, attention not counted), tokens being the non-padding prompt + "
-             "response tokens; dno skips the output projection over a micro-batch's shared prompt positions, so "
-             "the hardware does less than this count."
+             "response tokens, and 2N per generated token when sampling (the prompts' prefill not counted); dno "
+             "skips the output projection over a micro-batch's shared prompt positions, so the hardware does less "
+             "than this count in the update."
+             + "".join(f" Sampling {x['prompts']} prompts x {x['k']}: sampler=dno {x['dno_to_generate']:.2f}x "
+                       "sampler=generate." for x in smp)
              + (f" LoRA trains {r['update_lora']['trainable_params'] / 1e6:.2f}M of the {r['parameters'] / 1e6:.1f}M "
                 "parameters (a fresh adapter on pi_1, model.lora.r)." if r.get("update_lora") else ""),
              "", f"Judge ({j['oracle']}): {j['calls_per_prompt']:.2f} calls and {j['tokens_per_prompt']:.0f} tokens "
