@@ -17,7 +17,8 @@ SEEDS="${SEEDS:-0,1,2}"
 SWEEP="${SWEEP_DIR:-multirun/table1_seeds/$(date +%Y-%m-%d_%H-%M-%S)}"
 TABLES="${TABLES_DIR:-results/table1_seeds}"
 start=$(date +%s)
-.venv/bin/dno-run -m "experiment=$ROWS" "seed=$SEEDS" schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP" "$@"
+# seeds outermost (Hydra's sweep varies the last key fastest): a sweep cut short still has every row
+.venv/bin/dno-run -m "seed=$SEEDS" "experiment=$ROWS" schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP" "$@"
 echo "sweep wall time: $(( $(date +%s) - start )) s" | tee "$SWEEP/wall_time.txt"
 .venv/bin/dno-tables "runs=$SWEEP" "out=$TABLES" ${TABLES_ARGS:-}
 REPORT="${REPORT:-results/table1_seeds.md}"
