@@ -166,14 +166,19 @@ def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
 
 
 def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
-    """experiments/sampler_levers.py as its docstring runs it on the tiny model: every lever row, and the
+    """The README's experiments/sampler_levers.py command on the tiny model: every lever row, and the
     rows that only change how the work is laid out (prefill shared or not, batch order, dropping finished
     rows, static or dynamic cache, one batch) draw the very same tokens, since each sample has its own
     generator."""
+    import shlex
+
+    readme = (REPO / "README.md").read_text()
+    command = next(line for line in readme.splitlines()
+                   if "experiments/sampler_levers.py" in line and "model=tiny_random" in line)
     out = tmp_path / "levers.md"
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "experiments/sampler_levers.py", "prompts=4",
-                           "repeats=1", "model=tiny_random", "schedule=smoke", f"out={out}"],
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    words = [w for w in shlex.split(command.split("#")[0]) if not w.startswith("out=")] + [f"out={out}"]
+    assert words[:2] == [".venv/bin/python", "experiments/sampler_levers.py"] and "prompts=4" in words
+    proc = subprocess.run([str(REPO / words[0]), *words[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {r["lever"]: r for r in report["rows"]}

@@ -6,6 +6,7 @@ model hub or a GPU are composed and checked, which catches a README naming a con
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -24,7 +25,7 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             ".venv/bin/dno-export",
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh", "experiments/table1_seeds.sh",
-            "experiments/open_judge.sh")
+            "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py")
 
 
 def without_env(command: str) -> str:
@@ -148,6 +149,16 @@ def test_the_bench_table_in_the_readme_is_results_bench_md():
     for line in bench.splitlines():
         if line.startswith(("| sampling", "| reference", "| update", "Machine limit")):
             assert line in README, line
+
+
+def test_the_sampler_levers_table_in_the_readme_is_results_sampler_levers_md():
+    levers = json.loads((REPO / "results" / "sampler_levers.json").read_text())
+    for line in (REPO / "results" / "sampler_levers.md").read_text().splitlines():
+        if line.startswith("| ") and not line.startswith("| lever"):
+            assert line in README, line
+    before = next(r for r in levers["rows"] if r["lever"].startswith("`sampler=generate`"))
+    ours = next(r for r in levers["rows"] if r["lever"].startswith("= `sampler=dno`"))
+    assert f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x" in README
 
 
 @pytest.mark.parametrize("args", TABLE1, ids=[" ".join(a) or "default" for a in TABLE1])
