@@ -62,7 +62,9 @@ def without_times(rows: list[dict]) -> list[dict]:
 
 def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     rng = random.Random(7)
-    with JudgeServer(latency=0.05) as server:
+    # each answer takes 0.25 s: the judge stage lasts over 0.5 s (6 prompts, 4 at a time), so the kill
+    # 0.1 s after DONE.sample lands inside it even on a loaded machine (0.05 s raced it under load)
+    with JudgeServer(latency=0.25) as server:
         reference = tmp_path / "reference"
         assert start(command(server, reference, tmp_path / "ref.sqlite")).wait(timeout=300) == 0
         asked_alone = questions(server.requests)

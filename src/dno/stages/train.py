@@ -51,12 +51,13 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     # and DeepSpeed divides by its accumulation steps, so the loss is scaled back to the step's mean.
     scale = world * (grad_accum if deepspeed else 1)
     sums: Counter = Counter()
+    first: Counter = Counter()  # the first step's, where the policy is still its reference: log 2 for DPO-like losses
     start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="training", unit="step", leave=False,
                disable=not accelerator.is_local_main_process)
-    for _ in range(epochs):
+    for epoch in range(epochs):
         rng.shuffle(steps)
-        for step in steps:
+        for i, step in enumerate(steps):
             n_step = sum(map(len, step))
             work = [(idx, 1.0) for idx in step[rank::world]]
             if world > 1 or deepspeed:  # same number of backward passes everywhere: zero-weight fillers
@@ -68,6 +69,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
                                     accelerator, tokenizer)
                 if weight:
                     sums.update(m)
+                    if epoch == i == 0:
+                        first.update(m)
             if not deepspeed:
                 accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
             optimizer.step()
@@ -78,7 +81,7 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerat
     bar.close()
     seconds = time.perf_counter() - start
     accelerator.free_memory()
-    return _summary(accelerator, sums, seconds) | {"train/pairs": len(pairs), "train/steps": total_steps,
+    return _summary(accelerator, sums, seconds, first) | {"train/pairs": len(pairs), "train/steps": total_steps,
                                                    "train/trainable_params": n_trainable}
 
 
@@ -94,15 +97,18 @@ def _optimizer(model, optim, total_steps: int, accelerator):
     return optimizer, scheduler
 
 
-def _summary(accelerator, sums: Counter, seconds: float) -> dict:
+def _summary(accelerator, sums: Counter, seconds: float, first: Counter) -> dict:
     """The update's statistics over every process's pairs."""
     per_process = [dict(c) for c in gather(accelerator, dict(sums))]
-    total = Counter()
+    total, first_total = Counter(), Counter()
     for c in per_process:
         total.update(c)
+    for c in gather(accelerator, dict(first)):
+        first_total.update(c)
     n = total["pairs"]
     return {
-        "train/loss": total["loss"] / n, "train/reward_accuracy": total["acc"] / n,
+        "train/loss": total["loss"] / n, "train/first_step_loss": first_total["loss"] / first_total["pairs"],
+        "train/reward_accuracy": total["acc"] / n,
         "train/implicit_margin": total["margin"] / n, "train/processes": accelerator.num_processes,
         "train/pairs_per_process": [c.get("pairs", 0) for c in per_process],
         "time/train_tokens_per_s": total["tokens"] / seconds,
