@@ -60,28 +60,15 @@ def own_loop(model, tok, encoded: list[list[int]], k: int, cfg, *, shared_prefil
     return n_tokens
 
 
-@torch.no_grad()
-def static_compiled(model, tok, instructions, k: int, cfg, batch: int) -> int:
+def static_compiled(model, tok, instructions, k: int, cfg) -> int:
     """transformers' generate with a static KV cache and its forward compiled (torch.compile), which
-    transformers does only on accelerators unless asked; the first call (compilation) is not timed."""
+    transformers does only on accelerators unless asked."""
     from transformers import CompileConfig
 
     compile_config = CompileConfig(mode="default", dynamic=False)
     compile_config._compile_all_devices = True
-    s, n_tokens = cfg.sampling, 0
-    per_batch = max(1, batch // k)
-    for start in range(0, len(instructions), per_batch):
-        enc = tok.pad({"input_ids": [prompt_ids(tok, p) for p in instructions[start:start + per_batch]]},
-                      padding_side="left", return_tensors="pt")
-        torch.manual_seed(cfg.seed + start)
-        out = model.generate(**enc, do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=s.top_k,
-                             max_new_tokens=s.max_new_tokens, num_return_sequences=k, pad_token_id=tok.pad_token_id,
-                             eos_token_id=tok.eos_token_id, cache_implementation="static",
-                             compile_config=compile_config)
-        gen = out[:, enc["input_ids"].shape[1]:]
-        done = (gen == tok.eos_token_id).int().cumsum(-1)
-        n_tokens += int(((done == 0) | ((done == 1) & (gen == tok.eos_token_id))).sum())
-    return n_tokens
+    return bare_generate(model, tok, instructions, n=k, sampling=cfg.sampling, seed=cfg.seed,
+                         cache_implementation="static", compile_config=compile_config)
 
 
 def main(argv: list[str]) -> dict:
@@ -138,9 +125,9 @@ def main(argv: list[str]) -> dict:
     if options.get("compile") == "1":
         def compiled():
             if not compiled.done:  # compile first (not timed)
-                static_compiled(model, tok, instructions[:max(1, batch // k)], k, cfg, batch)
+                static_compiled(model, tok, instructions[:max(1, batch // k)], k, cfg)
                 compiled.done = True
-            return static_compiled(model, tok, instructions, k, cfg, batch)
+            return static_compiled(model, tok, instructions, k, cfg)
 
         compiled.done = False
         alternatives.append((f"bare generate, batches of {batch}, static KV cache + torch.compile "

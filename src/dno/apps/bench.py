@@ -12,7 +12,8 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.bench import markdown, run_bench
+from dno.bench import run_bench
+from dno.bench_report import markdown
 from dno.config import CONF_DIR
 
 
