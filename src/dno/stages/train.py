@@ -99,12 +99,12 @@ def _optimizer(model, optim, total_steps: int, accelerator):
 
 def _summary(accelerator, sums: Counter, seconds: float, first: Counter) -> dict:
     """The update's statistics over every process's pairs."""
-    per_process = [dict(c) for c in gather(accelerator, dict(sums))]
+    gathered = gather(accelerator, (dict(sums), dict(first)))
+    per_process = [c for c, _ in gathered]
     total, first_total = Counter(), Counter()
-    for c in per_process:
+    for c, f in gathered:
         total.update(c)
-    for c in gather(accelerator, dict(first)):
-        first_total.update(c)
+        first_total.update(f)
     n = total["pairs"]
     return {
         "train/loss": total["loss"] / n, "train/first_step_loss": first_total["loss"] / first_total["pairs"],
