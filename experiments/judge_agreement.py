@@ -17,9 +17,10 @@ import time
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from dno.config import CONF_DIR
-from dno.oracles.base import Judgement, all_pairs
-from dno.records import read_judgements
+from dno.oracles.base import all_pairs
+from dno.runtime.config import CONF_DIR
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, read_rows
 
 
 def main(argv: list[str]) -> dict:
@@ -31,15 +32,15 @@ def main(argv: list[str]) -> dict:
         cfg = compose("config", overrides=overrides)
     oracle = instantiate(cfg.oracle)
     oracle.check()
-    rows = [r for r in read_judgements(f"{run_dir}/iter_{options.get('iteration', 1)}/judgements.jsonl")
-            if r["judgement"]["status"] == "ok"][: options.get("prompts", 32)]
+    judged = RunDir(run_dir).iteration(options.get("iteration", 1)).judgements
+    rows = [r for r in read_rows(judged, Judged) if r.judgement.status == "ok"][: options.get("prompts", 32)]
     start = time.perf_counter()
-    theirs = oracle.judge_many([(r, r["candidates"]) for r in rows])
+    theirs = oracle.judge_many([(r.prompt, r.candidates) for r in rows])
     seconds = time.perf_counter() - start
     agree = decided = abstained = 0
     for r, j in zip(rows, theirs, strict=True):
-        ours = Judgement.from_dict(r["judgement"])
-        for a, b in all_pairs(len(r["candidates"])):
+        ours = r.judgement
+        for a, b in all_pairs(len(r.candidates)):
             p, q = ours.preference(a, b), j.preference(a, b)
             if p is None or p == 0.5:
                 continue

@@ -10,14 +10,17 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from dno.records import read_jsonl, read_judgements
+from dno.runtime.files import read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, read_rows
 
 
 def row(run: Path) -> str:
     ended = json.loads((run / "ended.json").read_text())
-    metrics = read_jsonl(run / "metrics.jsonl") if (run / "metrics.jsonl").exists() else []
-    judged = [r for t in range(1, len(metrics) + 1) for r in read_judgements(run / f"iter_{t}" / "judgements.jsonl")]
-    forms = Counter(r["judgement"]["detail"].get("structured_output", "?") for r in judged)
+    d = RunDir(run)
+    metrics = read_jsonl(d.metrics) if d.metrics.exists() else []
+    judged = [r for t in range(1, len(metrics) + 1) for r in read_rows(d.iteration(t).judgements, Judged)]
+    forms = Counter(r.judgement.detail.get("structured_output", "?") for r in judged)
     seconds = sum(m.get("time/judge_s", 0.0) for m in metrics)
     agreement = json.loads((run / "agreement.json").read_text() or "{}")
     if ended["exit"] == 0:

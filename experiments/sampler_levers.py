@@ -6,7 +6,8 @@
 
 Each row of the table adds one lever to the row above it, starting from transformers' `generate` in
 batches of `from_batch` sequences (default 64, `sampling.batch_size` before issue 17) and ending at
-`sampling.sampler=dno` (`dno.policy.generate`) in batches of `sampling.batch_size`; the rows after the
+`sampling.sampler=shared_prefill` (`dno.policy.sample.Sampler`; `dno` was its name when results/sampler_levers.md
+was measured) in batches of `sampling.batch_size`; the rows after the
 line try one more lever on top of the last kept one. Every row samples the same prompts (the first `prompts` of
 iteration 1's split), K = schedule.samples_per_prompt each, with the config's temperature, top-p,
 top-k and maximum length; the rows run in turn, `repeats` times, and the best tokens/s of each is
@@ -23,39 +24,49 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
-from dno.bench import bare_generate, matmul_flops
-from dno.config import CONF_DIR
-from dno.data import chat_prompt
 from dno.data.splits import make_splits
-from dno.policy import decode, generate, load_model, load_tokenizer, prompt_ids, row_seed, sampling_options
+from dno.policy.load import load_model, load_tokenizer, prompt_ids
+from dno.policy.sample import DecodeOptions, Sampler, SamplingOptions, decode, row_seed
+from dno.reports.bench import bare_generate, matmul_flops
+from dno.runtime.config import CONF_DIR
 
 OURS = ("prompts", "repeats", "compile", "out", "from_batch")
 
 
-def own_loop(model, tok, encoded: list[list[int]], k: int, cfg, *, shared_prefill: bool, by_length: bool,
-             drop_frac: float, batch: int, static_cache: bool = False) -> int:
-    """`decode` over batches of `batch` sequences, each lever switchable; returns the generated tokens."""
-    s, per_batch = cfg.sampling, max(1, batch // k)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if by_length else list(range(len(encoded)))
+@dataclass(frozen=True)
+class Levers:
+    """Which of the shared-prefill sampler's levers are on: one prefill per prompt for its K samples, prompts
+    batched by length, finished rows leaving at `drop_frac` of the batch, a static cache; `batch` sequences."""
+
+    shared_prefill: bool
+    by_length: bool
+    drop_frac: float
+    batch: int
+    static_cache: bool = False
+
+
+def own_loop(model, tok, encoded: list[list[int]], cfg, levers: Levers) -> int:
+    """`decode` over batches of `levers.batch` sequences, each lever switchable; returns the generated tokens."""
+    k = cfg.schedule.samples_per_prompt
+    s, per_batch, v = cfg.sampling, max(1, levers.batch // k), levers
+    options = DecodeOptions(s.max_new_tokens, s.temperature, s.top_p, s.top_k, tok.pad_token_id, tok.eos_token_id,
+                            drop_frac=v.drop_frac, static_cache=v.static_cache)
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i])) if v.by_length else list(range(len(encoded)))
     n_tokens = 0
     for b in range(0, len(order), per_batch):
         chunk = order[b:b + per_batch]
         generators = [torch.Generator().manual_seed(row_seed(cfg.seed, i, j)) for i in chunk for j in range(k)]
         prompts = [encoded[i] for i in chunk]
-        if not shared_prefill:  # K copies of each prompt, each prefilled: what generate does
-            prompts, n = [p for p in prompts for _ in range(k)], 1
-        else:
-            n = k
-        rows = decode(model, prompts, n, generators, max_new_tokens=s.max_new_tokens, temperature=s.temperature,
-                      top_p=s.top_p, top_k=s.top_k, pad_id=tok.pad_token_id, eos_id=tok.eos_token_id,
-                      drop_frac=drop_frac, static_cache=static_cache)
+        if not v.shared_prefill:  # K copies of each prompt, each prefilled: what generate does
+            prompts = [p for p in prompts for _ in range(k)]
+        rows = decode(model, prompts, generators, options)
         n_tokens += sum(r.index(tok.eos_token_id) + 1 if tok.eos_token_id in r else len(r) for r in rows)
     return n_tokens
 
@@ -67,7 +78,7 @@ def static_compiled(model, tok, instructions, k: int, cfg) -> int:
 
     compile_config = CompileConfig(mode="default", dynamic=False)
     compile_config._compile_all_devices = True
-    return bare_generate(model, tok, instructions, n=k, sampling=cfg.sampling, seed=cfg.seed,
+    return bare_generate(model, tok, instructions, n=k, sampling=SamplingOptions.of(cfg.sampling), seed=cfg.seed,
                          cache_implementation="static", compile_config=compile_config)
 
 
@@ -80,28 +91,31 @@ def main(argv: list[str]) -> dict:
     out = Path(options.get("out", "results/sampler_levers.md"))
     torch.manual_seed(cfg.seed)
     s, k = cfg.schedule, cfg.schedule.samples_per_prompt
-    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+    splits = make_splits(instantiate(cfg.data)(), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     prompts = splits.iterations[0][:n_prompts]
     tok = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
     model = load_model(cfg.model, cfg.cache_dir, tok).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    instructions = [chat_prompt(p) for p in prompts]
+    instructions = [p.messages for p in prompts]
     encoded = [prompt_ids(tok, p) for p in instructions]
     before, batch = int(options.get("from_batch", 64)), cfg.sampling.batch_size
     never = math.inf
 
     def ours(**kw):
-        return lambda: own_loop(model, tok, encoded, k, cfg, **kw)
+        return lambda: own_loop(model, tok, encoded, cfg, Levers(**kw))
 
-    opts = sampling_options(cfg.sampling)
-    old = {**opts, "batch_size": before}
+    opts = SamplingOptions.of(cfg.sampling)
+
+    def sampled(sampler: str, batch_size: int = batch) -> int:
+        options = replace(opts, sampler=sampler, batch_size=batch_size)
+        return Sampler(model, tok, options).sample(instructions, n=k, seed=cfg.seed)[1]
+
     rows = [
         (f"bare `model.generate` (transformers), batches of {before} sequences",
          lambda: bare_generate(model, tok, instructions, n=k, seed=cfg.seed,
-                               sampling=OmegaConf.merge(cfg.sampling, {"batch_size": before}))),
-        ("`sampler=generate` (dno before this issue: generate per batch)",
-         lambda: generate(model, tok, instructions, n=k, seed=cfg.seed, **{**old, "sampler": "generate"})[1]),
+                               sampling=replace(opts, batch_size=before))),
+        ("`sampler=generate` (dno before this issue: generate per batch)", lambda: sampled("generate", before)),
         ("own decode loop (DynamicCache), each of the K copies prefilled, prompt order, no early exit",
          ours(shared_prefill=False, by_length=False, drop_frac=never, batch=before)),
         ("+ one prefill shared by a prompt's K samples (KV cache repeated)",
@@ -114,8 +128,7 @@ def main(argv: list[str]) -> dict:
          ours(shared_prefill=True, by_length=True, drop_frac=0.25, batch=before, static_cache=True)),
         (f"+ batches of {batch} sequences (sampling.batch_size; samples do not depend on it)",
          ours(shared_prefill=True, by_length=True, drop_frac=0.25, batch=batch, static_cache=True)),
-        ("= `sampler=dno` (dno.policy.generate)",
-         lambda: generate(model, tok, instructions, n=k, seed=cfg.seed, **{**opts, "sampler": "dno"})[1]),
+        ("= `sampler=shared_prefill` (dno.policy.sample.Sampler)", lambda: sampled("shared_prefill")),
     ]
     alternatives = [
         ("finished samples leave the batch at every step",
@@ -137,12 +150,12 @@ def main(argv: list[str]) -> dict:
     def eager():
         model.set_attn_implementation("eager")
         try:
-            return generate(model, tok, instructions, n=k, seed=cfg.seed, **{**opts, "sampler": "dno"})[1]
+            return sampled("shared_prefill")
         finally:
             model.set_attn_implementation(default_attention)
 
     table = [(name, eager if fn == "eager" else fn) for name, fn in rows + alternatives]
-    bare_generate(model, tok, instructions[:1], n=1, sampling=cfg.sampling, seed=0)  # warm-up
+    bare_generate(model, tok, instructions[:1], n=1, sampling=opts, seed=0)  # warm-up
     best: dict[str, float] = {}
     tokens: dict[str, int] = {}
     start = time.perf_counter()
@@ -174,7 +187,7 @@ def main(argv: list[str]) -> dict:
              "|---|---|---|---|---|---|"]
     for i, r in enumerate(report["rows"]):
         if i == len(rows):
-            lines.append("| *tried on top of `sampler=dno`:* | | | | | |")
+            lines.append("| *tried on top of `sampler=shared_prefill`:* | | | | | |")
         lines.append(f"| {r['lever']} | {r['tokens_per_s']:.1f} | {r['flops'] / 1e9:.1f} | "
                      f"{r['flops'] / limit['flops']:.0%} | {r['to_bare']:.2f} | {r['to_before']:.2f} |")
     out.parent.mkdir(parents=True, exist_ok=True)

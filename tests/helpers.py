@@ -1,4 +1,5 @@
-"""Helpers shared by the test files: compose configs like dno-run does, and run dno-run as a user would.
+"""Helpers shared by the test files: compose configs like the apps do, run an app as a user would, build the
+tiny random model, and read offline W&B runs.
 
 A plain module (not conftest.py), so that every test file imports it the same way whether it runs
 alone (`pytest tests/test_configs.py`) or in the suite.
@@ -13,11 +14,11 @@ import sys
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from dno.config import CONF_DIR
+from dno.runtime.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[1]
-DNO_RUN = str(Path(sys.executable).with_name("dno-run"))
 SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
 SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
 # The README's 2-process command (and its submitit sweep): effective batch 4 = 2 processes x micro 2
@@ -29,6 +30,15 @@ VARIANTS_RUN = ("dno", "ipo", "sppo", "best_vs_worst")  # the variants test_loop
 LORA_RUN = [*DDP, "model.lora.r=4", "model.lora.alpha=8", "logger=none"]
 APPS = ("dno-run", "dno-eval", "dno-bench", "dno-tables", "dno-nash", "dno-export", "accelerate", ".sh",
         "judge_agreement.py")
+TINY_RANDOM = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny_random.yaml").random_init)
+TOKENIZER = OmegaConf.load(REPO / "conf" / "model" / "tiny_random.yaml").tokenizer
+
+
+def program(name: str) -> str:
+    """An installed console script (dno-run, accelerate, ...) of this virtual environment."""
+    return str(Path(sys.executable).with_name(name))
+
+
 
 
 def starts_an_app(args) -> bool:
@@ -42,14 +52,39 @@ def make_cfg(*overrides: str, return_hydra_config: bool = False, config_name: st
         return compose(config_name, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def dno_run(*args: str, cwd: Path | None = None, check: bool = True, timeout: int = 300,
-            env: dict | None = None) -> subprocess.CompletedProcess:
+def run(argv: list, *, check: bool = True, timeout: int = 300, env: dict | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """A command as a user runs it, W&B offline; an app's name (dno-run, accelerate, ...) runs this environment's.
+    With `check`, a failure raises with the command's stderr."""
+    argv = [program(argv[0]) if argv[0].startswith(("dno-", "accelerate")) else argv[0], *map(str, argv[1:])]
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", **(env or {})}
-    proc = subprocess.run([DNO_RUN, *args], cwd=cwd or REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(argv, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"dno-run {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"{' '.join(argv[:2])} ... failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc
+
+
+def dno_run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(["dno-run", *args], **kwargs)
+
+
+def dno_eval(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(["dno-eval", *args], **kwargs)
+
+
+def tiny_model_config(**changes) -> dict:
+    """The tiny random Llama of `model=tiny_random` (conf/model/tiny_random.yaml), with `changes`."""
+    return {**TINY_RANDOM, **changes}
+
+
+def tiny_llama(vocab_size: int, **changes):
+    """The tiny random Llama itself, for a vocabulary of `vocab_size` (eval mode, seeded)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(**tiny_model_config(vocab_size=vocab_size, **changes))
+    return AutoModelForCausalLM.from_config(config).eval()
 
 
 def wandb_records(run_dir: Path) -> list:

@@ -5,31 +5,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from dno.alpacaeval import instruction_difficulty, merged_leaderboard
+from dno.benchmarks.alpaca_eval2 import instruction_difficulty, merged_leaderboard
 from dno.metrics import length_controlled
-from dno.records import read_json
-from helpers import REPO, SMOKE
+from dno.runtime.files import read_json
+from helpers import SMOKE, dno_eval
 from judge_server import JudgeServer
 
-DNO_EVAL = str(Path(sys.executable).with_name("dno-eval"))
 KEY_ENV, KEY = "DNO_TEST_EVAL_KEY", "sk-test-eval-5a4b3c2d1e-secret"
 N = 10
-
-
-def dno_eval(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", KEY_ENV: KEY}
-    proc = subprocess.run([DNO_EVAL, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dno-eval failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def package_files() -> dict[str, str]:
@@ -62,7 +50,7 @@ def official(server, fake, out, *extra, check=True):
     ref, df_gamed = fake
     return dno_eval("model=tiny_random", "schedule=smoke", "eval=alpaca_eval2", f"eval.reference_outputs={ref}",
                     f"eval.df_gamed_path={df_gamed}", f"eval.base_url={server.url}", f"eval.api_key_env={KEY_ENV}",
-                    "eval.max_new_tokens=12", f"hydra.run.dir={out}", *extra, check=check)
+                    "eval.max_new_tokens=12", f"hydra.run.dir={out}", *extra, check=check, env={KEY_ENV: KEY})
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import sqlite3
 
 import pytest
 
+from dno.data import Prompt
 from dno.oracles.api import BudgetExceeded, OracleError
 from dno.oracles.base import FAILED, INVALID, OK
 from dno.oracles.cache import JudgeCache
@@ -16,7 +17,7 @@ from dno.oracles.openai_pairwise import OpenAIPairwiseOracle, label_probability
 from judge_server import JudgeServer, score
 
 KEY_ENV, KEY = "DNO_TEST_JUDGE_KEY", "sk-test-0123456789-secret"
-PROMPT = {"id": "p", "instruction": "Describe the sea."}
+PROMPT = Prompt.of("p", "Describe the sea.")
 CANDIDATES = ["The sea is wide.", "Water.", "Blue waves roll in from far away.", "Salt and wind.", "Deep."]
 
 
@@ -56,7 +57,7 @@ def test_unshuffle_puts_scores_back_in_the_callers_order(server, tmp_path):
     for position, index in enumerate(order, start=1):  # id(k) shows candidate order[k-1]
         assert f"## id{position}\n{CANDIDATES[index]}" in shown
     assert server.requests[0]["authorization"] == f"Bearer {KEY}"  # the key was read from the environment
-    assert presentation_order(PROMPT["instruction"], CANDIDATES, 0) == order  # a repeat is the same question
+    assert presentation_order(PROMPT.instruction, CANDIDATES, 0) == order  # a repeat is the same question
 
 
 def test_retries_recover_from_500_429_and_timeout(server, tmp_path):
@@ -112,7 +113,7 @@ def test_the_cache_answers_a_repeat_and_invalid_answers_are_not_paid_twice(serve
 
 
 def test_budget_in_requests_stops_cleanly_after_saving_what_was_paid(server, tmp_path):
-    items = [({"id": str(i), "instruction": f"Question {i}"}, CANDIDATES) for i in range(6)]
+    items = [(Prompt.of(str(i), f"Question {i}"), CANDIDATES) for i in range(6)]
     oracle = listwise(server, tmp_path, max_requests=4, max_concurrency=2)
     with pytest.raises(BudgetExceeded, match="oracle.max_requests=4"):
         oracle.judge_many(items)
@@ -133,7 +134,7 @@ def test_budget_in_dollars(server, tmp_path):
 
 def test_concurrency_bound_and_rate_limit(server, tmp_path):
     server.latency = 0.2
-    items = [({"id": str(i), "instruction": f"Q{i}"}, CANDIDATES) for i in range(8)]
+    items = [(Prompt.of(str(i), f"Q{i}"), CANDIDATES) for i in range(8)]
     judgements = listwise(server, tmp_path, max_concurrency=3).judge_many(items)
     assert all(j.status == OK for j in judgements)
     assert server.max_in_flight == 3  # bounded, and really concurrent

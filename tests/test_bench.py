@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from dno.bench import bench_pairs, matmul_flops, token_counts
-from dno.policy import load_tokenizer
-from helpers import REPO, SMOKE, make_cfg
+from dno.data import Prompt
+from dno.policy.load import load_tokenizer
+from dno.reports.bench import bench_pairs, matmul_flops, token_counts
+from dno.runtime.layout import IterationDir
+from dno.runtime.records import Samples, read_rows, write_rows
+from helpers import SMOKE, make_cfg, run
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> tuple[dict, Path]:
     """experiments/bench.sh (dno-bench, then the table copied to REPORT) on the tiny model."""
     out = tmp_path_factory.mktemp("bench")
-    env = {**os.environ, "BENCH_DIR": str(out / "run"), "REPORT": str(out / "bench.md")}
-    proc = subprocess.run(["experiments/bench.sh", *SMOKE, "bench.prompts=4", "bench.matmul_size=256"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    env = {"BENCH_DIR": str(out / "run"), "REPORT": str(out / "bench.md")}
+    run(["experiments/bench.sh", *SMOKE, "bench.prompts=4", "bench.matmul_size=256"], env=env)
     assert (out / "bench.md").read_text() == (out / "run" / "bench.md").read_text()
     assert json.loads((out / "bench.json").read_text()) == json.loads((out / "run" / "bench.json").read_text())
     return json.loads((out / "bench.json").read_text()), out / "run"
@@ -36,14 +35,15 @@ def test_report_fields(report):
     # bench.prompts=4, then an iteration's 6 prompts (schedule=smoke), K=4 each
     assert [(s["prompts"], s["k"], s["repeats"]) for s in r["sampling"]] == [(4, 4, 2), (6, 4, 2)]
     for s in r["sampling"]:
-        assert s["sampler"] == "dno" and s["ours_tokens_per_s"] == s["dno_tokens_per_s"]
+        assert s["sampler"] == "shared_prefill" and s["ours_tokens_per_s"] == s["shared_prefill_tokens_per_s"]
         assert s["generate_tokens_per_s"] > 0 and s["bare_tokens_per_s"] > 0
         assert s["ratio"] == pytest.approx(s["ours_tokens_per_s"] / s["bare_tokens_per_s"])
-        assert s["dno_to_generate"] == pytest.approx(s["dno_tokens_per_s"] / s["generate_tokens_per_s"])
+        assert s["shared_prefill_to_generate"] == pytest.approx(s["shared_prefill_tokens_per_s"]
+                                                                / s["generate_tokens_per_s"])
         assert s["flops"] == pytest.approx(2 * r["parameters"] * s["ours_tokens_per_s"])
         assert s["flops_frac"] == pytest.approx(s["flops"] / r["machine"]["flops"])
-    samples = [json.loads(line) for line in (out / "samples.jsonl").open()]
-    assert len(samples) == 4 and all(len(x["responses"]) == 4 for x in samples)  # the pairs' prompts: bench.prompts
+    samples = read_rows(IterationDir(out / "fixed").samples, Samples)
+    assert len(samples) == 4 and all(len(x.responses) == 4 for x in samples)  # the pairs' prompts: bench.prompts
     for part, per_token in (("reference", 2), ("update", 6)):
         p = r[part]
         assert p["pairs"] == 8  # K=4 samples -> 2 fixed pairs per prompt
@@ -67,7 +67,7 @@ def test_report_fields(report):
     assert it["iteration_s"] == pytest.approx(sum(it[f"{n}_s"] for n in stages))
     assert (out / "iter_1" / "checkpoint" / "config.json").exists()  # the loop's own stages ran
     md = (out / "bench.md").read_text()
-    assert "| sampling, sampler=dno (configured) (tokens/s, 6 prompts x 4) |" in md
+    assert "| sampling, sampler=shared_prefill (configured) (tokens/s, 6 prompts x 4) |" in md
     assert "| sampling, sampler=generate (tokens/s, 4 prompts x 4) |" in md
     assert "Machine limit" in md and "TRL DPOTrainer" in md and "One iteration of dno-run" in md
 
@@ -75,9 +75,9 @@ def test_report_fields(report):
 def test_token_counts_by_hand():
     cfg = make_cfg(*SMOKE)
     tok = load_tokenizer(cfg.model.tokenizer, cfg.cache_dir)
-    pairs = bench_pairs([{"id": "a", "instruction": "Hi"}], [["one two", "three", "x", "y"]])
-    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("one two", "three"), ("x", "y")]
-    from dno.stages.reference import encode_pairs
+    pairs = bench_pairs([Prompt.of("a", "Hi")], [["one two", "three", "x", "y"]])
+    assert [(p.chosen, p.rejected) for p in pairs] == [("one two", "three"), ("x", "y")]
+    from dno.policy.logps import encode_pairs
 
     enc = encode_pairs(tok, pairs, 256)
     real = sum(2 * len(p) + len(c) + len(r) for p, c, r in enc)
@@ -93,17 +93,15 @@ def test_matmul_flops_is_a_rate():
 
 
 def test_judge_costs_of_an_api_judge_and_its_cache(tmp_path, monkeypatch):
-    from dno.bench import judge_costs
-    from dno.records import write_jsonl
+    from dno.reports.bench import judge_costs
     from judge_server import JudgeServer
     from test_api_oracles import KEY, KEY_ENV, listwise
 
     monkeypatch.setenv(KEY_ENV, KEY)
-    samples = tmp_path / "samples.jsonl"
-    write_jsonl(samples, [{"id": f"p{i}", "instruction": f"Say {i}.", "responses": ["a b", "c", f"{i}", "d e f"]}
-                          for i in range(3)])
+    d = IterationDir(tmp_path)
+    write_rows(d.samples, [Samples(Prompt.of(f"p{i}", f"Say {i}."), ["a b", "c", f"{i}", "d e f"]) for i in range(3)])
     with JudgeServer() as server:
-        costs = judge_costs(listwise(server, tmp_path), samples, tmp_path)
+        costs = judge_costs(listwise(server, tmp_path), d)
         assert len(server.requests) == 3  # the repeat was answered from the cache
     assert costs["calls_per_prompt"] == 1.0 and costs["tokens_per_prompt"] > 0
     assert costs["repeat_cache_hit_rate"] == 1.0 and costs["oracle"] == "OpenAIListwiseOracle"

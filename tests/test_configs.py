@@ -9,10 +9,10 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from dno.config import CONF_DIR, ConfigError, validate
 from dno.losses import DNOLoss, DNOPrctLoss, IPOLoss, SFTLoss, SPPOLoss
-from dno.pairs import AllPairs, BestVsWorst, PaperRule, SpinRule
-from dno.tracking import redact
+from dno.pairs import AllPairs, BestVsWorst, LargeMarginRule, SpinRule
+from dno.runtime.config import CONF_DIR, ConfigError, upgrade, validate
+from dno.runtime.tracking import redact
 from dno.variant import Variant
 from helpers import SMOKE, dno_run, make_cfg
 
@@ -31,8 +31,9 @@ def test_every_option_composes_and_validates(group, option, monkeypatch):
     cfg = make_cfg(f"{group}={option}", *REQUIRED.get((group, option), []))
     validate(cfg)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    if group in ("oracle", "loss", "logger"):
-        assert instantiate(cfg[group]) is not None
+    if group in ("oracle", "loss", "logger", "data"):  # each builds the object its _target_ names
+        built = instantiate(cfg[group])
+        assert f"{type(built).__module__}.{type(built).__name__}" == cfg[group]._target_
 
 
 def test_an_option_with_a_required_value_names_the_key():
@@ -53,7 +54,7 @@ def test_paper_schedule_and_default_variant_are_the_paper_recipe():
     assert (s.iterations, s.samples_per_prompt, s.temperature, s.top_p) == (3, 5, 0.7, 0.95)
     assert (s.lr, s.effective_batch_size, s.epochs, s.max_pairs_per_prompt) == (5e-5, 64, 1, None)
     assert isinstance(v, Variant) and v.objective == DNOPrctLoss(beta=0.1) and v.replay == (0.3, 0.15)
-    assert v.pairs == PaperRule(min_positive_score=5, teacher_margin=2, student_margin=1) and not v.lookahead
+    assert v.pairs == LargeMarginRule(min_positive_score=5, teacher_margin=2, student_margin=1) and not v.lookahead
 
 
 def test_schedules_hold_sizes_only_and_inherit_the_paper_one():
@@ -69,14 +70,14 @@ def test_schedules_hold_sizes_only_and_inherit_the_paper_one():
 
 
 @pytest.mark.parametrize("loss,objective,rule,extra", [
-    ("dno_prct", DNOPrctLoss, PaperRule, {}),
+    ("dno_prct", DNOPrctLoss, LargeMarginRule, {}),
     ("dno", DNOLoss, AllPairs, {}),
-    ("ipo", IPOLoss, PaperRule, {}),
+    ("ipo", IPOLoss, LargeMarginRule, {}),
     ("sppo", SPPOLoss, AllPairs, {}),
-    ("sft", SFTLoss, PaperRule, {}),
+    ("sft", SFTLoss, LargeMarginRule, {}),
     ("spin", DNOPrctLoss, SpinRule, {"needs_teacher": True}),
-    ("dno_restrictive", DNOPrctLoss, PaperRule, {"needs_teacher": True}),
-    ("dno_lookahead", DNOPrctLoss, PaperRule, {"lookahead": True}),
+    ("dno_restrictive", DNOPrctLoss, LargeMarginRule, {"needs_teacher": True}),
+    ("dno_lookahead", DNOPrctLoss, LargeMarginRule, {"lookahead": True}),
     ("best_vs_worst", DNOPrctLoss, BestVsWorst, {}),
 ])
 def test_a_variant_is_one_config_choice(loss, objective, rule, extra):
@@ -94,6 +95,20 @@ def test_variant_knobs_live_under_loss():
     assert type(spin.pairs) is SpinRule and spin.needs_teacher  # the rule, not the file, says what it needs
     assert not instantiate(make_cfg("loss=dno_restrictive", "pair_rule@loss.pairs=all_pairs").loss).needs_teacher
     assert instantiate(make_cfg("loss=sft", "loss.beta=0.05").loss).beta == 0.05  # a sweep over beta crosses sft
+    old = instantiate(make_cfg("pair_rule@loss.pairs=paper").loss).pairs  # the rule's option name before the rename
+    assert old == instantiate(make_cfg().loss).pairs and type(old) is LargeMarginRule
+
+
+def test_a_recorded_config_with_old_names_upgrades_to_todays():
+    """What lets a run directory made before a rename resume: the recorded names are today's after upgrade()."""
+    recorded = {"sampling.sampler": "dno", "loss.pairs._target_": "dno.pairs.PaperRule",
+                "data._target_": "dno.data.builtin.make_records", "logger._target_": "dno.tracking.WandbSink",
+                "loss.objective._target_": "dno.losses.DNOPrctLoss", "oracle.model": "dno"}
+    assert upgrade(recorded) == {"sampling.sampler": "shared_prefill",
+                                 "loss.pairs._target_": "dno.pairs.LargeMarginRule",
+                                 "data._target_": "dno.data.builtin.BuiltinPrompts",
+                                 "logger._target_": "dno.runtime.tracking.WandbSink",
+                                 "loss.objective._target_": "dno.losses.DNOPrctLoss", "oracle.model": "dno"}
 
 
 def test_table1_rows_hold_only_the_choices_that_define_them():
@@ -101,12 +116,14 @@ def test_table1_rows_hold_only_the_choices_that_define_them():
         raw = OmegaConf.load(path)
         assert set(raw) <= {"defaults", "method", "logger", "schedule"}, path.name
         assert set(raw.get("schedule", {})) <= {"iterations", "epochs", "lr"}, path.name
-        assert len(path.read_text().splitlines()) <= 13, path.name
+        assert len(path.read_text().splitlines()) <= 14, path.name
+        command = path.read_text().splitlines()[1]  # each starts with the command that runs it
+        assert command.startswith(f"# Run: .venv/bin/dno-run experiment={path.stem} "), path.name
 
 
 def test_builtin_data_instantiates_records():
-    records = instantiate(make_cfg().data)
-    assert len(records) == 600 and all(r["constraints"] for r in records)
+    records = instantiate(make_cfg().data)()
+    assert len(records) == 600 and all(r.meta["constraints"] for r in records)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -169,7 +186,7 @@ def test_a_variant_whose_rule_needs_the_teacher_stops_without_one():
 
     cfg = make_cfg(*SMOKE, "loss=spin")
     s = cfg.schedule
-    splits = make_splits(instantiate(cfg.data), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+    splits = make_splits(instantiate(cfg.data)(), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     with pytest.raises(ConfigError, match="loss=spin needs the teacher's answer for every prompt, but 12 of 12"):
         check_teacher(instantiate(cfg.loss), instantiate(cfg.teacher), splits, "spin")

@@ -5,30 +5,32 @@ from __future__ import annotations
 
 import logging
 
-from dno.records import read_jsonl, run_stage, stage_done, write_json, write_jsonl
+from dno.runtime.files import read_jsonl, write_json, write_jsonl
+from dno.runtime.layout import StageDir
+from dno.runtime.stages import run_stage, stage_done
 
 
 def test_a_marker_with_a_missing_or_cut_output_is_redone(tmp_path, caplog):
-    calls = []
+    calls, d, out = [], StageDir(tmp_path), (tmp_path / "out.jsonl",)
 
     def stage():
         calls.append(1)
         write_jsonl(tmp_path / "out.jsonl", [{"a": 1}, {"a": 2}])
         return {"rows": 2}
 
-    assert run_stage(tmp_path, "s", stage, outputs=("out.jsonl",))["rows"] == 2
-    assert run_stage(tmp_path, "s", stage, outputs=("out.jsonl",))["rows"] == 2 and len(calls) == 1
+    assert run_stage(d, "s", stage, out)["rows"] == 2
+    assert run_stage(d, "s", stage, out)["rows"] == 2 and len(calls) == 1
     (tmp_path / "out.jsonl").write_text('{"a": 1}\n{"a"')  # a copy cut short
-    with caplog.at_level(logging.WARNING, logger="dno.records"):
-        assert not stage_done(tmp_path, "s", ("out.jsonl",))
+    with caplog.at_level(logging.WARNING, logger="dno.runtime.stages"):
+        assert not stage_done(d, "s", out)
     assert "DONE.s is marked done but out.jsonl is missing or unreadable" in caplog.text
-    run_stage(tmp_path, "s", stage, outputs=("out.jsonl",))
+    run_stage(d, "s", stage, out)
     assert len(calls) == 2 and read_jsonl(tmp_path / "out.jsonl") == [{"a": 1}, {"a": 2}]
     (tmp_path / "out.jsonl").unlink()
-    run_stage(tmp_path, "s", stage, outputs=("out.jsonl",))
+    run_stage(d, "s", stage, out)
     assert len(calls) == 3
-    (tmp_path / "DONE.s").write_text('{"rows": ')  # the marker itself cut short
-    run_stage(tmp_path, "s", stage, outputs=("out.jsonl",))
+    d.marker("s").write_text('{"rows": ')  # the marker itself cut short
+    run_stage(d, "s", stage, out)
     assert len(calls) == 4
 
 
@@ -40,8 +42,9 @@ def test_a_checkpoint_with_a_cut_weights_file_is_not_done(tmp_path):
     ckpt.mkdir()
     save_file({"w": torch.zeros(1000)}, ckpt / "model.safetensors")
     write_json(ckpt / "config.json", {"model_type": "llama"})
-    write_json(tmp_path / "DONE.train", {})
-    assert stage_done(tmp_path, "train", ("checkpoint",))
+    d = StageDir(tmp_path)
+    write_json(d.marker("train"), {})
+    assert stage_done(d, "train", (ckpt,))
     data = (ckpt / "model.safetensors").read_bytes()
     (ckpt / "model.safetensors").write_bytes(data[:40])
-    assert not stage_done(tmp_path, "train", ("checkpoint",))
+    assert not stage_done(d, "train", (ckpt,))

@@ -12,15 +12,15 @@ from dno.data.splits import make_splits
 def test_same_seed_same_records_and_other_seed_differs():
     a, b, c = make_records(600, seed=1), make_records(600, seed=1), make_records(600, seed=2)
     assert a == b and a != c
-    assert len({r["instruction"] for r in a}) == 600
+    assert len({r.instruction for r in a}) == 600
 
 
 def test_records_carry_their_constraints_as_data():
     for r in make_records(600, seed=1234):
-        assert 1 <= len(r["constraints"]) <= 2
-        for c in r["constraints"]:
-            assert c["kind"] in KINDS and describe(c) in r["instruction"]
-        assert r["instruction"].lower().count(r["topic"].lower()) == 1 and r["keywords"]
+        assert 1 <= len(r.meta["constraints"]) <= 2 and r.teacher is None and r.system is None
+        for c in r.meta["constraints"]:
+            assert c["kind"] in KINDS and describe(c) in r.instruction
+        assert r.instruction.lower().count(r.meta["topic"].lower()) == 1 and r.meta["keywords"]
 
 
 @pytest.mark.parametrize("constraint,response,expected", [
@@ -54,7 +54,7 @@ def test_unknown_constraint_kind_is_an_error():
 def test_splits_are_disjoint_and_sized():
     records = make_records(100, seed=0)
     s = make_splits(records, iterations=3, per_iteration=20, n_val=10, n_test=15, seed=0)
-    ids = [r["id"] for part in [s.test, s.val, *s.iterations] for r in part]
+    ids = [r.id for part in [s.test, s.val, *s.iterations] for r in part]
     assert len(ids) == len(set(ids)) == 15 + 10 + 60
     assert [len(p) for p in s.iterations] == [20, 20, 20]
     even = make_splits(records, iterations=3, per_iteration=None, n_val=10, n_test=15, seed=0)

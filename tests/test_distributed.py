@@ -4,27 +4,22 @@ effective batch: samples, pairs, reference log-probs and every checkpoint's para
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from dno.config import ConfigError, grad_accumulation, validate
-from dno.generation import free_port
-from helpers import DDP, REPO, make_cfg
-
-ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+from dno.policy.server import free_port
+from dno.runtime.config import ConfigError, grad_accumulation, validate
+from dno.runtime.records import PairRow, read_rows
+from helpers import DDP, REPO, make_cfg, run
 
 
 def launch(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    return subprocess.run([ACCELERATE, "launch", "--config_file", str(REPO / "conf/accelerate/cpu_ddp.yaml"),
-                           "--num_processes", str(processes), "--main_process_port", str(free_port()),
-                           "-m", "dno.apps.run", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return run(["accelerate", "launch", "--config_file", REPO / "conf/accelerate/cpu_ddp.yaml", "--num_processes",
+                processes, "--main_process_port", free_port(), "-m", "dno.apps.run", *args], check=False)
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +61,11 @@ def test_two_processes_match_one(runs):
     for f in ("init/val_samples.jsonl", "init/test_samples.jsonl", "iter_1/samples.jsonl", "iter_2/samples.jsonl"):
         assert (one / f).read_text() == (two / f).read_text(), f
     for t in (1, 2):
-        a, b = ([json.loads(x) for x in (d / f"iter_{t}" / "pairs.jsonl").read_text().splitlines()] for d in runs)
+        a, b = (read_rows(d / f"iter_{t}" / "pairs.jsonl", PairRow) for d in runs)
         assert len(a) == len(b) > 0
         for p, q in zip(a, b, strict=True):
-            assert (p["chosen"], p["rejected"]) == (q["chosen"], q["rejected"])
-            assert p["ref_chosen_logps"] == pytest.approx(q["ref_chosen_logps"], abs=1e-5)
+            assert (p.chosen, p.rejected) == (q.chosen, q.rejected)
+            assert p.ref_chosen_logps == pytest.approx(q.ref_chosen_logps, abs=1e-5)
         wa = load_file(one / f"iter_{t}" / "checkpoint" / "model.safetensors")
         wb = load_file(two / f"iter_{t}" / "checkpoint" / "model.safetensors")
         assert sorted(wa) == sorted(wb)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 
-from dno.records import read_jsonl
-from helpers import REPO, make_cfg
+from dno.runtime.files import read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, PairRow, read_rows
+from helpers import REPO, make_cfg, run
+
+
+def pairs_of(job, t: int = 1) -> list[PairRow]:
+    return read_rows(RunDir(job).iteration(t).pairs, PairRow)
 
 pytestmark = pytest.mark.slow
 ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno_restrictive",
@@ -19,12 +23,10 @@ ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("table1")
-    env = {**os.environ, "WANDB_MODE": "offline", "SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables"),
+    env = {"SWEEP_DIR": str(out), "TABLES_DIR": str(out / "tables"),
            "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200"}
-    proc = subprocess.run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
-                           "schedule.iterations=1"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run(["experiments/table1.sh", "model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8",
+         "schedule.iterations=1"], env=env, timeout=900)
     jobs = {}
     for job in out.iterdir():
         if (job / "wandb_run.json").exists():
@@ -46,18 +48,17 @@ def test_every_row_finishes_in_one_wandb_group(sweep):
 
 def test_rows_build_the_pairs_they_promise(sweep):
     _, jobs = sweep
-    spin = read_jsonl(jobs["table1_spin"] / "iter_1" / "pairs.jsonl")
-    assert spin and all(p["type"] == "teacher_over_student" for p in spin)
+    spin = pairs_of(jobs["table1_spin"])
+    assert spin and all(p.type == "teacher_over_student" for p in spin)
     teacher = json.loads((jobs["table1_spin"] / "init" / "teacher.json").read_text())
-    assert all(p["chosen"] == teacher[p["prompt_id"]] for p in spin)
-    restrictive = read_jsonl(jobs["table1_dno_restrictive"] / "iter_1" / "pairs.jsonl")
-    assert all(p["type"] == "teacher_over_student" and p["chosen_score"] - p["rejected_score"] >= 2
-               for p in restrictive)
+    assert all(p.chosen == teacher[p.prompt.id] for p in spin)
+    restrictive = pairs_of(jobs["table1_dno_restrictive"])
+    assert all(p.type == "teacher_over_student" and p.chosen_score - p.rejected_score >= 2 for p in restrictive)
     kept, dno = (read_jsonl(jobs[row] / "metrics.jsonl")[0] for row in ("table1_dno_restrictive", "table1_dno"))
     assert dno["pairs/student_over_student"] > 0 and kept["pairs/student_over_student"] == 0  # dropped by the rule
     assert kept["pairs/teacher_over_student"] == dno["pairs/teacher_over_student"] == len(restrictive)
-    judged = read_jsonl(jobs["table1_dno"] / "iter_1" / "judgements.jsonl")  # the teacher's answer is judged
-    assert all(r["teacher"] and r["candidates"][-1] == r["teacher"] for r in judged)
+    judged = read_rows(RunDir(jobs["table1_dno"]).iteration(1).judgements, Judged)  # the teacher's answer is judged
+    assert all(r.prompt.teacher and r.candidates[r.teacher_candidate] == r.prompt.teacher for r in judged)
     assert "data/teacher_score_mean" in dno
 
 
@@ -67,13 +68,13 @@ def test_single_pass_rows_and_lookahead(sweep):
         rows = read_jsonl(jobs[row] / "metrics.jsonl")
         assert [r["iteration"] for r in rows] == [1] and rows[0]["train/steps"] > 0
         assert rows[0]["train/steps"] % epochs == 0
-    sft_pairs = read_jsonl(jobs["table1_sft_positives"] / "iter_1" / "pairs.jsonl")
-    assert sft_pairs and not any("ref_chosen_logps" in p for p in sft_pairs)  # SFT needs no reference
+    sft_pairs = pairs_of(jobs["table1_sft_positives"])
+    assert sft_pairs and all(p.ref_chosen_logps is None for p in sft_pairs)  # SFT needs no reference
     look = json.loads((jobs["table1_dno_lookahead"] / "summary.json").read_text())
     assert look["final/model"] == "lookahead"
     n_new = sum(r["pairs/new"] for r in read_jsonl(jobs["table1_dno_lookahead"] / "metrics.jsonl"))
     assert look["lookahead/pairs"] == n_new  # every iteration's own pairs, once
-    eq8 = read_jsonl(jobs["table1_dno_eq8"] / "iter_1" / "pairs.jsonl")
+    eq8 = pairs_of(jobs["table1_dno_eq8"])
     assert len(eq8) == 6 * 10  # soft pairs: every pair of 4 samples + the teacher's answer, for each of the 6 prompts
 
 
@@ -99,10 +100,8 @@ def test_the_script_writes_the_tables_and_plots_of_the_sweep(sweep):
 
 
 def agreement(run_dir, *overrides: str) -> dict:
-    proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), "experiments/judge_agreement.py", str(run_dir),
-                           *overrides], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    return json.loads(run([str(REPO / ".venv" / "bin" / "python"), "experiments/judge_agreement.py", run_dir,
+                           *overrides]).stdout)
 
 
 def test_judge_agreement_of_the_runs_own_oracle_is_one_and_a_committee_is_measured(smoke_run):
@@ -113,9 +112,8 @@ def test_judge_agreement_of_the_runs_own_oracle_is_one_and_a_committee_is_measur
 
 
 def test_nash_script_writes_the_report_and_plots(tmp_path):
-    env = {**os.environ, "NASH_DIR": str(tmp_path / "nash"), "REPORT": str(tmp_path / "nash.md"), "ITERATIONS": "100"}
-    proc = subprocess.run(["experiments/nash.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    env = {"NASH_DIR": str(tmp_path / "nash"), "REPORT": str(tmp_path / "nash.md"), "ITERATIONS": "100"}
+    run(["experiments/nash.sh"], env=env)
     report = (tmp_path / "nash.md").read_text()
     for problem in ("rock_paper_scissors", "weighted_cycle", "transitive", "random_8x8"):
         assert f"## {problem}" in report and (tmp_path / "nash" / f"{problem}.png").exists()
@@ -150,12 +148,11 @@ def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
                    if "experiments/table1_seeds.sh" in line and "model=tiny_random" in line)
     words = shlex.split(command)
     at = words.index("experiments/table1_seeds.sh")
-    env = {**os.environ, "WANDB_MODE": "offline", **dict(w.split("=", 1) for w in words[:at]),
+    env = {**dict(w.split("=", 1) for w in words[:at]),
            "SWEEP_DIR": str(tmp_path / "sweep"), "TABLES_DIR": str(tmp_path / "tables"),
            "REPORT": str(tmp_path / "report.md"), "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200"}
     assert {env["ROWS"], env["SEEDS"], env["EVAL_SEEDS"]} == {"table1_dno,table1_spin", "0,1"}
-    proc = subprocess.run(words[at:], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run(words[at:], env=env, timeout=900)
     report = (tmp_path / "report.md").read_text()
     assert "| DNO | 2 |" in report and "| SPIN | 2 |" in report and "ΔWR vs DNO" in report
     noise = report.split("## Evaluation-only noise")[1]
@@ -178,8 +175,7 @@ def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
     out = tmp_path / "levers.md"
     words = [w for w in shlex.split(command.split("#")[0]) if not w.startswith("out=")] + [f"out={out}"]
     assert words[:2] == [".venv/bin/python", "experiments/sampler_levers.py"] and "prompts=4" in words
-    proc = subprocess.run([str(REPO / words[0]), *words[1:]], cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run([str(REPO / words[0]), *words[1:]], timeout=600)
     report = json.loads(out.with_suffix(".json").read_text())
     rows = {r["lever"]: r for r in report["rows"]}
     assert len(rows) == 11 and sum(r["kept"] for r in rows.values()) == 9 and report["prompts"] == 4
@@ -192,4 +188,5 @@ def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
         assert r["flops"] == pytest.approx(2 * report["parameters"] * r["tokens_per_s"])
         assert r["to_before"] == pytest.approx(r["tokens_per_s"] / before["tokens_per_s"])
     md = out.read_text()
-    assert "| = `sampler=dno` (dno.policy.generate) |" in md and "*tried on top of `sampler=dno`:*" in md
+    assert "| = `sampler=shared_prefill` (dno.policy.sample.Sampler) |" in md
+    assert "*tried on top of `sampler=shared_prefill`:*" in md

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import glob
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from datasets import load_dataset, load_from_disk
 
-from dno.config import ConfigError
-from dno.export import export_run
-from dno.records import read_jsonl, write_json, write_jsonl
-from helpers import REPO
-
-DNO_EXPORT = str(Path(sys.executable).with_name("dno-export"))
+from dno.reports.export import export_run
+from dno.runtime.config import ConfigError
+from dno.runtime.files import read_jsonl, write_json, write_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, read_rows
+from helpers import run
 
 
 def judgement(pid: str, instruction: str, responses: list[str], **extra) -> dict:
@@ -34,8 +32,9 @@ def pair(pid: str, instruction: str, t: int, **extra) -> dict:
 
 @pytest.fixture
 def run_dir(tmp_path) -> Path:
-    """A run directory written by hand: iteration 1 (two prompts, one with a system turn), iteration 2
-    (one new pair and one replayed from iteration 1), iteration 3 unfinished (no DONE.pairs)."""
+    """A run directory written by hand in the format of version 2 (before prompts were messages): iteration 1
+    (two prompts, one with a system turn), iteration 2 (one new pair and one replayed from iteration 1),
+    iteration 3 unfinished (no DONE.pairs)."""
     d = tmp_path / "run"
     write_jsonl(d / "iter_1" / "judgements.jsonl", [judgement("a", "Say hi.", ["hi", "no"]),
                                                      judgement("b", "Add.", ["2", "x"], system="Be brief.")])
@@ -67,6 +66,7 @@ def test_pairs_in_trl_conversational_format(run_dir, tmp_path):
     s = samples["iter_1"][1]
     assert (s["responses"], s["scores"], s["win_probs"]) == (["2", "x"], [5.0, 2.0], [1.0, 0.0])
     assert s["judge_raw"] == "[5, 2]" and s["prompt"][0] == {"role": "system", "content": "Be brief."}
+    assert s["candidates"] == ["2", "x"] and s["teacher_candidate"] is None
 
 
 def test_parquet_and_card_load_like_the_hub(run_dir, tmp_path):
@@ -97,9 +97,7 @@ def test_bad_runs_are_config_errors(run_dir, tmp_path):
 def test_export_of_a_real_run_trains_trl(smoke_run, tmp_path):
     """dno-export on the smoke run as a user types it; one step of TRL's DPOTrainer on iteration 1."""
     out = tmp_path / "export"
-    proc = subprocess.run([DNO_EXPORT, f"run={smoke_run}", f"out={out}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(["dno-export", f"run={smoke_run}", f"out={out}"], timeout=120)
     pairs = load_from_disk(str(out / "pairs"))
     for t in (1, 2):
         assert len(pairs[f"iter_{t}"]) == len(read_jsonl(smoke_run / f"iter_{t}" / "pairs.jsonl")) == \
@@ -110,7 +108,7 @@ def test_export_of_a_real_run_trains_trl(smoke_run, tmp_path):
 
     from trl import DPOConfig, DPOTrainer
 
-    from dno.policy import load_model, load_tokenizer
+    from dno.policy.load import load_model, load_tokenizer
     from helpers import SMOKE, make_cfg
 
     cfg = make_cfg(*SMOKE)
@@ -133,12 +131,13 @@ def test_wandb_tables_and_pairs_artifact(smoke_run):
     for t in (1, 2):
         (table,) = glob.glob(f"{run}/files/media/table/samples/iter_{t}_*.table.json")
         data = json.loads(Path(table).read_text())
-        assert data["columns"] == ["prompt_id", "prompt", "k", "response", "score", "win_prob", "judge_status"]
-        judged = read_jsonl(smoke_run / f"iter_{t}" / "judgements.jsonl")
-        assert len(data["data"]) == sum(len(j["responses"]) for j in judged) == 24
+        assert data["columns"] == ["prompt_id", "prompt", "k", "response", "teacher", "score", "win_prob",
+                                   "judge_status"]
+        judged = read_rows(RunDir(smoke_run).iteration(t).judgements, Judged)
+        assert len(data["data"]) == sum(len(j.candidates) for j in judged) == 24  # no teacher: the 4 answers
         first = judged[0]
-        assert data["data"][0][:4] == [first["id"], first["instruction"], 0, first["responses"][0]]
-        assert data["data"][0][5] == first["win_probs"][0]
+        assert data["data"][0][:5] == [first.prompt.id, first.prompt.instruction, 0, first.responses[0], False]
+        assert data["data"][0][6] == first.win_probs[0]
     answers = glob.glob(f"{run}/files/media/table/eval/answers_*.table.json")  # once per run of the command
     annotations = json.loads((smoke_run / "final" / "annotations.json").read_text())
     assert answers

@@ -34,3 +34,32 @@ def test_excluded_annotations_are_not_counted():
     a = annotations([2, 1, 2, 2], [10, 10, 10, 10], [10, 10, 10, 10])
     a[1]["preference"] = None
     assert length_controlled(a)["n_total"] == 3
+
+
+def test_the_lc_metric_is_alpaca_evals_own_and_says_nothing_of_scikit_learns_notices(tmp_path):
+    """Our LC win-rate (no instruction difficulty) equals alpaca_eval's get_length_controlled_winrate with its
+    `length_controlled_minimal` GLM on a fixed annotation set, and the fit shows no FutureWarning."""
+    import warnings
+
+    import pandas as pd
+    from alpaca_eval.metrics import get_length_controlled_winrate
+
+    from dno.benchmarks.alpaca_eval2 import instruction_difficulty
+
+    lengths = [(40 + 7 * (i % 5), 60 - 3 * (i % 7)) for i in range(24)]
+    prefs = [2.0 if lm > lr else 1.5 if i % 6 == 0 else 1.0 for i, (lm, lr) in enumerate(lengths)]
+    ours = annotations(prefs, [lm for lm, _ in lengths], [lr for _, lr in lengths])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        m = length_controlled(ours)
+    assert not [w for w in shown if issubclass(w.category, FutureWarning)], [str(w.message) for w in shown]
+    difficulty = tmp_path / "df_gamed.csv"  # the package reads per-instruction difficulty; the minimal GLM ignores it
+    pd.DataFrame({"model": "m", "index": range(24), "preference": 0.5, "std_delta_len": 0.0,
+                  "instruction_difficulty": 0.0, "not_gamed_baseline": False}).to_csv(difficulty, index=False)
+    with instruction_difficulty(str(difficulty)), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = get_length_controlled_winrate(pd.DataFrame(ours).assign(index=range(24)),
+                                               glm_name="length_controlled_minimal", save_weights_dir=None)
+    assert m["lc_win_rate"] == pytest.approx(theirs["length_controlled_winrate"], abs=1e-9)
+    assert m["win_rate"] == pytest.approx(theirs["win_rate"]) and 30 < m["lc_win_rate"] < m["win_rate"]
+

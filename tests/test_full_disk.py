@@ -9,7 +9,7 @@ import sqlite3
 import subprocess
 import sys
 
-from dno.records import is_disk_full, read_jsonl
+from dno.runtime.files import is_disk_full, read_jsonl
 
 LIMITED = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY)); "
 
@@ -17,7 +17,7 @@ LIMITED = "import resource, sys; resource.setrlimit(resource.RLIMIT_FSIZE, (4096
 def test_a_failed_atomic_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text("old\n")
-    code = LIMITED + "from dno.records import write_text; write_text(sys.argv[1], 'x' * 100_000)"
+    code = LIMITED + "from dno.runtime.files import write_text; write_text(sys.argv[1], 'x' * 100_000)"
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "File too large" in proc.stderr
     assert path.read_text() == "old\n" and sorted(p.name for p in tmp_path.iterdir()) == ["pairs.jsonl"]
@@ -25,7 +25,8 @@ def test_a_failed_atomic_write_keeps_the_previous_file(tmp_path):
 
 def test_a_failed_metrics_append_leaves_whole_lines(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"iteration": 1, "a": 1}\n')
-    code = LIMITED + ("from dno.tracking import NullSink, Tracker; t = Tracker(sys.argv[1], NullSink()); "
+    code = LIMITED + ("from dno.runtime.tracking import NullSink, Tracker; from dno.runtime.layout import RunDir; "
+                      "t = Tracker(RunDir(sys.argv[1]), NullSink()); "
                       "t.log({'big': 'x' * 100_000}, 2)")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert proc.returncode != 0 and "File too large" in proc.stderr

@@ -1,5 +1,5 @@
 """generation.backend=openai_server: the loop starts a server per iteration with the configured
-command (here the project's transformers server, `python -m dno.serve`), samples through the
+command (here the project's transformers server, `python -m dno.policy.serve`), samples through the
 OpenAI-compatible completions API, and stops it; crashed or hung servers are clear errors."""
 
 from __future__ import annotations
@@ -11,14 +11,16 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dno.generation import GenerationError, ServerBackend
-from dno.policy import load_model, load_tokenizer, prompt_ids
+from dno.policy.load import load_model, load_tokenizer, prompt_ids
+from dno.policy.sample import SamplingOptions
+from dno.policy.server import GenerationError, ServerBackend
+from dno.runtime.records import Samples, read_rows
 from helpers import SMOKE, dno_run, make_cfg
 
 
 def serve(extra: str = "") -> str:
     """The command override for the project's test server (quoted: Hydra's grammar reserves braces)."""
-    return f"generation.server.command='{{python}} -m dno.serve {{checkpoint}} --port {{port}}{extra}'"
+    return f"generation.server.command='{{python}} -m dno.policy.serve {{checkpoint}} --port {{port}}{extra}'"
 
 
 SERVER = [*SMOKE, "generation.backend=openai_server", serve(), "schedule.iterations=1", "logger=none"]
@@ -48,11 +50,11 @@ def port_open(url: str) -> bool:
 
 def test_server_samples_what_generate_draws_with_the_same_seed(tiny, tmp_path):
     path, model, tok = tiny
-    sampling = OmegaConf.create({"max_new_tokens": 10, "temperature": 1.0, "top_p": 1.0})
-    prompts = ["Name a colour.", "Write one word about the sea."]
+    sampling = SamplingOptions(max_new_tokens=10, temperature=1.0, top_p=1.0)  # top_k 50, as generate
+    prompts = [[{"role": "user", "content": text}] for text in ("Name a colour.", "Write one word about the sea.")]
     with backend(concurrency=2).serving(str(path), tmp_path / "server.log", seed=5, dtype="float32") as server:
-        first, n_tokens = server.sample(tok, prompts, n=3, sampling=sampling, seed=100)
-        again, _ = server.sample(tok, prompts, n=3, sampling=sampling, seed=100)
+        first, n_tokens = server.sample(tok, prompts, sampling, n=3, seed=100)
+        again, _ = server.sample(tok, prompts, sampling, n=3, seed=100)
         url = server.base_url
     assert not port_open(url) and server.process.poll() is not None  # stopped on leaving the block
     assert first == again and [len(r) for r in first] == [3, 3]
@@ -66,7 +68,7 @@ def test_server_samples_what_generate_draws_with_the_same_seed(tiny, tmp_path):
         expected = [tok.decode(row[len(ids):], skip_special_tokens=True).strip() for row in out]
         assert first[i] == expected
     log = (tmp_path / "server.log").read_text()
-    assert log.startswith("$ ") and "-m dno.serve" in log and log.count("POST /v1/completions") == 4
+    assert log.startswith("$ ") and "-m dno.policy.serve" in log and log.count("POST /v1/completions") == 4
 
 
 def test_a_server_that_never_answers_times_out(tmp_path):
@@ -94,8 +96,8 @@ def test_loop_samples_through_the_server_and_resumes_after_a_crash(tmp_path):
 
     # another server command can draw other samples: accepted for the stages not done (tests/test_provenance.py)
     dno_run(*SERVER, "resume=continue", f"hydra.run.dir={run}")
-    rows = [json.loads(x) for x in (run / "iter_1" / "samples.jsonl").read_text().splitlines()]
-    assert len(rows) == 6 and all(len(r["responses"]) == 4 for r in rows)
+    rows = read_rows(run / "iter_1" / "samples.jsonl", Samples)
+    assert len(rows) == 6 and all(len(r.responses) == 4 for r in rows)
     log = (run / "iter_1" / "server.log").read_text()
     assert log.count("$ ") == 2 and "--exit-after 2" in log  # one server per attempt, each logged
     assert log.split("$ ")[-1].count("POST /v1/completions") == 6  # one request (n=4) per prompt

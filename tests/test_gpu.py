@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import pytest
 import torch
 
-from helpers import DDP, REPO
-from test_distributed import ACCELERATE
+from helpers import DDP, run
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"), pytest.mark.slow]
 
 
 def test_smoke_loop_under_accelerate_in_bf16_on_one_gpu(tmp_path):
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([ACCELERATE, "launch", "--num_processes", "1", "--mixed_precision", "bf16",
-                           "-m", "dno.apps.run", *DDP, "model.dtype=bfloat16", "logger=none",
-                           f"hydra.run.dir={tmp_path}"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    run(["accelerate", "launch", "--num_processes", "1", "--mixed_precision", "bf16", "-m", "dno.apps.run", *DDP,
+         "model.dtype=bfloat16", "logger=none", f"hydra.run.dir={tmp_path}"], timeout=600)
     train = json.loads((tmp_path / "iter_1" / "DONE.train").read_text())
     assert train["train/processes"] == 1 and train["train/steps"] > 0 and train["time/train_tokens_per_s"] > 0
     config = json.loads((tmp_path / "iter_2" / "checkpoint" / "config.json").read_text())
@@ -30,7 +23,7 @@ def test_smoke_loop_under_accelerate_in_bf16_on_one_gpu(tmp_path):
 
 
 def test_bench_measures_the_bf16_limit_on_gpu():
-    from dno.bench import matmul_flops
+    from dno.reports.bench import matmul_flops
 
     m = matmul_flops(2048, seconds=0.5)
     assert (m["device"], m["dtype"]) == ("cuda", "bfloat16") and m["flops"] > 1e12

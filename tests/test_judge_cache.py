@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from dno.config import ConfigError
 from dno.oracles.cache import JudgeCache
 from dno.run import Run
+from dno.runtime.config import ConfigError
 from helpers import make_cfg
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from dno.oracles.cache import JudgeCache
-from dno.records import read_json, read_jsonl
+from dno.runtime.files import read_json, read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, PairRow, read_rows
 from helpers import dno_run
 from judge_server import JudgeServer, score
 
@@ -43,26 +45,27 @@ def test_faults_are_retried_or_excluded_and_a_second_run_pays_nothing(server, tm
     assert not server.faults and {"500", "429", "timeout"} <= {r["fault"] for r in server.requests}
     assert all(r["authorization"] == f"Bearer {KEY}" for r in server.requests)
 
-    judge = read_json(first / "iter_1" / "DONE.judge")
+    it = RunDir(first).iteration(1)
+    judge = read_json(it.marker("judge"))
     assert judge["oracle/failed_frac"] == 0.0  # every 500, 429 and timeout was retried to an answer
     assert judge["oracle/invalid_frac"] == 0.5  # 3 of 6 prompts got a malformed answer
-    rows = read_jsonl(first / "iter_1" / "judgements.jsonl")
-    invalid = {r["id"] for r in rows if r["judgement"]["status"] == "invalid"}
+    rows = read_rows(it.judgements, Judged)
+    invalid = {r.prompt.id for r in rows if r.judgement.status == "invalid"}
     assert len(invalid) == 3
-    assert all(r["judgement"]["raw"] and r["win_probs"] is None for r in rows if r["id"] in invalid)
-    pairs = read_jsonl(first / "iter_1" / "pairs.jsonl")
-    assert pairs and not invalid & {p["prompt_id"] for p in pairs}  # excluded, never a label
+    assert all(r.judgement.raw and r.win_probs is None for r in rows if r.prompt.id in invalid)
+    pairs = read_rows(it.pairs, PairRow)
+    assert pairs and not invalid & {p.prompt.id for p in pairs}  # excluded, never a label
     for r in rows:  # the scripted judge scores content, so the un-shuffled scores must match it
-        if r["id"] not in invalid:
-            assert r["judgement"]["scores"] == [float(score(c)) for c in r["candidates"]]
-    assert any(r["judgement"]["detail"]["order"] != sorted(r["judgement"]["detail"]["order"]) for r in rows)
+        if r.prompt.id not in invalid:
+            assert r.judgement.scores == [float(score(c)) for c in r.candidates]
+    assert any(r.judgement.detail["order"] != sorted(r.judgement.detail["order"]) for r in rows)
 
     sent = len(server.requests)
     assert server.answered() == len(JudgeCache(cache)) and judge["oracle/requests"] == 6
     second = tmp_path / "second"  # a new run of the same config: every question is in the cache
     proc2 = judged_run(server, second, cache)
     assert len(server.requests) == sent  # zero requests
-    again = read_json(second / "iter_1" / "DONE.judge")
+    again = read_json(RunDir(second).iteration(1).marker("judge"))
     assert again["oracle/requests"] == 0 and again["oracle/cache_hits"] == 6
     win_rate = [read_json(run / "summary.json")["alpaca_eval/win_rate"] for run in (first, second)]
     assert win_rate[0] == win_rate[1]

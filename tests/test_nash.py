@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,9 +10,8 @@ import pytest
 from dno.nash.game import check_preference, exploitability, load_preference, nash
 from dno.nash.methods import METHODS, exact_step, softmax
 from dno.nash.solve import preference_path, solve
-from helpers import REPO
+from helpers import run
 
-DNO_NASH = str(Path(sys.executable).with_name("dno-nash"))
 PROBLEMS = ["rock_paper_scissors", "weighted_cycle", "transitive", "random_8x8"]
 SAMPLED = {"pairs": 1000, "opponents": 4}
 
@@ -96,10 +92,8 @@ def test_a_preference_matrix_must_be_a_preference():
 @pytest.mark.slow
 def test_dno_nash_writes_the_summary_and_the_plot(tmp_path):
     out = tmp_path / "rps"
-    proc = subprocess.run([DNO_NASH, "preference=experiments/nash/rock_paper_scissors.csv", "method=dno_exact",
-                           "iterations=2000", "eta=1", "seed=0", "init=random", f"out={out}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(["dno-nash", "preference=experiments/nash/rock_paper_scissors.csv", "method=dno_exact", "iterations=2000",
+         "eta=1", "seed=0", "init=random", f"out={out}"], timeout=120)
     s = json.loads((out / "summary.json").read_text())
     for key in ("exploitability_avg", "exploitability_last", "avg_policy", "last_policy", "nash_policy", "monotonic"):
         assert key in s
@@ -107,8 +101,7 @@ def test_dno_nash_writes_the_summary_and_the_plot(tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
     bad = tmp_path / "bad.csv"
     bad.write_text(",a,b\na,0.5,0.9\nb,0.9,0.5\n")
-    proc = subprocess.run([DNO_NASH, f"preference={bad}", f"out={tmp_path / 'bad'}"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = run(["dno-nash", f"preference={bad}", f"out={tmp_path / 'bad'}"], check=False, timeout=120)
     assert proc.returncode == 2 and "P + P^T must be 1" in proc.stderr
 
 

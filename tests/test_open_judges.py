@@ -8,19 +8,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import subprocess
 
 import pytest
 
-from dno.oracles.api import OPENAI_LIST_PRICE, ChatAPI, OracleError
+import helpers
+from dno.benchmarks.base import EvalError, Evaluated
+from dno.benchmarks.local import LocalBenchmark
+from dno.data import Prompt
+from dno.oracles.api import OPENAI_LIST_PRICE, ChatAPI, ClientOptions, OracleError
 from dno.oracles.base import INVALID, OK
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, response_format
-from dno.records import read_jsonl, write_jsonl
+from dno.runtime.files import read_jsonl
+from dno.runtime.layout import FinalDir
+from dno.runtime.records import Judged, Samples, read_rows, write_rows
 from dno.stages.evaluate import validation_win_rates
-from dno.stages.final import local_evaluation
 from dno.stages.judge import judge_samples
-from helpers import REPO, dno_run, wandb_history
+from helpers import dno_run, wandb_history
 from judge_server import JudgeServer, score
 
 CANDIDATES = ["The sea is wide.", "Water.", "Blue waves roll in from far away."]
@@ -32,8 +35,8 @@ def listwise(server, tmp_path, **kw):
     return OpenAIListwiseOracle(**kw)
 
 
-def items(n: int) -> list[tuple[dict, list[str]]]:
-    return [({"id": str(i), "instruction": f"Question {i}"}, [f"{c} ({i})" for c in CANDIDATES]) for i in range(n)]
+def items(n: int) -> list[tuple[Prompt, list[str]]]:
+    return [(Prompt.of(str(i), f"Question {i}"), [f"{c} ({i})" for c in CANDIDATES]) for i in range(n)]
 
 
 def test_each_structured_output_form_by_hand():
@@ -92,7 +95,7 @@ def test_an_unknown_form_is_a_config_error():
 
 def test_mostly_invalid_judgements_stop_before_pairs_quoting_three_answers(tmp_path):
     samples, out = tmp_path / "samples.jsonl", tmp_path / "judgements.jsonl"
-    write_jsonl(samples, [{**p, "responses": c} for p, c in items(6)])
+    write_rows(samples, [Samples(p, c) for p, c in items(6)])
     with JudgeServer(weak=True) as server:
         oracle = listwise(server, tmp_path, structured_output="json_object")  # no schema: the small model's garbage
         with pytest.raises(OracleError) as e:
@@ -113,14 +116,17 @@ def test_mostly_invalid_judgements_stop_before_pairs_quoting_three_answers(tmp_p
         metrics = judge_samples(listwise(server, tmp_path, structured_output="json_object"), samples, out,
                                 max_invalid_frac=1.0)
         assert metrics["oracle/invalid_frac"] == 1.0 and out.exists()
-        assert {r["judgement"]["status"] for r in read_jsonl(out)} == {INVALID}
+        assert {r.judgement.status for r in read_rows(out, Judged)} == {INVALID}
 
 
 def test_prices_are_the_list_price_on_the_openai_api_only():
-    assert ChatAPI(model="m").prices == OPENAI_LIST_PRICE == (10.0, 30.0)
-    assert ChatAPI(model="m", base_url="http://127.0.0.1:8765/v1").prices == (0.0, 0.0)
-    assert ChatAPI(model="m", base_url="http://127.0.0.1:8765/v1", price_input_per_1m=0.2).prices == (0.2, 0.0)
-    assert ChatAPI(model="m", price_output_per_1m=15.0).prices == (10.0, 15.0)
+    def prices(**options):
+        return ChatAPI(ClientOptions(model="m", **options)).prices
+
+    assert prices() == OPENAI_LIST_PRICE == (10.0, 30.0)
+    assert prices(base_url="http://127.0.0.1:8765/v1") == (0.0, 0.0)
+    assert prices(base_url="http://127.0.0.1:8765/v1", price_input_per_1m=0.2) == (0.2, 0.0)
+    assert prices(price_output_per_1m=15.0) == (10.0, 15.0)
 
 
 def test_validation_win_rates_carry_their_counts_and_skip_what_was_not_judged():
@@ -145,10 +151,8 @@ def test_best_iterate_ignores_iterations_whose_validation_was_not_judged(caplog)
 
 
 def test_the_final_stage_with_too_few_valid_annotations_fails_with_a_message(tmp_path):
-    from dno.alpacaeval import EvalError
-
     class Half:  # judges every second prompt validly
-        is_listwise = True
+        is_listwise, name = True, "half"
 
         def judge_many(self, items, pairs=None, desc=""):
             from dno.oracles.base import Judgement
@@ -156,18 +160,18 @@ def test_the_final_stage_with_too_few_valid_annotations_fails_with_a_message(tmp
             return [Judgement(scores=[2.0, 1.0]) if k % 2 == 0 else Judgement(status=INVALID, raw="?")
                     for k in range(len(items))]
 
-    prompts = [{"id": str(i), "instruction": f"Q{i}"} for i in range(10)]
-    outputs = [{"instruction": p["instruction"], "output": "long answer " * (i + 1), "generator": "m"}
-               for i, p in enumerate(prompts)]
-    reference = [{**o, "output": "ref", "generator": "pi_1"} for o in outputs]
+    prompts = [Prompt.of(str(i), f"Q{i}") for i in range(10)]
+    out = FinalDir(tmp_path)
+    write_rows(out.model_samples, [Samples(p, ["long answer " * (i + 1)]) for i, p in enumerate(prompts)])
+    write_rows(tmp_path / "pi_1.jsonl", [Samples(p, ["ref"]) for p in prompts])
+    target = Evaluated(None, None, None, 0, "m", False, prompts, tmp_path / "pi_1.jsonl", Half())
     with pytest.raises(EvalError, match=r"valid annotation for 5 of 10 test prompts, fewer than "
                                         r"eval.min_valid_frac=0.9: no win-rate is reported"):
-        local_evaluation(Half(), prompts, tmp_path, outputs=outputs, reference=reference, annotator="half")
-    assert not (tmp_path / "summary.json").exists() and (tmp_path / "annotations.json").exists()
-    summary = local_evaluation(Half(), prompts, tmp_path, outputs=outputs, reference=reference, annotator="half",
-                               min_valid_frac=0.5)
+        LocalBenchmark(baseline="pi_1").evaluate(target, out)
+    assert not out.summary.exists() and out.annotations.exists()
+    summary = LocalBenchmark(baseline="pi_1", min_valid_frac=0.5).evaluate(target, out)
     assert summary["alpaca_eval/n_total"] == 5 and summary["alpaca_eval/win_rate"] == 100.0
-    assert summary["alpaca_eval/n_excluded"] == 5
+    assert summary["alpaca_eval/n_excluded"] == 5 and summary["alpaca_eval/annotator"] == "half"
 
 
 @pytest.mark.slow
@@ -185,11 +189,9 @@ def test_a_small_judge_through_the_loop_and_experiments_open_judge(tmp_path):
         assert "  3. " in proc.stderr and not (tmp_path / "stop" / "iter_1" / "DONE.judge").exists()
 
         out, report = tmp_path / "open_judge", tmp_path / "open_judge.md"
-        env = {**os.environ, "WANDB_MODE": "offline", "SERVER_URL": server.url, "JUDGE_MODEL": "smollm2",
-               "MODES": "json_object,auto", "OUT": str(out), "REPORT": str(report)}
-        script = subprocess.run(["experiments/open_judge.sh", "oracle.max_retries=1"], cwd=REPO, env=env,
-                                capture_output=True, text=True, timeout=600)
-    assert script.returncode == 0, script.stderr[-3000:]
+        env = {"SERVER_URL": server.url, "JUDGE_MODEL": "smollm2", "MODES": "json_object,auto", "OUT": str(out),
+               "REPORT": str(report)}
+        helpers.run(["experiments/open_judge.sh", "oracle.max_retries=1"], env=env, timeout=600)
 
     run = out / "json_object"  # went on past the invalid judgements
     assert json.loads((run / "ended.json").read_text())["exit"] == 3

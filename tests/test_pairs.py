@@ -1,8 +1,10 @@
-"""Pair rules (conf/pair_rule/) on hand-worked examples: the paper's, SPIN's, all pairs, best vs worst."""
+"""Pair rules (conf/pair_rule/) on hand-worked examples: the paper's large margins, SPIN's, all pairs, best vs
+worst."""
 
 from __future__ import annotations
 
 import random
+from types import SimpleNamespace
 
 import pytest
 
@@ -14,6 +16,7 @@ from dno.pairs import (
     AllPairs,
     BestVsWorst,
     Candidate,
+    LargeMarginRule,
     PaperRule,
     SpinRule,
     count_types,
@@ -21,7 +24,7 @@ from dno.pairs import (
     replay,
 )
 
-RULE = PaperRule(min_positive_score=5, teacher_margin=2, student_margin=1, max_repeat_frac=0.3)
+RULE = LargeMarginRule(min_positive_score=5, teacher_margin=2, student_margin=1, max_repeat_frac=0.3)
 LISTWISE = Judgement()  # scores live on the candidates; no pairwise preferences
 
 
@@ -50,10 +53,10 @@ def test_teacher_positive_needs_margin_two_and_student_can_beat_teacher():
 def test_restrictive_keeps_only_teacher_over_student():
     c = [Candidate("teacher", 5, 0, is_teacher=True), Candidate("s4", 4, 0), Candidate("s3", 3, 0),
          Candidate("s6", 6, 0)]
-    rule = PaperRule(keep_types=[TEACHER_OVER_STUDENT])
+    rule = LargeMarginRule(keep_types=[TEACHER_OVER_STUDENT])
     assert names(rule.pairs(c, LISTWISE)) == [("teacher", "s3", TEACHER_OVER_STUDENT)]
     with pytest.raises(ValueError, match="loss.pairs.keep_types has unknown types"):
-        PaperRule(keep_types=["teacher_over_everyone"])
+        LargeMarginRule(keep_types=["teacher_over_everyone"])
 
 
 def test_no_positive_below_threshold():
@@ -88,10 +91,10 @@ def test_best_vs_worst_keeps_the_largest_margin_of_the_paper_pairs():
 
 
 def test_replay_takes_the_configured_shares():
-    last = [{"id": i, "type": TEACHER_OVER_STUDENT} for i in range(10)]
-    before = [{"id": 100 + i, "type": STUDENT_OVER_STUDENT} for i in range(20)]
+    last = [SimpleNamespace(id=i, type=TEACHER_OVER_STUDENT) for i in range(10)]
+    before = [SimpleNamespace(id=100 + i, type=STUDENT_OVER_STUDENT) for i in range(20)]
     picked = replay([last, before], [0.3, 0.15], seed=0)
-    assert sum(p["id"] < 100 for p in picked) == 3 and sum(p["id"] >= 100 for p in picked) == 3
+    assert sum(p.id < 100 for p in picked) == 3 and sum(p.id >= 100 for p in picked) == 3
     assert replay([last, before], [0.3, 0.15], seed=0) == picked
     assert count_types(picked) == {TEACHER_OVER_STUDENT: 3, STUDENT_OVER_TEACHER: 0, STUDENT_OVER_STUDENT: 3}
 
@@ -113,33 +116,5 @@ def test_all_pairs_take_every_distinct_pair_higher_score_first():
     assert len(rule.limit(pairs, 2, random.Random(0))) == 2
 
 
-def test_pairs_and_judgements_files_of_format_1_still_read(tmp_path):
-    from dno.records import read_judgements, read_pairs, write_jsonl
-
-    old = tmp_path / "pairs.jsonl"  # a run directory written before the names followed the paper
-    write_jsonl(old, [{"prompt_id": "a", "chosen": "x", "rejected": "y", "chosen_win_rate": 1.0,
-                       "rejected_win_rate": 0.0, "ref_logp_chosen": -3.0, "ref_logp_rejected": -4.0}])
-    assert read_pairs(old) == [{"version": 2, "prompt_id": "a", "chosen": "x", "rejected": "y",
-                                "chosen_win_prob": 1.0, "rejected_win_prob": 0.0, "ref_chosen_logps": -3.0,
-                                "ref_rejected_logps": -4.0}]
-    judged = tmp_path / "judgements.jsonl"
-    write_jsonl(judged, [{"id": "a", "gold": "t", "win_rates": [0.5, 0.5]}])
-    assert read_judgements(judged) == [{"version": 2, "id": "a", "teacher": "t", "win_probs": [0.5, 0.5]}]
-
-
-def test_a_pairs_file_newer_than_the_code_is_a_clear_error(tmp_path):
-    from dno.records import read_pairs, write_jsonl
-
-    path = tmp_path / "pairs.jsonl"
-    write_jsonl(path, [{"version": 2, "chosen": "x"}, {"version": 3, "chosen": "y"}])
-    with pytest.raises(ValueError, match=r"pairs.jsonl, row 2: format version 3, but this code reads versions 1 to 2"):
-        read_pairs(path)
-
-
-def test_a_samples_file_of_an_older_run_keeps_its_teacher_answers(tmp_path):
-    from dno.records import read_samples, write_jsonl
-
-    path = tmp_path / "samples.jsonl"
-    write_jsonl(path, [{"id": "a", "gold": "the teacher", "responses": ["x"]}, {"id": "b", "teacher": None}])
-    assert read_samples(path) == [{"id": "a", "teacher": "the teacher", "responses": ["x"]},
-                                  {"id": "b", "teacher": None}]
+def test_the_old_name_of_the_large_margin_rule_still_builds_it():
+    assert PaperRule is LargeMarginRule  # run directories and configs made before the rename record PaperRule

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dno.policy import collate, generate, load_model, load_tokenizer, prompt_ids, response_ids, sequence_logps
-from dno.stages.reference import encode_pairs, length_batches, pair_batch
+from dno.data import Prompt
+from dno.policy.load import load_model, load_tokenizer, prompt_ids, response_ids
+from dno.policy.logps import collate, encode_pairs, length_batches, pair_batch, sequence_logps
+from dno.policy.sample import Sampler, SamplingOptions
+from dno.runtime.records import PairRow
 from helpers import make_cfg
+
+
+def pair(i: int, instruction: str, chosen: str, rejected: str) -> PairRow:
+    return PairRow(Prompt.of(str(i), instruction), chosen, rejected, 1.0, 0.0, "student_over_student", 1)
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +48,7 @@ def test_right_padding_does_not_change_a_sequence(tiny):
 
 def test_pair_batches_hold_chosen_then_rejected_and_cover_every_pair(tiny):
     _, tok, _ = tiny
-    pairs = [{"prompt_id": str(i), "instruction": f"Say {i}.", "chosen": "yes " * (i + 1), "rejected": "no"}
-             for i in range(5)]
+    pairs = [pair(i, f"Say {i}.", "yes " * (i + 1), "no") for i in range(5)]
     enc = encode_pairs(tok, pairs, max_length=64)
     batches = length_batches(enc, 2)
     assert sorted(i for b in batches for i in b) == list(range(5)) and [len(b) for b in batches] == [2, 2, 1]
@@ -54,16 +60,17 @@ def test_pair_batches_hold_chosen_then_rejected_and_cover_every_pair(tiny):
 
 def test_responses_are_cut_to_max_length(tiny):
     _, tok, _ = tiny
-    pairs = [{"prompt_id": "0", "instruction": "Talk.", "chosen": "word " * 200, "rejected": "no"}]
+    pairs = [pair(0, "Talk.", "word " * 200, "no")]
     (prompt, chosen, _), = encode_pairs(tok, pairs, max_length=64)
     assert len(prompt) + len(chosen) == 64 and chosen[-1] == tok.eos_token_id
 
 
-def test_generate_is_seeded(tiny):
+def test_sampling_is_seeded(tiny):
     model, tok, _ = tiny
-    kw = dict(n=2, max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4)
-    a, n_a = generate(model, tok, ["Hi.", "Describe the sea."], seed=3, **kw)
-    b, _ = generate(model, tok, ["Hi.", "Describe the sea."], seed=3, **kw)
+    sampler = Sampler(model, tok, SamplingOptions(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4))
+    prompts = [Prompt.of("a", "Hi.").messages, Prompt.of("b", "Describe the sea.").messages]
+    a, n_a = sampler.sample(prompts, n=2, seed=3)
+    b, _ = sampler.sample(prompts, n=2, seed=3)
     assert a == b and [len(x) for x in a] == [2, 2] and 0 < n_a <= 4 * 6
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dno.signals import Preempted, preemptible
+from dno.runtime.signals import Preempted, preemptible
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -12,10 +12,12 @@ import subprocess
 import pytest
 import torch
 
-from dno.config import ConfigError
-from dno.provenance import HARMLESS, config_sha256, harmless, model_identity
-from dno.records import read_json, read_marker, run_stage
 from dno.run import Run
+from dno.runtime.config import ConfigError
+from dno.runtime.files import read_json
+from dno.runtime.layout import StageDir
+from dno.runtime.provenance import HARMLESS, config_sha256, harmless, model_identity
+from dno.runtime.stages import read_marker, run_stage
 from helpers import REPO, SMOKE, make_cfg
 
 QUIET = [*SMOKE, "logger=none"]
@@ -51,7 +53,8 @@ def test_a_changed_result_key_stops_the_resume_naming_both_values(tmp_path):
 
 
 def test_another_generation_server_command_needs_resume_continue(tmp_path):
-    server = ["generation.backend=openai_server", "generation.server.command='{python} -m dno.serve {checkpoint}'"]
+    server = ["generation.backend=openai_server",
+              "generation.server.command='{python} -m dno.policy.serve {checkpoint}'"]
     build(tmp_path, *server[:1], server[1][:-1] + " --exit-after 2'")  # the crashing server of a first attempt
     with pytest.raises(ConfigError, match=r"generation\.server\.command: (.|\n)*resume=continue"):
         build(tmp_path, *server)
@@ -82,18 +85,19 @@ def test_other_code_warns_and_is_recorded(tmp_path, caplog):
     build(tmp_path)
     p = read_json(tmp_path / "provenance.json")
     (tmp_path / "provenance.json").write_text(json.dumps({**p, "commit": "0" * 40}))
-    with caplog.at_level(logging.WARNING, logger="dno.provenance"):
+    with caplog.at_level(logging.WARNING, logger="dno.runtime.provenance"):
         build(tmp_path)
     assert "cannot be proven harmless" in caplog.text and "0000000" in caplog.text
     assert read_json(tmp_path / "provenance.json")["resumes"][-1]["other_code"] is True
 
 
 def test_a_marker_records_the_commit_and_is_read_without_it(tmp_path):
-    assert run_stage(tmp_path, "x", lambda: {"m": 1})["m"] == 1
-    marker = read_json(tmp_path / "DONE.x")
+    d = StageDir(tmp_path)
+    assert run_stage(d, "x", lambda: {"m": 1})["m"] == 1
+    marker = read_json(d.marker("x"))
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    assert marker["_commit"].startswith(head) and set(read_marker(tmp_path / "DONE.x")) == {"m", "time/x_s"}
-    assert run_stage(tmp_path, "x", lambda: {"m": 2}) == read_marker(tmp_path / "DONE.x")  # skipped: read back
+    assert marker["_commit"].startswith(head) and set(read_marker(d.marker("x"))) == {"m", "time/x_s"}
+    assert run_stage(d, "x", lambda: {"m": 2}) == read_marker(d.marker("x"))  # skipped: read back
 
 
 def test_a_local_model_file_is_identified_by_its_sha256(tmp_path):

@@ -6,14 +6,14 @@ import json
 
 import pytest
 
+from dno.data import Prompt
+from dno.data.constraints import repeated_ngram_fraction
 from dno.oracles.base import preference, win_probs_of_scores
-from dno.oracles.rules import RulesOracle, repeated_ngram_fraction
+from dno.oracles.rules import RulesOracle
 
-PROMPT = {
-    "instruction": "Describe the ocean. Answer in fewer than 10 words. Do not use any commas.",
-    "keywords": ["ocean", "sea"],
-    "constraints": [{"kind": "max_words", "value": 10}, {"kind": "no_commas"}],
-}
+PROMPT = Prompt.of("o", "Describe the ocean. Answer in fewer than 10 words. Do not use any commas.",
+                   meta={"keywords": ["ocean", "sea"],
+                         "constraints": [{"kind": "max_words", "value": 10}, {"kind": "no_commas"}]})
 
 
 @pytest.mark.parametrize("response,points", [
@@ -37,7 +37,7 @@ def test_hand_scored_examples(response, points):
 
 def test_concise_and_repetition_points():
     oracle = RulesOracle(min_words=3, substantial_min_words=4, concise_max_words=5, max_repeat_frac=0.3)
-    prompt = {"instruction": "Describe the sea.", "keywords": ["sea"], "constraints": []}
+    prompt = Prompt.of("s", "Describe the sea.", meta={"keywords": ["sea"], "constraints": []})
     long_answer = "the sea is wide and the sea is deep today."         # 10 words > 5: no concise point
     loop = "the sea the sea the sea the sea the sea."
     scores = oracle.judge(prompt, [long_answer, loop, "The sea is calm."]).scores

@@ -1,5 +1,6 @@
-"""dno's sampler (sampling.sampler=dno) draws from the distribution transformers' generate draws from, and
-each sample depends on (seed, prompt, sample index) only: not on the batch, the order or the process."""
+"""The shared-prefill sampler (sampling.sampler=shared_prefill) draws from the distribution transformers' generate
+draws from, and each sample depends on (seed, prompt, sample index) only: not on the batch, the order or the
+process."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import pytest
 import torch
 from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from dno.policy import decode, generate, load_model, load_tokenizer, row_seed
-from helpers import make_cfg
+from dno.policy.load import load_model, load_tokenizer
+from dno.policy.sample import DecodeOptions, Sampler, SamplingOptions, decode, row_seed
+from helpers import make_cfg, tiny_llama
 
 SETTINGS = [dict(temperature=0.7, top_p=0.95, top_k=8), dict(temperature=1.0, top_p=0.6, top_k=0),
             dict(temperature=1.3, top_p=1.0, top_k=0)]
@@ -19,12 +21,13 @@ PROMPT = [3, 1, 4, 1, 5, 9, 2, 6]
 def small_vocab():
     """A random Llama over 24 tokens, its logits spread wide enough that the settings above cut its
     distribution: every two-token sequence is a cell that 4000 samples can test."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    return tiny_llama(24, hidden_size=32, intermediate_size=64, tie_word_embeddings=False, initializer_range=0.3,
+                      pad_token_id=0)
 
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=24, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, initializer_range=0.3, pad_token_id=0)
-    return LlamaForCausalLM(config).eval()
+
+def options(max_new_tokens: int, temperature: float, top_p: float, top_k: int, pad_id: int = 0, eos_id: int = -1,
+            **levers) -> DecodeOptions:
+    return DecodeOptions(max_new_tokens, temperature, top_p, top_k, pad_id, eos_id, **levers)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_two_token_sequences_follow_transformers_distribution(small_vocab, setti
     allowed set, and Pearson's test does not reject (the seeds are fixed: the test is deterministic)."""
     model, n = small_vocab, 4000
     generators = [torch.Generator().manual_seed(row_seed(7, 0, k)) for k in range(n)]
-    rows = decode(model, [PROMPT], n, generators, max_new_tokens=2, pad_id=0, eos_id=-1, **settings)
+    rows = decode(model, [PROMPT], generators, options(2, **settings))
     first = transformers_probs(model, PROMPT, **settings)
     allowed = first.nonzero().squeeze(1).tolist()
     assert {r[0] for r in rows} <= set(allowed) and 1 < len(allowed)
@@ -86,8 +89,7 @@ def test_two_token_sequences_follow_transformers_distribution(small_vocab, setti
 def test_a_planted_difference_is_rejected(small_vocab):
     """The test above can fail: samples at temperature 1 tested against temperature 0.8 are rejected."""
     generators = [torch.Generator().manual_seed(row_seed(7, 0, k)) for k in range(4000)]
-    rows = decode(small_vocab, [PROMPT], 4000, generators, max_new_tokens=1, pad_id=0, eos_id=-1,
-                  temperature=1.0, top_p=1.0, top_k=0)
+    rows = decode(small_vocab, [PROMPT], generators, options(1, temperature=1.0, top_p=1.0, top_k=0))
     probs = transformers_probs(small_vocab, PROMPT, temperature=0.8, top_p=1.0, top_k=0)
     counts = {}
     for r in rows:
@@ -98,13 +100,19 @@ def test_a_planted_difference_is_rejected(small_vocab):
 def test_a_sample_depends_on_seed_prompt_and_index_only(tiny):
     model, tok = tiny
     prompts = [[{"role": "user", "content": f"Question {i}" + " and more" * (i % 4)}] for i in range(10)]
-    kw = dict(n=4, max_new_tokens=10, temperature=1.0, top_p=0.9, seed=5, sampler="dno")
-    base, n_tokens = generate(model, tok, prompts, batch_size=8, **kw)
-    assert generate(model, tok, prompts, batch_size=40, **kw)[0] == base  # one batch instead of five
-    assert generate(model, tok, prompts, batch_size=8, starts=[2, 6], **kw)[0] == base[2:4] + base[6:8]  # a shard
-    twice = generate(model, tok, [prompts[0], prompts[0]], batch_size=8, **kw)[0]  # the index is in the seed:
+    opts = SamplingOptions(max_new_tokens=10, temperature=1.0, top_p=0.9, batch_size=8, sampler="shared_prefill")
+
+    def sample(these, batch_size=8, seed=5):
+        return Sampler(model, tok, SamplingOptions(**{**opts.__dict__, "batch_size": batch_size})).sample(
+            these, n=4, seed=seed)
+
+    base, n_tokens = sample(prompts)
+    assert sample(prompts, batch_size=40)[0] == base  # one batch instead of five
+    mine, texts, _ = Sampler(model, tok, opts).sample_shard(prompts, [2, 6], n=4, seed=5)  # a process's shard
+    assert mine == [2, 3, 6, 7] and texts == base[2:4] + base[6:8]
+    twice = sample([prompts[0], prompts[0]])[0]  # the index is in the seed:
     assert twice[0] == base[0] and twice[1] != twice[0]  # a prompt given twice is sampled twice, independently
-    other = generate(model, tok, prompts, batch_size=8, **{**kw, "seed": 6})[0]
+    other = sample(prompts, seed=6)[0]
     assert other != base and len({r for group in base for r in group}) > 30  # samples differ from each other
     assert 0 < n_tokens <= 10 * 4 * 10
 
@@ -112,25 +120,29 @@ def test_a_sample_depends_on_seed_prompt_and_index_only(tiny):
 def test_finished_samples_leave_the_batch_and_end_with_eos(small_vocab):
     """A token made the end of sequence: samples stop at it (kept), the others run to the limit, and
     dropping finished rows from the batch does not change the samples still running."""
-    settings = dict(max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0, pad_id=0)
-    never = decode(small_vocab, [PROMPT, PROMPT[:5]], 32, [torch.Generator().manual_seed(k) for k in range(64)],
-                   eos_id=-1, **settings)
+    settings = dict(temperature=1.0, top_p=1.0, top_k=0)
+    never = decode(small_vocab, [PROMPT, PROMPT[:5]], [torch.Generator().manual_seed(k) for k in range(64)],
+                   options(8, **settings))
     eos = max(range(24), key=lambda t: sum(r.count(t) for r in never))  # the most frequent token
-    rows = decode(small_vocab, [PROMPT, PROMPT[:5]], 32, [torch.Generator().manual_seed(k) for k in range(64)],
-                  eos_id=eos, **settings)
+    rows = decode(small_vocab, [PROMPT, PROMPT[:5]], [torch.Generator().manual_seed(k) for k in range(64)],
+                  options(8, **settings, eos_id=eos))
     for r, full in zip(rows, never, strict=True):
         cut = full.index(eos) + 1 if eos in full else len(full)
         assert r == full[:cut]  # the same draws up to the end: nothing else changed for the rows still running
     assert sum(len(r) < 8 for r in rows) >= 16  # enough rows finished early for the batch to shrink
 
 
-def test_the_generate_sampler_is_kept(tiny):
+def test_the_generate_sampler_is_kept_and_the_old_name_of_shared_prefill_is_read(tiny):
     model, tok = tiny
-    kw = dict(n=2, max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4, seed=3, sampler="generate")
-    a, n_a = generate(model, tok, ["Hi.", "Describe the sea."], **kw)
-    assert a == generate(model, tok, ["Hi.", "Describe the sea."], **kw)[0] and 0 < n_a <= 24
-    with pytest.raises(ValueError, match="sampling.sampler must be one of dno, generate"):
-        generate(model, tok, ["Hi."], **{**kw, "sampler": "vllm"})
+    sampler = Sampler(model, tok, SamplingOptions(max_new_tokens=6, temperature=1.0, top_p=1.0, batch_size=4,
+                                                  sampler="generate"))
+    prompts = [[{"role": "user", "content": "Hi."}], [{"role": "user", "content": "Describe the sea."}]]
+    a, n_a = sampler.sample(prompts, n=2, seed=3)
+    assert a == sampler.sample(prompts, n=2, seed=3)[0] and 0 < n_a <= 24
+    with pytest.raises(ValueError, match="sampling.sampler must be one of shared_prefill, generate"):
+        SamplingOptions(6, 1.0, 1.0, sampler="vllm")
+    assert SamplingOptions(6, 1.0, 1.0, sampler="dno").sampler == "shared_prefill"  # its name until 2026-12
+    assert SamplingOptions(6, 1.0, 1.0).sampler == SamplingOptions.of(make_cfg().sampling).sampler  # one default
 
 
 def test_static_and_dynamic_caches_draw_the_same_samples(small_vocab):
@@ -141,8 +153,7 @@ def test_static_and_dynamic_caches_draw_the_same_samples(small_vocab):
 
     def run(**kw):
         generators = [torch.Generator().manual_seed(row_seed(3, i, k)) for i in range(3) for k in range(4)]
-        return decode(small_vocab, prompts, 4, generators, max_new_tokens=12, temperature=1.0, top_p=0.9,
-                      top_k=20, pad_id=0, eos_id=1, **kw)
+        return decode(small_vocab, prompts, generators, options(12, 1.0, 0.9, 20, eos_id=1, **kw))
 
     for drop_frac in (1e-9, 0.25, 2.0):
         static = run(static_cache=True, drop_frac=drop_frac)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dno.config import ConfigError
-from dno.records import write_json
-from dno.run_records import RunRecord
-from dno.stats import outcomes, paired_difference, seed_interval, win_rate
-from dno.tables import comparison, write_tables
+from dno.reports.run_records import RunRecord
+from dno.reports.stats import outcomes, paired_difference, seed_interval, win_rate
+from dno.reports.tables import comparison, write_tables
+from dno.runtime.config import ConfigError
+from dno.runtime.files import write_json
 
 
 def annotations(wins: np.ndarray, *, model_len: int = 100, prefix: str = "p") -> list[dict]:

@@ -2,32 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-from dno.records import read_json, read_jsonl
-from dno.run_records import RunRecord, find_runs
-from dno.tables import write_tables
-from helpers import REPO
-
-DNO_TABLES = str(Path(sys.executable).with_name("dno-tables"))
+from dno.reports.run_records import RunRecord, find_runs
+from dno.reports.tables import write_tables
+from dno.runtime.files import read_json, read_jsonl
+from helpers import run
 
 
 @pytest.mark.slow
 def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_path):
     first, second_run = smoke_sweep
-    proc = subprocess.run([DNO_TABLES, f"runs=[{first},{second_run}]", f"out={tmp_path}", "bootstrap.lc_samples=4"],
-                          cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run(["dno-tables", f"runs=[{first},{second_run}]", f"out={tmp_path}", "bootstrap.lc_samples=4"], timeout=120)
     table1 = (tmp_path / "table1.md").read_text()
     labels = [f"model=tiny_random schedule=smoke loss=dno_prct oracle=rules seed={s}" for s in (0, 1)]  # overrides
-    for run, label in zip((first, second_run), labels, strict=True):
-        s = read_json(run / "summary.json")
-        row = next(line for line in table1.splitlines() if line.startswith(f"| run `{run.name}` | {label} |"))
+    for job, label in zip((first, second_run), labels, strict=True):
+        s = read_json(job / "summary.json")
+        row = next(line for line in table1.splitlines() if line.startswith(f"| run `{job.name}` | {label} |"))
         assert f"| {s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/win_rate']:.1f} ± " in row
         assert row.endswith("| RulesOracle | pi_1 |")
     table2 = (tmp_path / "table2.md").read_text()
@@ -43,8 +34,8 @@ def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_pat
     assert len(rows) == 1 and rows[0].startswith("| model=tiny_random schedule=smoke loss=dno_prct oracle=rules | 2 | ")
     commit = read_json(first / "provenance.json")["commit"][:10]
     torch_version = read_json(first / "provenance.json")["versions"]["torch"]
-    for run in (first, second_run):  # both runs' provenance under the table, neither flagged (same judge)
-        assert f"| `{run.name}` | {commit}" in table1 and f"| {torch_version} |" in table1
+    for job in (first, second_run):  # both runs' provenance under the table, neither flagged (same judge)
+        assert f"| `{job.name}` | {commit}" in table1 and f"| {torch_version} |" in table1
     assert table1.count("| RulesOracle | - |") == 2
 
 
@@ -61,22 +52,22 @@ def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
 
 
 def test_rows_whose_judge_or_evaluator_differ_are_flagged(tmp_path):
-    def run(name: str, judge: str, concise: int, alpaca_eval: str) -> RunRecord:
+    def record(name: str, judge: str, concise: int, alpaca_eval: str) -> RunRecord:
         prov = {"commit": "abc1234567890", "dirty": False, "versions": {"torch": "2.13", "alpaca_eval": alpaca_eval},
                 "device": {"cpu": "EPYC", "dtype": "float32"},
                 "config": {"oracle": {"_target_": f"dno.oracles.{judge}", "concise_max_words": concise}}}
         return RunRecord(name=name, label=name, judge=judge, summary={"alpaca_eval/win_rate": 60.0}, metrics=[],
                          provenance=prov)
 
-    runs = [run("a", "RulesOracle", 60, "0.6.6"), run("b", "RulesOracle", 60, "0.6.6"),
-            run("c", "RulesOracle", 8, "0.6.6"), run("d", "RulesOracle", 60, "0.6.5")]
+    runs = [record("a", "RulesOracle", 60, "0.6.6"), record("b", "RulesOracle", 60, "0.6.6"),
+            record("c", "RulesOracle", 8, "0.6.6"), record("d", "RulesOracle", 60, "0.6.5")]
     table1 = (write_tables(runs, tmp_path)[0]).read_text()
     flags = {line.split("`")[1]: line.rsplit("|", 2)[1].strip() for line in table1.splitlines()
              if line.startswith("| `")}
     assert flags == {"a": "-", "b": "-", "c": "judge differs", "d": "evaluator differs"}
     assert "| `a` | abc1234567 | 2.13 | - | 0.6.6 | EPYC (float32) | RulesOracle | - |" in table1
     legacy = RunRecord(name="old", label="old", judge="RulesOracle", summary={}, metrics=[])
-    assert "no provenance.json" in write_tables([legacy], tmp_path / "legacy")[0].read_text()
+    assert "no provenance (run before it was recorded)" in write_tables([legacy], tmp_path / "legacy")[0].read_text()
 
 
 @pytest.mark.slow

@@ -2,9 +2,10 @@
 
 `train_dno(run)` is what dno-run does: pi_1's validation and test answers and the teacher's
 answers (`initial`), then T iterations of sample -> judge -> pairs -> reference log-probs ->
-update -> evaluate -> log, then the final stage on the best iterate. Each stage writes files under
-<run_dir>/iter_<t>/ and a DONE.<stage> marker; re-running with the same run directory skips every
-finished stage. `evaluate_checkpoint` is dno-eval: the final stage alone, on any checkpoint.
+update -> evaluate -> log, then the final stage on the best iterate. Each stage writes files into
+the run directory (dno.runtime.layout) and a marker when it is done; re-running with the same run
+directory skips every finished stage. `evaluate_checkpoint` is dno-eval: the final stage alone, on
+any checkpoint.
 
 Departures from the paper:
 1. The oracle is configurable; the default is a rules judge on verifiable constraints, not GPT-4-Turbo.
@@ -18,20 +19,73 @@ Departures from the paper:
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from dno.config import ConfigError
-from dno.records import read_json, read_judgements, read_pairs, write_json, write_jsonl
+from dno.benchmarks.base import Evaluated
+from dno.data import Prompt
 from dno.run import Run
-from dno.signals import Preempted
+from dno.runtime.config import ConfigError
+from dno.runtime.files import read_json, write_json
+from dno.runtime.layout import FinalDir, IterationDir
+from dno.runtime.records import Judged, PairRow, read_rows, write_rows
+from dno.runtime.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
-from dno.stages.final import final_evaluation
 from dno.stages.judge import judge_samples
 from dno.stages.make_pairs import make_pairs
+from dno.teacher import TeacherCache
 
 log = logging.getLogger(__name__)
+
+
+def iteration(run: Run, t: int) -> dict:
+    """Algorithm 2, iteration t: from pi_t's samples to pi_{t+1}, evaluated and logged."""
+    d, pi_t, pi_next = run.dir.iteration(t), run.checkpoint(t - 1), run.checkpoint(t)
+
+    # step 2: K answers per prompt of this iteration's fresh prompts, sampled from pi_t
+    m = run.stage(d, "sample", lambda: sample(run, pi_t, t), (d.samples,), everyone=not run.served)
+
+    # step 3: the oracle judges each prompt's answers (and the teacher's); r_t(x, y) of each
+    m |= run.stage(d, "judge", lambda: judge(run, d), (d.judgements,))
+
+    # step 4: the variant's pair rule (the paper's: large margins), plus replay of earlier iterations' pairs
+    m |= run.stage(d, "pairs", lambda: pairs(run, t), (d.pairs,))
+
+    # step 5: pi_t's log-probs of every pair (Eq. 13's reference), then the update from pi_t: pi_{t+1}
+    m |= run.stage(d, "reference", lambda: reference(run, pi_t, d.pairs), (d.pairs,), everyone=True)
+    m |= run.stage(d, "train", lambda: update(run, pi_t, d, run.seed(t, "train")), (d.checkpoint,), everyone=True)
+
+    # pi_{t+1} against pi_1 and pi_t on the validation prompts: the best iterate is chosen by these
+    m |= run.stage(d, "evaluate", lambda: validate(run, pi_next, d, run.dir.validation_samples(t),
+                                                    run.seed(t, "evaluate")), (d.eval_samples, d.eval_judgements))
+
+    # metrics.jsonl and W&B, with the iteration's answers as a Table and its pairs as an artifact
+    return run.stage(d, "log", lambda: log_iteration(run, t, m))
+
+
+def sample(run: Run, policy: Path | None, t: int) -> dict:
+    """Step 2 of iteration t: K answers per prompt from `policy`, in process or on a generation server."""
+    prompts, k, seed = with_teacher(run, run.splits.iterations[t - 1]), run.cfg.schedule.samples_per_prompt, \
+        run.seed(t, "sample")
+    d = run.dir.iteration(t)
+    if run.served:
+        return run.sample_with_server(policy, prompts, d, k, seed)
+    from dno.stages.sample import sample_responses
+
+    return sample_responses(run.sampler(policy), prompts, d.samples, k=k, seed=seed)
+
+
+def judge(run: Run, d: IterationDir) -> dict:
+    """Step 3: the oracle's judgements of d's samples; stops (OracleError) on a judge that is down or cannot
+    judge (`max_failed_frac`, `max_invalid_frac`)."""
+    return judge_samples(run.oracle, d.samples, d.judgements, run.cfg.max_failed_frac, run.cfg.max_invalid_frac)
+
+
+def pairs(run: Run, t: int) -> dict:
+    """Step 4 of iteration t: the variant's pairs and replay, at most `schedule.max_pairs_per_prompt` per prompt."""
+    return make_pairs(run.dir, t, run.variant, run.cfg.schedule.max_pairs_per_prompt, run.seed(t, "pairs"))
 
 
 def reference(run: Run, policy: Path | None, pairs: Path) -> dict:
@@ -40,93 +94,66 @@ def reference(run: Run, policy: Path | None, pairs: Path) -> dict:
         return {}
     from dno.stages.reference import reference_logps
 
-    return reference_logps(run.policies.get(policy), run.tokenizer, pairs,
-                           micro_batch_size=run.cfg.train.micro_batch_size,
-                           max_length=run.cfg.model.max_length, accelerator=run.accelerator)
+    return reference_logps(run.policies.get(policy), run.tokenizer, pairs, run.train, run.accelerator)
 
 
-def update(run: Run, start: Path | None, pairs: Path, out: Path, seed: int) -> dict:
-    """The update from `start`'s weights on `pairs`, saved to `out` (Algorithm 2, step 5)."""
-    from dno.adapters import add_adapter, lora_enabled, save_and_merge
+def update(run: Run, start: Path | None, d: IterationDir, seed: int) -> dict:
+    """The update from `start`'s weights on d's pairs, saved to d's checkpoint (Algorithm 2, step 5)."""
+    from dno.policy.lora import add_adapter, lora_enabled, save_and_merge
     from dno.stages.train import save_checkpoint, train_policy
 
-    cfg, s = run.cfg, run.cfg.schedule
+    cfg = run.cfg
     model = run.policies.get(start)
-    if lora_enabled(cfg.model):  # a fresh adapter on pi_t, merged into pi_{t+1} (dno.adapters)
+    if lora_enabled(cfg.model):  # a fresh adapter on pi_t, merged into pi_{t+1} (dno.policy.lora)
         model = add_adapter(model, cfg.model.lora, seed)
-    stats = train_policy(model, run.tokenizer, pairs, run.variant.objective,
-                         accelerator=run.accelerator, optim=s, epochs=s.epochs,
-                         micro_batch_size=cfg.train.micro_batch_size, grad_accum=run.grad_accum,
-                         max_length=cfg.model.max_length, seed=seed)
+    stats = train_policy(model, run.tokenizer, d.pairs, run.variant.objective, replace(run.train, seed=seed),
+                         run.accelerator)
     if lora_enabled(cfg.model):
         base = str(start) if start is not None else (cfg.model.path or cfg.model.name)
-        run.policies.model = model = save_and_merge(model, out.parent / "adapter", run.accelerator, base)
-    save_checkpoint(model, run.tokenizer, out, run.accelerator)
+        run.policies.model = model = save_and_merge(model, d.adapter, run.accelerator, base)
+    save_checkpoint(model, run.tokenizer, d.checkpoint, run.accelerator)
     if run.accelerator.num_processes == 1:
-        run.policies.path = out  # the model in memory is now the trained one
+        run.policies.path = d.checkpoint  # the model in memory is now the trained one
     else:  # wrapped (and under FSDP sharded) for training: read the saved weights back when needed
         run.policies.release()
     return stats
 
 
-def iteration(run: Run, t: int) -> dict:
-    """Algorithm 2, one iteration: sample, judge, pairs, reference log-probs, update, evaluate, log."""
-    cfg, s, v = run.cfg, run.cfg.schedule, run.variant
-    d, pi_t, pi_next = run.run_dir / f"iter_{t}", run.checkpoint(t - 1), run.checkpoint(t)
-    prompts, server = with_teacher(run, run.splits.iterations[t - 1]), cfg.generation.backend == "openai_server"
-    sample = run.sample_with_server if server else run.sample
-    m = run.stage(d, "sample", lambda: sample(pi_t, prompts, d / "samples.jsonl", s.samples_per_prompt,
-                                              run.seed(t, "sample")), everyone=not server,
-                   outputs=("samples.jsonl",))
-    m |= run.stage(d, "judge", lambda: judge_samples(run.oracle, d / "samples.jsonl", d / "judgements.jsonl",
-                                                     cfg.max_failed_frac, cfg.max_invalid_frac),
-                   outputs=("judgements.jsonl",))
-    m |= run.stage(d, "pairs", lambda: make_pairs(
-        d / "judgements.jsonl", d / "pairs.jsonl", rule=v.pairs, cap=s.max_pairs_per_prompt, iteration=t,
-        earlier=[run.run_dir / f"iter_{t - 1 - k}" / "pairs.jsonl" for k in range(min(t - 1, len(v.replay)))],
-        replay_fractions=list(v.replay), seed=run.seed(t, "pairs")), outputs=("pairs.jsonl",))
-    m |= run.stage(d, "reference", lambda: reference(run, pi_t, d / "pairs.jsonl"), everyone=True,
-                   outputs=("pairs.jsonl",))
-    m |= run.stage(d, "train", lambda: update(run, pi_t, d / "pairs.jsonl", pi_next, run.seed(t, "train")),
-                   everyone=True, outputs=("checkpoint",))
-    prev = run.run_dir / "init" if t == 1 else run.run_dir / f"iter_{t - 1}"
-    m |= run.stage(d, "evaluate", lambda: evaluate_policy(
-        run.policies.get(pi_next), run.tokenizer, run.oracle, run.splits.val, d,
-        init_samples=run.run_dir / "init" / "val_samples.jsonl",
-        prev_samples=prev / ("val_samples.jsonl" if t == 1 else "eval_samples.jsonl"),
-        sampling=cfg.sampling, seed=run.seed(t, "evaluate")), outputs=("eval_samples.jsonl", "eval_judgements.jsonl"))
+def validate(run: Run, policy: Path, d: IterationDir, previous: Path, seed: int) -> dict:
+    """`policy` against pi_1 and against the policy whose validation answers are `previous`."""
+    return evaluate_policy(run.sampler(policy, sharded=False), run.oracle, run.splits.val, d,
+                           (run.dir.init.val_samples, previous), seed)
 
-    def log() -> dict:
-        metrics = m | (run.data_stats if t == 1 else {})  # what reading the prompt set dropped, once
-        run.tracker.table(f"samples/iter_{t}", sample_table(d / "judgements.jsonl"), t)
-        run.tracker.artifact("pairs", d / "pairs.jsonl", alias=f"iter_{t}",
-                             metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
-        run.tracker.log(metrics, t)
-        return metrics
 
-    return run.stage(d, "log", log)
+def log_iteration(run: Run, t: int, metrics: dict) -> dict:
+    """The iteration's metrics to metrics.jsonl and W&B (with what reading the prompt set dropped, once)."""
+    d = run.dir.iteration(t)
+    metrics = metrics | (run.data_stats if t == 1 else {})
+    run.tracker.table(f"samples/{d.name}", sample_table(d.judgements), t)
+    run.tracker.artifact("pairs", d.pairs, alias=d.name, metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
+    run.tracker.log(metrics, t)
+    return metrics
 
 
 def sample_table(judgements: Path) -> list[dict]:
-    """An iteration's responses as rows to read in W&B: one per response, with the judge's view."""
+    """An iteration's answers as rows to read in W&B: one per candidate, with the judge's view."""
     rows = []
-    for j in read_judgements(judgements):
-        scores, win_probs = j["judgement"].get("scores") or [], j.get("win_probs") or []
-        for k, response in enumerate(j["responses"]):
-            rows.append({"prompt_id": j["id"], "prompt": j["instruction"], "k": k, "response": response,
-                         "score": scores[k] if k < len(scores) else None,
+    for j in read_rows(judgements, Judged):
+        scores, win_probs = j.judgement.scores or [], j.win_probs or []
+        for k, text in enumerate(j.candidates):
+            rows.append({"prompt_id": j.prompt.id, "prompt": j.prompt.as_text(), "k": k, "response": text,
+                         "teacher": j.is_teacher(k), "score": scores[k] if k < len(scores) else None,
                          "win_prob": win_probs[k] if k < len(win_probs) else None,
-                         "judge_status": j["judgement"]["status"]})
+                         "judge_status": j.judgement.status})
     return rows
 
 
-def log_answers(tracker, final_dir: Path) -> None:
+def log_answers(tracker, final: FinalDir) -> None:
     """The final stage's answers beside the baseline's, with the judge's preference, as a W&B Table."""
-    annotations = final_dir / "annotations.json"
-    if annotations.exists():
+    if final.annotations.exists():
         tracker.table("eval/answers", [{k: a.get(k) for k in ("instruction", "generator_1", "output_1",
                                                               "generator_2", "output_2", "preference")}
-                                       for a in read_json(annotations)])
+                                       for a in read_json(final.annotations)])
 
 
 def best_iterate(per_iteration: list[dict]) -> int:
@@ -142,66 +169,68 @@ def best_iterate(per_iteration: list[dict]) -> int:
 
 def lookahead(run: Run, iterations: int) -> dict:
     """DNO-Lookahead (Table 1): all iterations' new pairs shuffled together, one training from pi_1."""
-    d, init_val = run.run_dir / "lookahead", run.run_dir / "init" / "val_samples.jsonl"
+    d = run.dir.lookahead
 
-    def pairs() -> dict:
-        rows = [{k: v for k, v in p.items() if not k.startswith("ref_")}
-                for t in range(1, iterations + 1) for p in read_pairs(run.run_dir / f"iter_{t}" / "pairs.jsonl")
-                if p["source_iteration"] == t]
-        write_jsonl(d / "pairs.jsonl", rows)
+    def all_pairs() -> dict:
+        rows = [p.with_reference(None, None) for t in range(1, iterations + 1)
+                for p in read_rows(run.dir.iteration(t).pairs, PairRow) if p.source_iteration == t]
+        write_rows(d.pairs, rows)
         return {"lookahead/pairs": len(rows)}
 
-    m = run.stage(d, "pairs", pairs, outputs=("pairs.jsonl",))
-    m |= run.stage(d, "reference", lambda: reference(run, None, d / "pairs.jsonl"), everyone=True,
-                   outputs=("pairs.jsonl",))
-    m |= run.stage(d, "train", lambda: update(run, None, d / "pairs.jsonl", d / "checkpoint",
-                                              run.seed(iterations + 1, "train")), everyone=True,
-                   outputs=("checkpoint",))
-    m |= run.stage(d, "evaluate", lambda: evaluate_policy(
-        run.policies.get(d / "checkpoint"), run.tokenizer, run.oracle, run.splits.val, d, init_samples=init_val,
-        prev_samples=init_val, sampling=run.cfg.sampling, seed=run.seed(iterations + 1, "evaluate")),
-        outputs=("eval_samples.jsonl", "eval_judgements.jsonl"))
+    m = run.stage(d, "pairs", all_pairs, (d.pairs,))
+    m |= run.stage(d, "reference", lambda: reference(run, None, d.pairs), (d.pairs,), everyone=True)
+    m |= run.stage(d, "train", lambda: update(run, None, d, run.seed(iterations + 1, "train")), (d.checkpoint,),
+                   everyone=True)
+    m |= run.stage(d, "evaluate", lambda: validate(run, d.checkpoint, d, run.dir.init.val_samples,
+                                                    run.seed(iterations + 1, "evaluate")),
+                   (d.eval_samples, d.eval_judgements))
     return {k.replace("eval/", "lookahead/").replace("train/", "lookahead/train_"): v for k, v in m.items()
             if k.startswith(("eval/win_rate_vs_init", "train/loss", "lookahead/"))}
 
 
 def final_stage(run: Run, label: str, policy: Path | None) -> dict:
-    """`policy` (None: pi_1 itself) evaluated by `eval=` (dno-eval's code) into <run_dir>/final."""
-    return final_evaluation(run.cfg, run.run_dir / "final", policy=lambda: run.policies.get(policy),
-                            tokenizer=run.tokenizer, oracle=run.oracle, test_prompts=run.splits.test,
-                            baseline_samples=run.run_dir / "init" / "test_samples.jsonl",
-                            generator=f"{run.cfg.model.name}-dno-{label}", same_as_baseline=policy is None)
+    """`policy` (None: pi_1 itself) evaluated by `eval=` into the run's final/ (dno-eval's code)."""
+    target = Evaluated(lambda: run.policies.get(policy), run.tokenizer, run.sampling, run.cfg.seed,
+                       f"{run.cfg.model.name}-dno-{label}", policy is None, run.splits.test,
+                       run.dir.init.test_samples, run.oracle)
+    return run.benchmark.run(target, run.dir.final)
 
 
 def teacher_answers(run: Run) -> dict:
-    """Teacher answers for the iterations' prompts (init/teacher.json); the data's own win if it has them."""
-    prompts = [p for part in run.splits.iterations for p in part if not p.get("teacher")]
+    """Teacher answers for the iterations' prompts (init/teacher.json) where the data has none."""
+    prompts = [p for part in run.splits.iterations for p in part if not p.teacher]
     key = {"model": OmegaConf.to_container(run.cfg.model, resolve=True),
            "oracle": OmegaConf.to_container(run.cfg.oracle, resolve=True),
            "sampling": OmegaConf.to_container(run.cfg.sampling, resolve=True)}
-    answers = run.teacher.answers(
-        policy=lambda: run.policies.get(None), tokenizer=run.tokenizer, oracle=run.oracle, prompts=prompts,
-        sampling=run.cfg.sampling, seed=run.seed(0, "teacher"), cache_dir=run.cfg.cache_dir, key=key)
-    write_json(run.run_dir / "init" / "teacher.json", answers)
+    answers = run.teacher.answers(prompts, sampler=lambda: run.sampler(None, sharded=False), oracle=run.oracle,
+                                  seed=run.seed(0, "teacher"), cache=TeacherCache(Path(run.cfg.cache_dir) / "teachers",
+                                                                                  key))
+    write_json(run.dir.init.teacher, answers)
     return {"data/teacher_answers": len(answers)}
 
 
 def initial(run: Run) -> None:
     """Everything before iteration 1: pi_1's validation and test answers, the teacher's answers."""
-    init = run.run_dir / "init"
-    run.stage(init, "val_samples", lambda: run.sample(None, run.splits.val, init / "val_samples.jsonl", 1,
-                                                      run.seed(0, "val"), "pi_1 validation"), everyone=True,
-              outputs=("val_samples.jsonl",))
-    run.stage(init, "test_samples", lambda: run.sample(None, run.splits.test, init / "test_samples.jsonl", 1,
-                                                       run.seed(0, "test"), "pi_1 test"), everyone=True,
-              outputs=("test_samples.jsonl",))
-    run.stage(init, "teacher", lambda: teacher_answers(run), outputs=("teacher.json",))
+    init = run.dir.init
+    run.stage(init, "val_samples", lambda: pi_1_answers(run, run.splits.val, init.val_samples, "val"),
+              (init.val_samples,), everyone=True)
+    run.stage(init, "test_samples", lambda: pi_1_answers(run, run.splits.test, init.test_samples, "test"),
+              (init.test_samples,), everyone=True)
+    run.stage(init, "teacher", lambda: teacher_answers(run), (init.teacher,))
 
 
-def with_teacher(run: Run, prompts: list[dict]) -> list[dict]:
+def pi_1_answers(run: Run, prompts: list[Prompt], out: Path, split: str) -> dict:
+    """One answer of pi_1 per prompt of the validation or test split (every process samples its share)."""
+    from dno.stages.sample import sample_responses
+
+    return sample_responses(run.sampler(None), prompts, out, k=1, seed=run.seed(0, split),
+                            desc=f"pi_1 {'validation' if split == 'val' else split}")
+
+
+def with_teacher(run: Run, prompts: list[Prompt]) -> list[Prompt]:
     """`prompts` with the teacher's answers of init/teacher.json where the data had none."""
-    answers = read_json(run.run_dir / "init" / "teacher.json")
-    return [{**p, "teacher": answers[p["id"]]} if p["id"] in answers else p for p in prompts]
+    answers = read_json(run.dir.init.teacher)
+    return [p.with_teacher(answers[p.id]) if p.id in answers else p for p in prompts]
 
 
 def train_dno(run: Run) -> dict:
@@ -224,13 +253,13 @@ def _train_dno(run: Run) -> dict:
         return {}
     if run.variant.lookahead:
         summary = {**lookahead_metrics, "final/model": "lookahead", "final/best_iteration": T}
-        summary |= final_stage(run, "lookahead", run.run_dir / "lookahead" / "checkpoint")
+        summary |= final_stage(run, "lookahead", run.dir.lookahead.checkpoint)
     else:
         best = best_iterate(per_iteration)
         summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
         summary |= final_stage(run, f"pi_{best + 1}", run.checkpoint(best))
     summary["final/iterations"] = T
-    log_answers(run.tracker, run.run_dir / "final")
+    log_answers(run.tracker, run.dir.final)
     run.tracker.summary(summary)
     run.tracker.finish()
     print(results_table(per_iteration, summary))
@@ -259,18 +288,19 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None,
     """dno-eval: the final stage alone, on `cfg.checkpoint` (null: the configured model itself), into `out`."""
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
+    from dno.benchmarks.local import LocalBenchmark
+
     run = Run.build(cfg, out, group=group, name=name, loss_choice=loss_choice)
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    baseline = out / "baseline_samples.jsonl"
-    if cfg.eval.name == "local":  # pi_1's test answers, drawn as dno-run's init/test_samples are
-        run.stage(out, "baseline", lambda: run.sample(None, run.splits.test, baseline, 1, run.seed(0, "test"),
-                                                      "pi_1 test"), everyone=True,
-                  outputs=(baseline.name,))
-    generator = f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
-    summary = final_evaluation(cfg, out, policy=lambda: run.policies.get(ckpt), tokenizer=run.tokenizer,
-                               oracle=run.oracle, test_prompts=run.splits.test, baseline_samples=baseline,
-                               generator=cfg.get("name") or generator, same_as_baseline=ckpt is None)
-    log_answers(run.tracker, out)
+    final = FinalDir(Path(out))
+    if isinstance(run.benchmark, LocalBenchmark):  # pi_1's test answers, drawn as dno-run's are
+        run.stage(final, "baseline", lambda: pi_1_answers(run, run.splits.test, final.baseline_samples, "test"),
+                  (final.baseline_samples,), everyone=True)
+    generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
+    target = Evaluated(lambda: run.policies.get(ckpt), run.tokenizer, run.sampling, cfg.seed, generator,
+                       ckpt is None, run.splits.test, final.baseline_samples, run.oracle)
+    summary = run.benchmark.run(target, final)
+    log_answers(run.tracker, final)
     run.tracker.summary(summary)
     run.tracker.finish()
     return summary

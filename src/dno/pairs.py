@@ -1,7 +1,8 @@
 """Pair rules: which (chosen, rejected) pairs one prompt's judged candidates give (conf/pair_rule/).
 
 A rule is an object chosen by a loss variant (conf/loss/*.yaml picks one from conf/pair_rule/):
-- `PaperRule`: Algorithm 2, step 4 of arXiv 2404.03715. Eq. 13 approximates Eq. 8 only where
+- `LargeMarginRule` (the paper's, `pair_rule=large_margin`; `PaperRule` is its old name): Algorithm 2,
+  step 4 of arXiv 2404.03715. Eq. 13 approximates Eq. 8 only where
   sigma(r_t(y+) - r_t(y-)) is close to 1, so pairs keep large margins: a positive scores at least
   `min_positive_score`; it is paired with every candidate that scores at least `teacher_margin`
   lower when the positive is the teacher's answer, at least `student_margin` lower when it is a
@@ -12,7 +13,7 @@ A rule is an object chosen by a loss variant (conf/loss/*.yaml picks one from co
 - `SpinRule`: SPIN (Chen et al.): the teacher's answer beats every student sample.
 - `AllPairs`: every pair of distinct candidates, higher score first: Eq. 8 regresses onto
   sigma(r_t(y1) - r_t(y2)) and needs no margin (Section 3 of the paper).
-- `BestVsWorst` (not in the paper; the README's worked example of a new variant): of the paper's
+- `BestVsWorst` (not in the paper; the README's worked example of a new variant): of the large-margin
   pairs of a prompt, only the one of largest score margin.
 
 `schedule.max_pairs_per_prompt` (not in the paper, a compute knob) caps the pairs of a prompt: a
@@ -27,8 +28,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from dno.data.constraints import repeated_ngram_fraction
 from dno.oracles.base import Judgement
-from dno.oracles.rules import repeated_ngram_fraction
 
 TEACHER_OVER_STUDENT = "teacher_over_student"
 STUDENT_OVER_TEACHER = "student_over_teacher"
@@ -84,14 +85,28 @@ class PairRule:
 
 
 @dataclass(frozen=True)
-class PaperRule(PairRule):
+class LargeMarginRule(PairRule):
+    """Algorithm 2, step 4: pairs whose judged margin is large, so that Eq. 13 stands in for Eq. 8
+    (conf/pair_rule/large_margin.yaml).
+
+    Attributes:
+        min_positive_score: a positive y+ scores at least this on the judge's scale (the paper: 5 of 6).
+        teacher_margin: the teacher's answer as y+: a negative y- scores at least this much lower (2).
+        student_margin: a student sample as y+: y- scores at least this much lower (1).
+        min_preference: a pairwise oracle (no scores): keep (y+, y-) when P(y+ > y-) is at least this.
+        max_repeat_frac: a student sample whose share of repeated word n-grams is above this loops: it is
+            never y+ and is y- of every positive.
+        ngram: n of that check.
+        keep_types: keep only these pair types (None: all); DNO-Restrictive keeps teacher_over_student.
+    """
+
     min_positive_score: float = 5
     teacher_margin: float = 2
     student_margin: float = 1
-    min_preference: float = 0.75  # pairwise oracles: keep (y+, y-) when P(y+ > y-) is at least this
+    min_preference: float = 0.75
     max_repeat_frac: float = 0.3
     ngram: int = 3
-    keep_types: tuple[str, ...] | None = None  # e.g. (teacher_over_student,) for DNO-Restrictive
+    keep_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.keep_types is not None:
@@ -142,8 +157,13 @@ class PaperRule(PairRule):
         return pairs
 
 
+PaperRule = LargeMarginRule  # its name before it said what it keeps (run directories record it)
+
+
 @dataclass(frozen=True)
 class SpinRule(PairRule):
+    """SPIN (Chen et al.): the teacher's answer over every student sample that differs from it."""
+
     needs_teacher = True
 
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
@@ -153,6 +173,8 @@ class SpinRule(PairRule):
 
 @dataclass(frozen=True)
 class AllPairs(PairRule):
+    """Every pair of distinct candidates, the higher score first (Eq. 8's and SPPO's soft targets)."""
+
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
         pairs = []
         for i, a in enumerate(candidates):
@@ -168,13 +190,13 @@ class AllPairs(PairRule):
 
 
 @dataclass(frozen=True)
-class BestVsWorst(PaperRule):
+class BestVsWorst(LargeMarginRule):
     def pairs(self, candidates: list[Candidate], judgement: Judgement) -> list[Pair]:
         found = super().pairs(candidates, judgement)  # the paper's checks first
         return [max(found, key=lambda p: p.chosen.score - p.rejected.score)] if found else []
 
 
-def replay(earlier: list[list[dict]], fractions: list[float], seed: int) -> list[dict]:
+def replay(earlier: list[list], fractions: list[float], seed: int) -> list:
     """A random `fractions[k]` share of the pairs of iteration t-1-k (k = 0, 1, ...).
 
     `earlier[k]` holds the new (not replayed) pairs of iteration t-1-k. Replayed pairs keep
@@ -188,6 +210,7 @@ def replay(earlier: list[list[dict]], fractions: list[float], seed: int) -> list
     return chosen
 
 
-def count_types(pairs: list[dict]) -> dict[str, int]:
-    counts = Counter(p["type"] for p in pairs)
+def count_types(pairs: list) -> dict[str, int]:
+    """How many pairs of each type (`PairRow.type`)."""
+    counts = Counter(p.type for p in pairs)
     return {t: counts.get(t, 0) for t in PAIR_TYPES}

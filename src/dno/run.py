@@ -4,7 +4,8 @@
     dno.loop.train_dno(run)            # the algorithm (dno-run); dno-eval and dno-bench build the same
 
 Everything cheap is checked and instantiated first, so that a bad config fails (ConfigError, exit 2
-in the apps) before any model, sample or judge is touched.
+in the apps) before any model, sample or judge is touched. The config is read here, once: the stages
+get small option objects (`SamplingOptions`, `TrainOptions`, the benchmark), never the whole config.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dno import provenance
-from dno.alpacaeval import check as check_eval
-from dno.config import ConfigError, grad_accumulation, validate
+from dno.benchmarks import benchmark
+from dno.data import Prompt
 from dno.data.splits import Splits, make_splits
-from dno.distributed import make_accelerator, same_run_dir, stage
-from dno.records import stage_seed
-from dno.tracking import Tracker, redact
+from dno.policy.sample import Sampler, SamplingOptions
+from dno.runtime import provenance
+from dno.runtime.config import ConfigError, grad_accumulation, validate
+from dno.runtime.distributed import gather, make_accelerator, same_run_dir
+from dno.runtime.layout import RunDir, StageDir
+from dno.runtime.stages import run_stage, stage_seed
+from dno.runtime.tracking import Tracker, redact
+from dno.stages.train import TrainOptions
 from dno.variant import Variant
 
 
@@ -36,7 +41,7 @@ class Policies:
     def get(self, path: Path | None):
         """path None is pi_1 (the configured model), else a checkpoint directory."""
         if self.path != path:
-            from dno.policy import load_model
+            from dno.policy.load import load_model
 
             self.release()
             self.model = load_model(self.cfg.model, self.cfg.cache_dir, self.tokenizer,
@@ -54,9 +59,8 @@ class Policies:
 
 
 def take_lock(accelerator, run_dir: Path) -> None:
-    """The main process takes the run directory's lock (dno.lock); every process stops if it could not."""
-    from dno.distributed import gather
-    from dno.lock import acquire
+    """The main process takes the run directory's lock (dno.runtime.lock); every process stops if it could not."""
+    from dno.runtime.lock import acquire
 
     error = None
     if accelerator.is_main_process:
@@ -72,10 +76,25 @@ def take_lock(accelerator, run_dir: Path) -> None:
 def check_teacher(variant: Variant, teacher, splits: Splits, choice: str) -> None:
     """A variant that needs the teacher's answer for every prompt fails early when nothing gives one."""
     prompts = [p for part in splits.iterations for p in part]
-    missing = sum(not p.get("teacher") for p in prompts)
+    missing = sum(not p.teacher for p in prompts)
     if variant.needs_teacher and not teacher.answers_every_prompt and missing:
         raise ConfigError(f"loss={choice} needs the teacher's answer for every prompt, but {missing} of {len(prompts)} "
                           f"prompts have none in the data: use teacher=best_of_n, or data with teacher answers")
+
+
+def check_model(cfg: DictConfig, accelerator) -> None:
+    """The model's path exists, and LoRA is not asked of a sharded run."""
+    from dno.policy.load import check_path
+    from dno.policy.lora import lora_enabled
+
+    if lora_enabled(cfg.model) and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
+        raise ConfigError(f"model.lora.r={cfg.model.lora.r}: LoRA runs in one process or DDP, not "
+                          f"{accelerator.distributed_type.value}: use a DDP config (conf/accelerate/cpu_ddp.yaml)")
+    if cfg.model.path:
+        try:
+            check_path(cfg.model.path)
+        except FileNotFoundError as e:
+            raise ConfigError(f"model.path: {e}") from None
 
 
 @dataclass
@@ -83,14 +102,16 @@ class Run:
     """What every stage of a run shares. Built once by `Run.build`, complete when built."""
 
     cfg: DictConfig
-    run_dir: Path
+    dir: RunDir
     splits: Splits
     oracle: object
     variant: Variant
     teacher: object
+    benchmark: object  # the final stage (`eval=`)
+    sampling: SamplingOptions
+    train: TrainOptions
     tracker: Tracker
     accelerator: object
-    grad_accum: int
     tokenizer: object
     policies: Policies
     data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
@@ -100,56 +121,24 @@ class Run:
               loss_choice: str = "?") -> Run:
         accelerator = make_accelerator(cfg.train.process_timeout_min)
         validate(cfg, accelerator.num_processes)
-        from dno.adapters import lora_enabled
-
-        if lora_enabled(cfg.model) and accelerator.distributed_type.value in ("FSDP", "DEEPSPEED"):
-            raise ConfigError(f"model.lora.r={cfg.model.lora.r}: LoRA runs in one process or DDP, not "
-                              f"{accelerator.distributed_type.value}: use a DDP config (conf/accelerate/cpu_ddp.yaml)")
-        from dno.data.prompts import drop_too_long
-        from dno.policy import check_path, load_tokenizer
-
-        if cfg.model.path:
-            try:
-                check_path(cfg.model.path)
-            except FileNotFoundError as e:
-                raise ConfigError(f"model.path: {e}") from None
-        s = cfg.schedule
-        try:
-            oracle, variant, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
-            oracle.check()
-            check_eval(cfg)
-            if cfg.generation.backend == "openai_server":
-                from dno.generation import ServerBackend
-
-                ServerBackend(cfg.generation.server).command("checkpoint", 1, 0, "float32")  # placeholders known
-            tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
-            records, data_stats = drop_too_long(instantiate(cfg.data), tokenizer,
-                                                cfg.model.max_length - cfg.sampling.max_new_tokens)
-            splits = make_splits(records, iterations=s.iterations, per_iteration=s.prompts_per_iteration,
-                                 n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
-        except (ValueError, InstantiationException) as e:
-            raise ConfigError(str(e)) from None
+        check_model(cfg, accelerator)
+        parts, records, data_stats = _instantiate(cfg)
+        oracle, variant, teacher, sink, final, tokenizer, splits = parts
         check_teacher(variant, teacher, splits, loss_choice)
         same_run_dir(accelerator, run_dir)
         take_lock(accelerator, run_dir)
-        config = redact(OmegaConf.to_container(cfg, resolve=True))
-        prov = provenance.start(run_dir, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
-                                model_cfg=cfg.model, cache_dir=cfg.cache_dir, records=records, data_cfg=cfg.data)
-        accelerator.wait_for_everyone()  # every process has read the record before the main one rewrites it
-        if accelerator.is_main_process:
-            provenance.write(run_dir, prov)
-        tracker = Tracker(run_dir, sink, enabled=accelerator.is_main_process)  # only the main process logs
-        tracker.start(config | {"provenance": provenance.environment_summary(prov)}, group=group,
-                      name=name or run_dir.name,
-                      logged_iterations={t for t in range(1, s.iterations + 1)
-                                         if (run_dir / f"iter_{t}" / "DONE.log").exists()})
-        return cls(cfg, run_dir, splits, oracle, variant, teacher, tracker, accelerator,
-                   grad_accumulation(cfg, accelerator.num_processes), tokenizer,
+        tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, (group, name))
+        return cls(cfg, RunDir(run_dir), splits, oracle, variant, teacher, final, SamplingOptions.of(cfg.sampling),
+                   train_options(cfg, accelerator.num_processes), tracker, accelerator, tokenizer,
                    Policies(cfg, tokenizer, accelerator.device), data_stats)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.dir.path
 
     def checkpoint(self, iteration: int) -> Path | None:
         """Where pi_{iteration + 1} lives; None for pi_1."""
-        return None if iteration == 0 else self.run_dir / f"iter_{iteration}" / "checkpoint"
+        return self.dir.checkpoint(iteration)
 
     def seed(self, iteration: int, stage_name: str) -> int:
         return stage_seed(self.cfg.seed, iteration, stage_name)
@@ -158,43 +147,48 @@ class Run:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def stage(self, directory: Path, name: str, fn, *, everyone: bool = False, outputs: tuple[str, ...] = ()) -> dict:
-        """A resumable stage (dno.distributed.stage); `outputs`: its files under `directory`, checked when it is
-        skipped."""
-        return stage(self.accelerator, directory, name, fn, everyone=everyone, outputs=outputs)
+    @property
+    def served(self) -> bool:
+        """Samples of the iterations come from a generation server (generation.backend=openai_server)."""
+        return self.cfg.generation.backend == "openai_server"
 
-    def sample(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int, desc: str = "sampling"):
-        """In process, every process samples its shard (call on all); see sample_with_server."""
-        from dno.stages.sample import sample_responses
+    def stage(self, directory: StageDir, name: str, fn, outputs: tuple[Path, ...] = (), *,
+              everyone: bool = False) -> dict:
+        """A resumable stage (dno.runtime.stages.run_stage) of this run's processes; `outputs`: its files,
+        checked when it is skipped."""
+        return run_stage(directory, name, fn, outputs, accelerator=self.accelerator, everyone=everyone)
 
-        return sample_responses(self.policies.get(policy), self.tokenizer, prompts, out, k=k,
-                                sampling=self.cfg.sampling, seed=seed, desc=desc, accelerator=self.accelerator)
+    def sampler(self, policy: Path | None, *, sharded: bool = True) -> Sampler:
+        """In-process sampling of `policy` (None: pi_1); `sharded`: every process samples its share (call on
+        all processes), else the calling process samples everything."""
+        return Sampler(self.policies.get(policy), self.tokenizer, self.sampling,
+                       self.accelerator if sharded else None)
 
-    def sample_with_server(self, policy: Path | None, prompts: list[dict], out: Path, k: int, seed: int) -> dict:
+    def sample_with_server(self, policy: Path | None, prompts: list[Prompt], out: StageDir, k: int, seed: int) -> dict:
         """generation.backend=openai_server, on the main process: a server for `policy` while sampling."""
-        from dno.generation import ServerBackend
+        from dno.policy.server import ServerBackend, ServerSampler
         from dno.stages.sample import sample_responses
 
         checkpoint = self.served_checkpoint(policy)
         self.policies.release()
         backend = ServerBackend(self.cfg.generation.server)
-        with backend.serving(str(checkpoint), out.parent / "server.log", seed=seed, dtype=self.cfg.model.dtype) as srv:
-            return sample_responses(None, self.tokenizer, prompts, out, k=k, sampling=self.cfg.sampling, seed=seed,
-                                    server=srv)
+        with backend.serving(str(checkpoint), out.server_log, seed=seed, dtype=self.cfg.model.dtype) as server:
+            return sample_responses(ServerSampler(server, self.tokenizer, self.sampling), prompts, out.samples, k=k,
+                                    seed=seed)
 
     def served_checkpoint(self, policy: Path | None) -> str:
         """What the generation server loads: a checkpoint, or pi_1 as given when it is a directory or hub
-        id, else pi_1 written once to <run_dir>/init/policy (a GGUF file or random weights)."""
+        id, else pi_1 written once to init/policy (a GGUF file or random weights)."""
         if policy is not None:
             return str(policy)
-        from dno.policy import resolve_path
+        from dno.policy.load import resolve_path
 
         path = self.cfg.model.path
         if path and not resolve_path(path).endswith(".gguf"):
             return resolve_path(path)
-        target = self.run_dir / "init" / "policy"
+        target = self.dir.init.policy
         if not target.exists():
-            from dno.records import replace_dir
+            from dno.runtime.files import replace_dir
 
             def build(tmp: Path) -> None:
                 self.policies.get(None).save_pretrained(tmp)
@@ -202,3 +196,53 @@ class Run:
 
             replace_dir(target, build)
         return str(target)
+
+
+def train_options(cfg: DictConfig, num_processes: int) -> TrainOptions:
+    """The update's options of a config: the schedule's optimisation, the batch sizes, the model's length."""
+    s = cfg.schedule
+    return TrainOptions(s.lr, s.lr_scheduler, s.warmup_ratio, s.weight_decay, s.max_grad_norm, s.epochs,
+                        cfg.train.micro_batch_size, grad_accumulation(cfg, num_processes), cfg.model.max_length)
+
+
+def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
+    """The config's objects (oracle, variant, teacher, logger sink, benchmark), the tokenizer and the
+    prompt splits, each checked; a ConfigError names what is wrong."""
+    from dno.data.prompts import drop_too_long
+    from dno.policy.load import load_tokenizer
+
+    s = cfg.schedule
+    try:
+        oracle, variant, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
+        oracle.check()
+        final = benchmark(cfg.eval)
+        final.check()
+        SamplingOptions.of(cfg.sampling)
+        if cfg.generation.backend == "openai_server":
+            from dno.policy.server import ServerBackend
+
+            ServerBackend(cfg.generation.server).command("checkpoint", 1, 0, "float32")  # placeholders known
+        tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
+        records, data_stats = drop_too_long(instantiate(cfg.data)(), tokenizer,
+                                            cfg.model.max_length - cfg.sampling.max_new_tokens)
+        splits = make_splits(records, iterations=s.iterations, per_iteration=s.prompts_per_iteration,
+                             n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
+    except (ValueError, InstantiationException) as e:
+        raise ConfigError(str(e)) from None
+    return (oracle, variant, teacher, sink, final, tokenizer, splits), records, data_stats
+
+
+def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sink, names: tuple) -> Tracker:
+    """Provenance checked against a resumed run's and written, then the tracker started (main process only)."""
+    config = redact(OmegaConf.to_container(cfg, resolve=True))
+    prov = provenance.start(run.path, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
+                            model_cfg=cfg.model, cache_dir=cfg.cache_dir, records=records, data_cfg=cfg.data)
+    accelerator.wait_for_everyone()  # every process has read the record before the main one rewrites it
+    if accelerator.is_main_process:
+        provenance.write(run.path, prov)
+    tracker = Tracker(run, sink, enabled=accelerator.is_main_process)  # only the main process logs
+    group, name = names
+    tracker.start(config | {"provenance": provenance.environment_summary(prov)}, group=group,
+                  name=name or run.path.name,
+                  logged_iterations={t for t in range(1, cfg.schedule.iterations + 1) if run.iteration(t).done("log")})
+    return tracker

@@ -20,11 +20,23 @@ from dno.pairs import PairRule
 
 @dataclass(frozen=True)
 class Variant:
-    objective: Loss  # the loss of the update
-    pairs: PairRule  # Algorithm 2, step 4 (or another rule)
-    replay: tuple[float, ...] = ()  # share of the new pairs of iteration t-1, t-2, ... replayed into t
-    lookahead: bool = False  # DNO-Lookahead: after the iterations, train pi_1 once on all their new pairs
-    beta: float | None = None  # eta: the objective's `beta` reads it (`loss.beta`); None without a reference
+    """A DNO variant (conf/loss/*.yaml; the keys of `loss.`).
+
+    Attributes:
+        objective: the loss of the update, Algorithm 2's step 5 (Eq. 13 for DNO-Prct, Eq. 8 for DNO; `dno.losses`).
+        pairs: which (y+, y-) pairs a prompt's judged candidates give, step 4 (`dno.pairs`, conf/pair_rule/).
+        replay: the share of iteration t-1's, t-2's, ... own new pairs replayed into iteration t (the paper:
+            30% and 15%).
+        lookahead: DNO-Lookahead (Table 1): after the iterations, train pi_1 once on all their new pairs.
+        beta: the paper's eta, the strength of the KL term to pi_t; the objective's `beta` reads it. None for
+            an objective without a reference (SFT).
+    """
+
+    objective: Loss
+    pairs: PairRule
+    replay: tuple[float, ...] = ()
+    lookahead: bool = False
+    beta: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "replay", tuple(self.replay))

@@ -23,12 +23,12 @@ from typing import NamedTuple
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from dno.alpacaeval import EvalError
-from dno.config import ConfigError
-from dno.generation import GenerationError
+from dno.benchmarks.base import EvalError
 from dno.oracles.api import BudgetExceeded, OracleError
-from dno.records import is_disk_full
-from dno.signals import PREEMPTED_EXIT, Preempted, preemptible
+from dno.policy.server import GenerationError
+from dno.runtime.config import ConfigError
+from dno.runtime.files import is_disk_full
+from dno.runtime.signals import PREEMPTED_EXIT, Preempted, preemptible
 
 log = logging.getLogger("dno")
 RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)

@@ -12,9 +12,9 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.bench import run_bench
-from dno.bench_report import markdown
-from dno.config import CONF_DIR
+from dno.reports.bench import run_bench
+from dno.reports.bench_report import markdown
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")

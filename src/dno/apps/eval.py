@@ -10,8 +10,8 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.config import CONF_DIR
 from dno.loop import evaluate_checkpoint
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")

@@ -12,8 +12,8 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes
-from dno.config import CONF_DIR
-from dno.export import export_run
+from dno.reports.export import export_run
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")

@@ -12,16 +12,15 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dno.config import CONF_DIR
 from dno.nash.solve import solve_file
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="nash", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    options = {k: cfg[k] for k in ("pairs", "opponents", "margin", "steps", "lr", "explore")}
+    keys = ("method", "iterations", "eta", "seed", "init", "pairs", "opponents", "margin", "steps", "lr", "explore")
     try:
-        s = solve_file(cfg.preference, cfg.method, Path(cfg.out), iterations=cfg.iterations, eta=cfg.eta,
-                       seed=cfg.seed, init=cfg.init, **options)
+        s = solve_file(cfg.preference, Path(cfg.out), **{k: cfg[k] for k in keys})
     except (ValueError, FileNotFoundError) as e:  # not a preference matrix, or no such file: nothing computed
         print(f"dno-nash: {e}", file=sys.stderr)
         sys.exit(2)

@@ -11,9 +11,9 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.config import CONF_DIR
 from dno.loop import train_dno
 from dno.run import Run
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")

@@ -13,8 +13,8 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes
-from dno.config import CONF_DIR
-from dno.tables import PAPER_DIR, write_tables_of
+from dno.reports.tables import PAPER_DIR, write_tables_of
+from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")

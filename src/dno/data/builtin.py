@@ -8,7 +8,9 @@ can verify them. The same seed always gives the same records in the same order.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
+from dno.data import Prompt
 from dno.data.constraints import describe
 
 TASKS = [
@@ -102,11 +104,21 @@ def _draw_constraints(rng: random.Random, n: int) -> list[dict]:
     return [{"kind": k, "value": rng.choice(CONSTRAINT_CHOICES[k])} for k in kinds]
 
 
-def make_records(num_prompts: int, seed: int, max_constraints: int = 2) -> list[dict]:
-    """`num_prompts` distinct instructions, each with 1..max_constraints constraints.
+@dataclass(frozen=True)
+class BuiltinPrompts:
+    """`data=builtin`: the generated prompt set (conf/data/builtin.yaml's keys)."""
 
-    Shape of a record: {"id", "instruction", "topic", "keywords", "constraints", "teacher"}.
-    """
+    num_prompts: int = 600  # distinct instructions in the pool (test, validation, iteration partitions)
+    seed: int = 1234  # the same seed always gives the same instructions
+    max_constraints: int = 2  # each instruction has 1..max_constraints constraints
+
+    def __call__(self) -> list[Prompt]:
+        return make_records(self.num_prompts, self.seed, self.max_constraints)
+
+
+def make_records(num_prompts: int, seed: int, max_constraints: int = 2) -> list[Prompt]:
+    """`num_prompts` distinct instructions, each with 1..max_constraints constraints (in `meta`, with the
+    topic and its keywords, for the rules oracle); no teacher answers."""
     capacity = len(TASKS) * len(TOPICS) * 50
     if num_prompts > capacity:
         raise ValueError(f"data.num_prompts={num_prompts} exceeds what the builtin generator can make")
@@ -120,14 +132,6 @@ def make_records(num_prompts: int, seed: int, max_constraints: int = 2) -> list[
         if instruction in seen:
             continue
         seen.add(instruction)
-        records.append(
-            {
-                "id": f"builtin-{len(records):05d}",
-                "instruction": instruction,
-                "topic": topic,
-                "keywords": keywords,
-                "constraints": constraints,
-                "teacher": None,
-            }
-        )
+        records.append(Prompt.of(f"builtin-{len(records):05d}", instruction,
+                                 meta={"topic": topic, "keywords": keywords, "constraints": constraints}))
     return records

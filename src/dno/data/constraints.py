@@ -68,3 +68,12 @@ def check(response: str, constraint: dict) -> bool:
     if kind is None:
         raise ValueError(f"unknown constraint kind {constraint['kind']!r}; known: {sorted(KINDS)}")
     return bool(kind.check(response, constraint.get("value")))
+
+
+def repeated_ngram_fraction(text: str, n: int = 3) -> float:
+    """Share of word n-grams that repeat an earlier one: 0 for no repetition, near 1 for a loop."""
+    tokens = [w.lower() for w in words(text)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)

@@ -2,35 +2,96 @@
 
     dno-run data=prompts data.path=experiments/examples/prompts.jsonl
     dno-run data=prompts data.path=my/hub-dataset data.split=train data.prompt_field=messages
+    dno-run data=prompts data.path=chats.jsonl data.prompt_field=messages data.teacher_field=messages
 
 `path` is a `.json`/`.jsonl`/`.csv`/`.parquet` file, a directory written by `save_to_disk`, or a
 hub dataset id (with `name`, `split`, `revision`). `prompt_field` holds a string or a chat
-`messages` list ([{role, content}, ...]: an optional system turn, then one user turn; the system
-turn is kept and goes to the chat template). `id_field` is optional (a stable hash of the prompt
-otherwise); `teacher_field` (the issue's `gold_field`: one name, `teacher`, in this code) holds the
-teacher's answer as a string, or as a messages list whose last assistant turn is the answer.
-Duplicate prompts are dropped and counted; prompts too long for the model are dropped later, when
-the tokenizer is known (`drop_too_long`, called by `dno.run.Run.build`).
+`messages` list ([{role, content}, ...]): an optional system turn, then user and assistant turns.
+A messages list that ends with an assistant turn (the hub's most common chat format) is a prompt of
+every turn before that last assistant turn, and with `teacher_field` naming the same field, that
+turn is the teacher's answer. A prompt with earlier turns (user, assistant, user) goes whole
+through the chat template. `id_field` is optional (a stable hash of the prompt otherwise);
+`teacher_field` holds the teacher's answer as a string, or as a messages list whose last assistant
+turn is the answer. Duplicate prompts are dropped and counted; prompts too long for the model are
+dropped later, when the tokenizer is known (`drop_too_long`, called by `dno.run.Run.build`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from dno.data import chat_prompt
+from dno.data import Prompt
 
 log = logging.getLogger(__name__)
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class Records(list):
-    """The prompt records, and how many duplicate prompts were dropped while reading them."""
+    """The prompts, and how many duplicate prompts were dropped while reading them."""
 
-    def __init__(self, records: list[dict], duplicates: int = 0) -> None:
+    def __init__(self, records: list[Prompt], duplicates: int = 0) -> None:
         super().__init__(records)
         self.duplicates = duplicates
+
+
+@dataclass(frozen=True)
+class PromptFile:
+    """`data=prompts`: where the prompts are and which fields hold what (the config keys of these names)."""
+
+    path: str  # a .json/.jsonl/.csv/.parquet file, a save_to_disk directory, or a hub dataset id
+    name: str | None = None  # the hub dataset's config name
+    split: str = "train"  # the split to read (a local file has one: train)
+    revision: str | None = None  # a hub commit, for exact reproduction
+    num_prompts: int | None = None  # at most this many distinct prompts (None: all)
+    prompt_field: str = "prompt"  # a string, or a messages list
+    id_field: str | None = None  # None: a stable hash of the prompt
+    teacher_field: str | None = None  # the teacher's answer: a string, or a messages list's last assistant turn
+
+    def __call__(self) -> Records:
+        """The prompts, duplicates dropped."""
+        ds = _dataset(self.path, self.name, self.split, self.revision)
+        for key in ("prompt_field", "id_field", "teacher_field"):
+            if getattr(self, key) is not None and getattr(self, key) not in ds.column_names:
+                raise ValueError(f"data.{key}={getattr(self, key)!r} is not a field of {self.path} "
+                                 f"(fields: {ds.column_names})")
+        records, seen, duplicates = [], set(), 0
+        for i, row in enumerate(ds):
+            prompt = self.prompt(row, f"{self.path}, row {i + 1}")
+            key = tuple((m["role"], m["content"]) for m in prompt.messages)
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
+            records.append(prompt)
+            if self.num_prompts is not None and len(records) == self.num_prompts:
+                break
+        if duplicates:
+            log.info("data: %d duplicate prompts dropped from %s", duplicates, self.path)
+        return Records(records, duplicates)
+
+    def prompt(self, row: dict, where: str) -> Prompt:
+        messages, answer = _turns(row[self.prompt_field], f"{where}, field {self.prompt_field!r}")
+        if not messages[-1]["content"].strip():
+            raise ValueError(f"{where}, field {self.prompt_field!r}: the prompt is empty")
+        teacher = None
+        if self.teacher_field == self.prompt_field:
+            teacher = answer
+        elif self.teacher_field:
+            teacher = _teacher(row[self.teacher_field], f"{where}, field {self.teacher_field!r}")
+        pid = str(row[self.id_field]) if self.id_field else _hash_id(messages)
+        return Prompt(pid, messages, teacher=teacher or None)
+
+
+def _hash_id(messages: list[dict]) -> str:
+    """A stable id of a prompt: of (system, instruction) for one user turn (the ids of earlier versions), else
+    of the whole conversation."""
+    prompt = Prompt("?", messages)
+    key = (prompt.system, prompt.instruction) if len(prompt.turns) == 1 else [(m["role"], m["content"])
+                                                                               for m in messages]
+    return hashlib.sha1(repr(key).encode()).hexdigest()[:16]
 
 
 def _dataset(path: str, name: str | None, split: str, revision: str | None):
@@ -55,18 +116,23 @@ def _dataset(path: str, name: str | None, split: str, revision: str | None):
                          f"({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
 
 
-def _turns(value, where: str) -> tuple[str | None, str]:
-    """(system, user text) of a prompt given as a string or as a messages list."""
+def _turns(value, where: str) -> tuple[list[dict], str | None]:
+    """(prompt messages, the answer that followed them or None) of a string or a messages list: a list that
+    ends with an assistant turn is the prompt of the turns before it, and that turn its answer."""
     if isinstance(value, str):
-        return None, value
-    if not (isinstance(value, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)):
+        return [{"role": "user", "content": value}], None
+    if not (isinstance(value, list) and value
+            and all(isinstance(m, dict) and "role" in m and "content" in m for m in value)):
         raise ValueError(f"{where}: expected a string or a list of {{role, content}} messages, got {value!r:.120}")
-    system = [m["content"] for m in value if m["role"] == "system"]
-    users = [m["content"] for m in value if m["role"] == "user"]
-    if len(users) != 1 or len(system) > 1 or any(m["role"] not in ("system", "user") for m in value):
-        raise ValueError(f"{where}: a prompt is an optional system turn and one user turn; multi-turn "
-                         f"prompts are not supported (roles: {[m['role'] for m in value]})")
-    return (system[0] if system else None), users[0]
+    messages = [{"role": m["role"], "content": m["content"]} for m in value]
+    answer = messages.pop()["content"] if messages[-1]["role"] == "assistant" else None
+    roles = [m["role"] for m in messages]
+    if not roles or roles[-1] != "user" or any(r not in ("system", "user", "assistant") for r in roles) \
+            or "system" in roles[1:]:
+        raise ValueError(f"{where}: a prompt is an optional system turn, then user and assistant turns ending with "
+                         f"a user turn (and its answer, when the list ends with one); roles: "
+                         f"{[m['role'] for m in value]}")
+    return messages, answer
 
 
 def _teacher(value, where: str) -> str | None:
@@ -78,46 +144,13 @@ def _teacher(value, where: str) -> str | None:
     return answers[-1]
 
 
-def load_prompts(path: str, name: str | None = None, split: str = "train", revision: str | None = None,
-                 num_prompts: int | None = None, prompt_field: str = "prompt", id_field: str | None = None,
-                 teacher_field: str | None = None) -> Records:
-    """Records {"id", "instruction", "system" (when given), "teacher"}, duplicates dropped."""
-    ds = _dataset(path, name, split, revision)
-    for key, field in (("prompt_field", prompt_field), ("id_field", id_field), ("teacher_field", teacher_field)):
-        if field is not None and field not in ds.column_names:
-            raise ValueError(f"data.{key}={field!r} is not a field of {path} (fields: {ds.column_names})")
-    records, seen, duplicates = [], set(), 0
-    for i, row in enumerate(ds):
-        where = f"{path}, row {i + 1}, field {prompt_field!r}"
-        system, instruction = _turns(row[prompt_field], where)
-        if not (instruction or "").strip():
-            raise ValueError(f"{where}: the prompt is empty")
-        key = (system, instruction)
-        if key in seen:
-            duplicates += 1
-            continue
-        seen.add(key)
-        pid = str(row[id_field]) if id_field else hashlib.sha1(repr(key).encode()).hexdigest()[:16]
-        record = {"id": pid, "instruction": instruction,
-                  "teacher": _teacher(row[teacher_field], f"{path}, row {i + 1}, field {teacher_field!r}")
-                  if teacher_field else None}
-        if system:
-            record["system"] = system
-        records.append(record)
-        if num_prompts is not None and len(records) == num_prompts:
-            break
-    if duplicates:
-        log.info("data: %d duplicate prompts dropped from %s", duplicates, path)
-    return Records(records, duplicates)
-
-
-def drop_too_long(records: list[dict], tokenizer, max_prompt_tokens: int) -> tuple[list[dict], dict]:
+def drop_too_long(records: list[Prompt], tokenizer, max_prompt_tokens: int) -> tuple[list[Prompt], dict]:
     """The records whose chat-templated prompt fits in `max_prompt_tokens`, and the data statistics
     (`data/dropped_too_long`, `data/duplicates`) for the log and W&B."""
-    from dno.policy import prompt_ids
+    from dno.policy.load import prompt_ids
 
     duplicates = getattr(records, "duplicates", 0)
-    kept = [r for r in records if len(prompt_ids(tokenizer, chat_prompt(r))) <= max_prompt_tokens]
+    kept = [r for r in records if len(prompt_ids(tokenizer, r.messages)) <= max_prompt_tokens]
     stats = {"data/dropped_too_long": len(records) - len(kept), "data/duplicates": duplicates}
     if stats["data/dropped_too_long"]:
         log.info("data: %d prompts longer than %d tokens dropped", stats["data/dropped_too_long"], max_prompt_tokens)

@@ -29,6 +29,37 @@ from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
 
+@dataclass(frozen=True)
+class Game:
+    """What every method is given: the preference matrix P (P[i, j] = P(y_i > y_j)), the start pi_1, the
+    number of iterations T and the paper's eta."""
+
+    P: np.ndarray
+    pi1: np.ndarray
+    T: int
+    eta: float
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """How the sampled methods draw and fit (dno-nash's keys of these names).
+
+    Attributes:
+        pairs: pairs (or samples) drawn per iteration.
+        opponents: draws y' ~ pi_t that estimate each r_t(y).
+        margin: dno_prct keeps the pairs whose estimated r_t differ by at least this.
+        steps, lr: dno_prct's gradient steps per iteration and their size.
+        explore: the sampling distribution mixes in the uniform one by this share.
+    """
+
+    pairs: int = 1000
+    opponents: int = 4
+    margin: float = 0.25
+    steps: int = 20
+    lr: float = 1.0
+    explore: float = 0.0
+
+
 @dataclass
 class Trajectory:
     iterates: list[np.ndarray]
@@ -65,9 +96,9 @@ def pair_gradient(n: int, first: np.ndarray, second: np.ndarray, g: np.ndarray) 
     return grad
 
 
-def _run(P, pi1, T, eta, step) -> Trajectory:
-    logpi, out = np.log(pi1), Trajectory([pi1])
-    for _ in range(T):
+def _run(g: Game, step) -> Trajectory:
+    logpi, out = np.log(g.pi1), Trajectory([g.pi1])
+    for _ in range(g.T):
         logpi, err = step(logpi)
         logpi = logpi - logsumexp(logpi)
         out.iterates.append(softmax(logpi))
@@ -76,8 +107,8 @@ def _run(P, pi1, T, eta, step) -> Trajectory:
     return out
 
 
-def dno_exact(P, pi1, T, eta, rng, **_) -> Trajectory:
-    return _run(P, pi1, T, eta, lambda logpi: (exact_step(P, logpi, eta), None))
+def dno_exact(g: Game, o: Sampled, rng) -> Trajectory:
+    return _run(g, lambda logpi: (exact_step(g.P, logpi, g.eta), None))
 
 
 def fit_eq8(logpi: np.ndarray, y1: np.ndarray, y2: np.ndarray, target: np.ndarray, eta: float) -> np.ndarray:
@@ -96,34 +127,37 @@ def sampler(pi: np.ndarray, explore: float) -> np.ndarray:
     return (1 - explore) * pi + explore / len(pi)
 
 
-def dno(P, pi1, T, eta, rng, pairs=1000, opponents=4, explore=0.0, **_) -> Trajectory:
+def dno(g: Game, o: Sampled, rng) -> Trajectory:
+    P, eta = g.P, g.eta
+
     def step(logpi):
         pi = softmax(logpi)
-        mu = sampler(pi, explore)
-        y1, y2 = rng.choice(len(pi), pairs, p=mu), rng.choice(len(pi), pairs, p=mu)
-        target = expit(estimate_r(P, pi, y1, opponents, rng) - estimate_r(P, pi, y2, opponents, rng))
+        mu = sampler(pi, o.explore)
+        y1, y2 = rng.choice(len(pi), o.pairs, p=mu), rng.choice(len(pi), o.pairs, p=mu)
+        target = expit(estimate_r(P, pi, y1, o.opponents, rng) - estimate_r(P, pi, y2, o.opponents, rng))
         fitted = fit_eq8(logpi, y1, y2, target, eta)
         return fitted, float(np.abs(softmax(fitted) - softmax(exact_step(P, logpi, eta))).sum())
 
-    return _run(P, pi1, T, eta, step)
+    return _run(g, step)
 
 
-def dno_prct(P, pi1, T, eta, rng, pairs=1000, opponents=4, margin=0.25, steps=20, lr=1.0, explore=0.0,
-             **_) -> Trajectory:
+def dno_prct(g: Game, o: Sampled, rng) -> Trajectory:
+    P, eta = g.P, g.eta
+
     def step(logpi):
         pi = softmax(logpi)
-        mu = sampler(pi, explore)
-        y1, y2 = rng.choice(len(pi), pairs, p=mu), rng.choice(len(pi), pairs, p=mu)
-        r1, r2 = estimate_r(P, pi, y1, opponents, rng), estimate_r(P, pi, y2, opponents, rng)
-        keep = np.abs(r1 - r2) >= margin
+        mu = sampler(pi, o.explore)
+        y1, y2 = rng.choice(len(pi), o.pairs, p=mu), rng.choice(len(pi), o.pairs, p=mu)
+        r1, r2 = estimate_r(P, pi, y1, o.opponents, rng), estimate_r(P, pi, y2, o.opponents, rng)
+        keep = np.abs(r1 - r2) >= o.margin
         win, lose = np.where(r1 >= r2, y1, y2)[keep], np.where(r1 >= r2, y2, y1)[keep]
         theta = logpi.copy()
-        for _ in range(steps if keep.any() else 0):
+        for _ in range(o.steps if keep.any() else 0):
             h = eta * ((theta[win] - theta[lose]) - (logpi[win] - logpi[lose]))
-            theta -= lr * pair_gradient(len(theta), win, lose, -eta * expit(-h) / len(h))  # of -log sigma(h)
+            theta -= o.lr * pair_gradient(len(theta), win, lose, -eta * expit(-h) / len(h))  # of -log sigma(h)
         return theta, float(np.abs(softmax(theta) - softmax(exact_step(P, logpi, eta))).sum())
 
-    return _run(P, pi1, T, eta, step)
+    return _run(g, step)
 
 
 def fit_bradley_terry(y1: np.ndarray, y2: np.ndarray, won: np.ndarray, n: int, l2: float = 1e-4) -> np.ndarray:
@@ -136,18 +170,20 @@ def fit_bradley_terry(y1: np.ndarray, y2: np.ndarray, won: np.ndarray, n: int, l
     return minimize(loss, np.zeros(n), jac=True, method="L-BFGS-B").x
 
 
-def bt_reward(P, pi1, T, eta, rng, pairs=1000, **_) -> Trajectory:
-    n = len(pi1)
-    y1, y2 = rng.integers(0, n, pairs), rng.integers(0, n, pairs)
-    reward = fit_bradley_terry(y1, y2, (rng.random(pairs) < P[y1, y2]).astype(float), n)
-    return _run(P, pi1, T, eta, lambda logpi: (logpi + reward / eta, None))
+def bt_reward(g: Game, o: Sampled, rng) -> Trajectory:
+    n = len(g.pi1)
+    y1, y2 = rng.integers(0, n, o.pairs), rng.integers(0, n, o.pairs)
+    reward = fit_bradley_terry(y1, y2, (rng.random(o.pairs) < g.P[y1, y2]).astype(float), n)
+    return _run(g, lambda logpi: (logpi + reward / g.eta, None))
 
 
-def sppo(P, pi1, T, eta, rng, pairs=1000, opponents=4, explore=0.0, **_) -> Trajectory:
+def sppo(g: Game, o: Sampled, rng) -> Trajectory:
+    P, eta = g.P, g.eta
+
     def step(logpi):
         pi = softmax(logpi)
-        ys = rng.choice(len(pi), pairs, p=sampler(pi, explore))
-        target = (estimate_r(P, pi, ys, opponents, rng) - 0.5) / eta
+        ys = rng.choice(len(pi), o.pairs, p=sampler(pi, o.explore))
+        target = (estimate_r(P, pi, ys, o.opponents, rng) - 0.5) / eta
 
         def loss(theta):
             logq = theta - logsumexp(theta)
@@ -158,7 +194,7 @@ def sppo(P, pi1, T, eta, rng, pairs=1000, opponents=4, explore=0.0, **_) -> Traj
         fitted = minimize(loss, logpi.copy(), jac=True, method="L-BFGS-B").x
         return fitted, float(np.abs(softmax(fitted) - softmax(exact_step(P, logpi, eta))).sum())
 
-    return _run(P, pi1, T, eta, step)
+    return _run(g, step)
 
 
 METHODS = {"dno_exact": dno_exact, "dno": dno, "dno_prct": dno_prct, "bt_reward": bt_reward, "sppo": sppo}

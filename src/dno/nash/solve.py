@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dno.nash.game import exploitability, load_preference, nash
-from dno.nash.methods import METHODS
+from dno.nash.methods import METHODS, Game, Sampled
 
 REPO = Path(__file__).resolve().parents[3]
 BUNDLED = REPO / "experiments" / "nash"
@@ -38,7 +38,9 @@ def curve_points(T: int, n_points: int = 200) -> list[int]:
 
 
 def solve(P: np.ndarray, method: str, iterations: int, eta: float, seed: int, init: str = "uniform",
-          **kwargs) -> dict:
+          **sampled) -> dict:
+    """`method` from pi_1 (`init`: uniform or random) for `iterations` on the game P; `sampled`: the sampled
+    methods' settings (`Sampled`). The summary of the module docstring."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
     if iterations < 1 or eta <= 0:
@@ -51,7 +53,7 @@ def solve(P: np.ndarray, method: str, iterations: int, eta: float, seed: int, in
         pi1 = rng.dirichlet(np.ones(n))
     else:
         raise ValueError(f"init must be uniform or random, got {init!r}")
-    traj = METHODS[method](P, pi1, iterations, eta, rng, **kwargs)
+    traj = METHODS[method](Game(P, pi1, iterations, eta), Sampled(**sampled), rng)
     its = np.array(traj.iterates)
     running = np.cumsum(its, axis=0) / np.arange(1, len(its) + 1)[:, None]
     prev, nxt = its[:-1], its[1:]
@@ -61,7 +63,7 @@ def solve(P: np.ndarray, method: str, iterations: int, eta: float, seed: int, in
     points = curve_points(iterations)
     star = nash(P)
     return {
-        "method": method, "iterations": iterations, "eta": eta, "seed": seed, "init": init, **kwargs,
+        "method": method, "iterations": iterations, "eta": eta, "seed": seed, "init": init, **sampled,
         "exploitability_avg": exploitability(P, running[-1]), "exploitability_last": exploitability(P, its[-1]),
         "avg_policy": running[-1].tolist(), "last_policy": its[-1].tolist(), "nash_policy": star.tolist(),
         "nash_exploitability": exploitability(P, star), "avg_l1_to_nash": float(np.abs(running[-1] - star).sum()),
@@ -99,12 +101,13 @@ def plot_curves(summaries: list[tuple[str, dict]], path: Path, title: str, last:
     plt.close(fig)
 
 
-def solve_file(preference: str, method: str, out: Path, *, iterations: int, eta: float, seed: int, init: str,
-               **options) -> dict:
-    """dno-nash: `method` on the game of `preference` (a CSV or a bundled name), written to out/summary.json
-    and out/curves.png. A matrix that is not a preference raises ValueError."""
+def solve_file(preference: str, out: Path, **settings) -> dict:
+    """dno-nash: `solve` on the game of `preference` (a CSV or a bundled name) with `settings` (`solve`'s
+    arguments by name), written to out/summary.json and out/curves.png. A matrix that is not a preference
+    raises ValueError."""
     P, _ = load_preference(preference_path(preference))
-    summary = solve(P, method, iterations, float(eta), seed, init, **options)
+    summary = solve(P, **{**settings, "eta": float(settings["eta"])})
+    method = summary["method"]
     out.mkdir(parents=True, exist_ok=True)
     summary["preference"] = Path(str(preference)).stem
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -80,21 +80,36 @@ class RateLimit:
         time.sleep(start - now)
 
 
+@dataclass(frozen=True)
+class ClientOptions:
+    """How an API judge is reached and what it may spend: the oracle's config keys of these names."""
+
+    model: str  # the judge model's name on the server
+    base_url: str | None = None  # None: api.openai.com; any OpenAI-compatible server (vLLM, llama.cpp)
+    api_key_env: str | None = "OPENAI_API_KEY"  # the NAME of the variable holding the key (None: no key)
+    max_concurrency: int = 8  # requests in flight
+    requests_per_minute: float | None = None  # client-side rate limit (None: none; 429s are retried anyway)
+    max_retries: int = 5  # the client's retries on 408/409/429/5xx, timeouts and dropped connections
+    timeout_s: float = 120.0  # per request
+    budget_usd: float | None = None  # stop past this spend (what was paid for is cached)
+    max_requests: int | None = None  # ... or past this many paid requests
+    cache_path: str | None = None  # the SQLite answer cache (None: no cache)
+    price_input_per_1m: float | None = None  # USD per million prompt tokens (None: list price on OpenAI, else 0)
+    price_output_per_1m: float | None = None  # USD per million completion tokens (likewise)
+
+
 class ChatAPI:
-    def __init__(self, *, model: str, base_url: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
-                 max_concurrency: int = 8, requests_per_minute: float | None = None, max_retries: int = 5,
-                 timeout_s: float = 120.0, budget_usd: float | None = None, max_requests: int | None = None,
-                 cache_path: str | None = None, price_input_per_1m: float | None = None,
-                 price_output_per_1m: float | None = None, template_version: str = "v1") -> None:
-        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
-        self.max_concurrency, self.max_retries, self.timeout_s = max_concurrency, max_retries, timeout_s
-        self.budget_usd, self.max_requests = budget_usd, max_requests
-        default = (0.0, 0.0) if base_url else OPENAI_LIST_PRICE  # another server is not billed by OpenAI
-        self.prices = tuple(d if p is None else p for p, d in zip((price_input_per_1m, price_output_per_1m), default,
-                                                                  strict=True))
+    def __init__(self, options: ClientOptions, template_version: str = "v1") -> None:
+        o = self.options = options
+        self.model, self.base_url, self.api_key_env = o.model, o.base_url, o.api_key_env
+        self.max_concurrency, self.max_retries, self.timeout_s = o.max_concurrency, o.max_retries, o.timeout_s
+        self.budget_usd, self.max_requests = o.budget_usd, o.max_requests
+        default = (0.0, 0.0) if o.base_url else OPENAI_LIST_PRICE  # another server is not billed by OpenAI
+        self.prices = tuple(d if p is None else p for p, d in zip((o.price_input_per_1m, o.price_output_per_1m),
+                                                                  default, strict=True))
         self.template_version = template_version
-        self.cache = JudgeCache(cache_path) if cache_path else None
-        self.rate = RateLimit(requests_per_minute)
+        self.cache = JudgeCache(o.cache_path) if o.cache_path else None
+        self.rate = RateLimit(o.requests_per_minute)
         self.lock = threading.Lock()
         self.requests, self.usd = 0, 0.0  # paid by this process
         self._client = None

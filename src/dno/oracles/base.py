@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm.auto import tqdm
 
+from dno.data import Prompt
+
 OK, INVALID, FAILED = "ok", "invalid", "failed"
 _SEVERITY = {OK: 0, INVALID: 1, FAILED: 2}
 # requests: paid API requests; cache_hits: answers the cache gave for free; calls: local model queries
@@ -105,13 +107,18 @@ class Oracle:
 
     is_listwise: bool = True
 
+    @property
+    def name(self) -> str:
+        """The judge's name in annotations and tables (the class name)."""
+        return type(self).__name__
+
     def check(self) -> None:
         """Cheap checks before any compute (a missing API key, a bad option): raise ValueError."""
 
-    def judge(self, prompt: dict, candidates: list[str], pairs: list[tuple[int, int]] | None = None) -> Judgement:
+    def judge(self, prompt: Prompt, candidates: list[str], pairs: list[tuple[int, int]] | None = None) -> Judgement:
         raise NotImplementedError
 
-    def judge_many(self, items: list[tuple[dict, list[str]]], pairs: list[tuple[int, int]] | None = None,
+    def judge_many(self, items: list[tuple[Prompt, list[str]]], pairs: list[tuple[int, int]] | None = None,
                    desc: str = "judging") -> list[Judgement]:
         return [self.judge(p, c, pairs) for p, c in tqdm(items, desc=desc, unit="prompt", leave=False)]
 
@@ -121,7 +128,7 @@ class PairwiseOracle(Oracle):
 
     is_listwise = False
 
-    def compare_many(self, comparisons: list[tuple[dict, str, str]], desc: str) -> list[Judgement]:
+    def compare_many(self, comparisons: list[tuple[Prompt, str, str]], desc: str) -> list[Judgement]:
         """One Judgement per (prompt, a, b), with prefs [[None, p], [1 - p, None]] when ok."""
         raise NotImplementedError
 
@@ -150,10 +157,10 @@ class PairwiseOracle(Oracle):
         return out
 
 
-def both_orders(comparisons: list[tuple[dict, str, str]]) -> list[tuple[str, str, str]]:
-    """(instruction, a, b) then (instruction, b, a) for each comparison: a judge's position bias
-    cancels when the two answers are averaged by `order_averaged`."""
-    return [q for prompt, a, b in comparisons for q in ((prompt["instruction"], a, b), (prompt["instruction"], b, a))]
+def both_orders(comparisons: list[tuple[Prompt, str, str]]) -> list[tuple[str, str, str]]:
+    """(prompt, a, b) then (prompt, b, a) for each comparison, the prompt as a judge reads it: a judge's
+    position bias cancels when the two answers are averaged by `order_averaged`."""
+    return [q for prompt, a, b in comparisons for q in ((prompt.as_text(), a, b), (prompt.as_text(), b, a))]
 
 
 def order_averaged(p_a_first: float, p_b_first: float) -> float:

@@ -15,6 +15,8 @@ from dno.oracles.base import OK, Judgement, Oracle, add_costs, all_pairs, worst
 
 
 class Committee(Oracle):
+    """`oracle=committee`: the majority vote of `members` (a mapping or list of oracles, at least two)."""
+
     is_listwise = False
 
     def __init__(self, members) -> None:

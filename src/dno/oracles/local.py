@@ -20,6 +20,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
+from dno.data import Prompt
 from dno.oracles.base import Judgement, PairwiseOracle, all_pairs, both_orders, order_averaged, pair_judgement
 
 JUDGE_TEMPLATE = ("Which output follows the instruction better: more helpful, correct, relevant and concise?\n\n"
@@ -32,6 +33,16 @@ def _device(device: str) -> torch.device:
 
 
 class _Local:
+    """A judge model in process.
+
+    Args:
+        model: the judge's model config (path, tokenizer, dtype, or random_init), as `model=` configs are.
+        cache_dir: where a GGUF judge is de-quantised once.
+        batch_size: questions per forward pass.
+        max_response_tokens: answers are cut to this many tokens before they are judged.
+        device: auto (CUDA when there is one), cpu or cuda.
+    """
+
     auto_class = "AutoModelForCausalLM"
 
     def __init__(self, model, cache_dir: str, batch_size: int = 16, max_response_tokens: int = 256,
@@ -42,7 +53,7 @@ class _Local:
         self.model = self.tokenizer = None
 
     def check(self) -> None:
-        from dno.policy import check_path
+        from dno.policy.load import check_path
 
         if not (self.model_cfg.get("path") or self.model_cfg.get("random_init")):
             raise ValueError("oracle.model.path is empty: give the judge's hub id, directory or .gguf file")
@@ -55,7 +66,7 @@ class _Local:
         if self.model is None:
             import transformers
 
-            from dno.policy import load_model, load_tokenizer
+            from dno.policy.load import load_model, load_tokenizer
 
             self.tokenizer = load_tokenizer(self.model_cfg.get("tokenizer") or self.model_cfg.path, self.cache_dir)
             self.tokenizer.padding_side = "left"
@@ -113,18 +124,18 @@ class LocalJudgeOracle(_Local, PairwiseOracle):
 class RewardModelOracle(_Local, PairwiseOracle):
     auto_class = "AutoModelForSequenceClassification"
 
-    def rewards(self, items: list[tuple[str, str]], desc: str = "reward model") -> list[float]:
+    def rewards(self, items: list[tuple[Prompt, str]], desc: str = "reward model") -> list[float]:
+        """The reward of each (prompt, answer): the answer as the assistant's turn after the prompt's messages."""
         _, tok = self.load()
-        texts = [tok.apply_chat_template([{"role": "user", "content": x},
-                                          {"role": "assistant", "content": self.truncate(y)}], tokenize=False)
-                 for x, y in items]
+        texts = [tok.apply_chat_template([*x.messages, {"role": "assistant", "content": self.truncate(y)}],
+                                         tokenize=False) for x, y in items]
         out = []
         for _, output in self.forward(texts, desc):
             out.extend(output.logits[:, 0].float().tolist())
         return out
 
     def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
-        flat = [(prompt["instruction"], c) for prompt, candidates in items for c in candidates]
+        flat = [(prompt, c) for prompt, candidates in items for c in candidates]
         rewards, out, k = self.rewards(flat, desc), [], 0
         for _, candidates in items:
             r, n = rewards[k : k + len(candidates)], len(candidates)

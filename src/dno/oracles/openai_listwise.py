@@ -28,7 +28,8 @@ import random
 import re
 import threading
 
-from dno.oracles.api import ChatAPI, Reply, run_concurrently
+from dno.data import Prompt
+from dno.oracles.api import ChatAPI, ClientOptions, Reply, run_concurrently
 from dno.oracles.base import FAILED, INVALID, Judgement, Oracle
 
 TEMPLATE_VERSION = "listwise-v1"
@@ -111,11 +112,21 @@ def rejected(status: int | None) -> bool:
 
 
 class OpenAIListwiseOracle(Oracle):
+    """`oracle=openai_listwise` (conf/oracle/openai_listwise.yaml): the paper's judge.
+
+    Args:
+        model: the judge model (the paper: GPT-4-Turbo).
+        shuffle_seed: the candidates are shown in an order shuffled per question with this seed.
+        temperature, max_tokens: the judge's decoding.
+        structured_output: auto, json_schema, json_object_schema, json_object or none (module docstring).
+        **client: how the judge is reached and what it may spend (`dno.oracles.api.ClientOptions`).
+    """
+
     is_listwise = True
 
     def __init__(self, model: str, shuffle_seed: int = 0, temperature: float = 0.0, max_tokens: int = 2048,
-                 structured_output: str = "auto", **api) -> None:
-        self.api = ChatAPI(model=model, template_version=TEMPLATE_VERSION, **api)
+                 structured_output: str = "auto", **client) -> None:
+        self.api = ChatAPI(ClientOptions(model=model, **client), TEMPLATE_VERSION)
         self.shuffle_seed, self.temperature, self.max_tokens = shuffle_seed, temperature, max_tokens
         self.structured_output = structured_output
         self.mode = None if structured_output == "auto" else structured_output  # auto: set by the first answer
@@ -130,9 +141,10 @@ class OpenAIListwiseOracle(Oracle):
     def messages(self, instruction: str, shown: list[str]) -> list[dict]:
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(instruction, shown)}]
 
-    def judge(self, prompt: dict, candidates: list[str], pairs=None) -> Judgement:
-        order = presentation_order(prompt["instruction"], candidates, self.shuffle_seed)
-        reply, mode = self.ask(self.messages(prompt["instruction"], [candidates[i] for i in order]), len(candidates))
+    def judge(self, prompt: Prompt, candidates: list[str], pairs=None) -> Judgement:
+        text = prompt.as_text()
+        order = presentation_order(text, candidates, self.shuffle_seed)
+        reply, mode = self.ask(self.messages(text, [candidates[i] for i in order]), len(candidates))
         cost, detail = reply.cost(self.api), {"order": order, "structured_output": mode}
         if reply.error is not None:
             return Judgement(status=FAILED, cost=cost, detail={**detail, "error": reply.error})

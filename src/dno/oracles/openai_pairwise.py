@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from dno.oracles.api import ChatAPI, run_concurrently
+from dno.oracles.api import ChatAPI, ClientOptions, run_concurrently
 from dno.oracles.base import (
     FAILED,
     INVALID,
@@ -53,8 +53,13 @@ def label_probability(text: str | None, top_logprobs: list[dict] | None) -> floa
 
 
 class OpenAIPairwiseOracle(PairwiseOracle):
-    def __init__(self, model: str, top_logprobs: int = 5, **api) -> None:
-        self.api = ChatAPI(model=model, template_version=TEMPLATE_VERSION, **api)
+    """`oracle=openai_pairwise`: P(a > b) from the labels' log-probabilities, both orders averaged.
+
+    Args: model (the judge), top_logprobs (alternatives asked for the label token), **client
+    (`dno.oracles.api.ClientOptions`)."""
+
+    def __init__(self, model: str, top_logprobs: int = 5, **client) -> None:
+        self.api = ChatAPI(ClientOptions(model=model, **client), TEMPLATE_VERSION)
         self.top_logprobs = top_logprobs
 
     def check(self) -> None:

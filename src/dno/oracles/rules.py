@@ -23,19 +23,11 @@ from __future__ import annotations
 import json
 import math
 
-from dno.data.constraints import check, words
+from dno.data import Prompt
+from dno.data.constraints import check, repeated_ngram_fraction, words
 from dno.oracles.base import Judgement, Oracle
 
 TEMPLATE_DEBRIS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "</s>", "[INST]")
-
-
-def repeated_ngram_fraction(text: str, n: int = 3) -> float:
-    """Share of word n-grams that repeat an earlier one: 0 for no repetition, near 1 for a loop."""
-    tokens = [w.lower() for w in words(text)]
-    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
 
 
 def _ends_finished(text: str) -> bool:
@@ -47,6 +39,16 @@ def _ends_finished(text: str) -> bool:
 
 
 class RulesOracle(Oracle):
+    """`oracle=rules` (conf/oracle/rules.yaml): the 6-point rubric from checks (see the module docstring).
+
+    Args:
+        min_words: point 1 (formatted) needs at least this many words.
+        substantial_min_words: point 3 (substantial) needs at least this many words.
+        concise_max_words: point 6 (concise) allows at most this many words.
+        max_repeat_frac: point 5 (complete) allows at most this share of repeated word n-grams.
+        ngram: n of those n-grams.
+    """
+
     is_listwise = True
 
     def __init__(
@@ -63,17 +65,17 @@ class RulesOracle(Oracle):
         self.max_repeat_frac = max_repeat_frac
         self.ngram = ngram
 
-    def checks(self, prompt: dict, response: str) -> dict[str, bool]:
+    def checks(self, prompt: Prompt, response: str) -> dict[str, bool]:
         text = response.strip()
         n_words = len(words(text))
-        constraints = prompt.get("constraints") or []
+        constraints = prompt.meta.get("constraints") or []
         met = sum(check(text, c) for c in constraints)
-        keywords = [k.lower() for k in prompt.get("keywords") or []]
+        keywords = [k.lower() for k in prompt.meta.get("keywords") or []]
         lowered = [w.lower() for w in words(text)]
         return {
             "formatted": n_words >= self.min_words
             and not any(d in text for d in TEMPLATE_DEBRIS)
-            and prompt["instruction"].strip().lower() not in text.lower(),
+            and prompt.instruction.strip().lower() not in text.lower(),
             "relevant": any(w in keywords for w in lowered) if keywords else n_words > 0,
             "substantial": met >= math.ceil(len(constraints) / 2) and n_words >= self.substantial_min_words,
             "correct": met == len(constraints) and n_words > 0,
@@ -82,7 +84,7 @@ class RulesOracle(Oracle):
             "concise": 0 < n_words <= self.concise_max_words,
         }
 
-    def judge(self, prompt: dict, candidates: list[str], pairs=None) -> Judgement:
+    def judge(self, prompt: Prompt, candidates: list[str], pairs=None) -> Judgement:
         details = [self.checks(prompt, c) for c in candidates]
         scores = [float(sum(d.values())) for d in details]
         return Judgement(scores=scores, raw=json.dumps(details), cost={"calls": 0, "usd": 0.0})

@@ -5,12 +5,14 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from dno.data import Prompt
 from dno.metrics import length_controlled, win_rate
-from dno.records import read_jsonl, write_jsonl
+from dno.runtime.layout import IterationDir
+from dno.runtime.records import Samples, Validation, read_rows, write_rows
 from dno.stages.sample import sample_responses
 
 
-def against(oracle, prompts: list[dict], a: list[str], *others: list[str]) -> list[list[float | None]]:
+def against(oracle, prompts: list[Prompt], a: list[str], *others: list[str]) -> list[list[float | None]]:
     """P(a > o) for each of `others`, per prompt, from ONE judgement of [a, *others] per prompt (a
     listwise oracle pays one call, not one per comparison; a pairwise one is asked only (a, o)).
     None where the judgement was not ok: excluded, never a label."""
@@ -20,26 +22,25 @@ def against(oracle, prompts: list[dict], a: list[str], *others: list[str]) -> li
     return [list(col) for col in zip(*out, strict=True)] if out else [[] for _ in others]
 
 
-def head_to_head(oracle, prompts: list[dict], a: list[str], b: list[str]) -> list[float | None]:
+def head_to_head(oracle, prompts: list[Prompt], a: list[str], b: list[str]) -> list[float | None]:
     """P(a > b) per prompt, None where the judgement was not ok."""
     return against(oracle, prompts, a, b)[0]
 
 
 def first_responses(path: Path) -> list[str]:
-    return [row["responses"][0] for row in read_jsonl(path)]
+    """The first answer of each prompt of a samples file."""
+    return [row.responses[0] for row in read_rows(path, Samples)]
 
 
-def evaluate_policy(model, tokenizer, oracle, prompts: list[dict], out_dir: Path, *, init_samples: Path,
-                    prev_samples: Path, sampling, seed: int) -> dict:
-    """Writes out_dir/eval_samples.jsonl and out_dir/eval_judgements.jsonl."""
-    samples = out_dir / "eval_samples.jsonl"
-    stats = sample_responses(model, tokenizer, prompts, samples, k=1, sampling=sampling, seed=seed,
-                             desc="validation sampling")
-    new, init, prev = first_responses(samples), first_responses(init_samples), first_responses(prev_samples)
+def evaluate_policy(sampler, oracle, prompts: list[Prompt], out: IterationDir, baselines: tuple[Path, Path],
+                    seed: int) -> dict:
+    """pi_{t+1} (`sampler`) against pi_1 and pi_t, whose validation answers are the files `baselines`: writes
+    `out`'s eval_samples and eval_judgements."""
+    stats = sample_responses(sampler, prompts, out.eval_samples, k=1, seed=seed, desc="validation sampling")
+    new, init, prev = first_responses(out.eval_samples), *(first_responses(b) for b in baselines)
     vs_init, vs_prev = against(oracle, prompts, new, init, prev)
-    write_jsonl(out_dir / "eval_judgements.jsonl", [
-        {"id": p["id"], "vs_init": a, "vs_prev": b} for p, a, b in zip(prompts, vs_init, vs_prev, strict=True)
-    ])
+    write_rows(out.eval_judgements, [Validation(p.id, a, b) for p, a, b in zip(prompts, vs_init, vs_prev,
+                                                                                 strict=True)])
     return {**validation_win_rates(init, new, vs_init, vs_prev),
             "eval/avg_length": statistics.fmean(len(t) for t in new),
             "eval/avg_length_words": stats["data/student_len_words_mean"]}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dno.oracles.api import OracleError
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
-from dno.records import JUDGEMENTS_VERSION, read_samples, write_jsonl
+from dno.runtime.records import Judged, Samples, read_rows, write_rows
 
 
 def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5,
@@ -16,9 +16,8 @@ def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5
     """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge that is
     down), or more than `max_invalid_frac` an answer not in the asked form (a judge that cannot judge):
     nothing is written, the answers that came are cached, a re-run goes on."""
-    rows = read_samples(samples)
-    items = [(row, list(row["responses"]) + ([row["teacher"]] if row.get("teacher") else [])) for row in rows]
-    judgements = oracle.judge_many(items, desc="judging")
+    rows = read_rows(samples, Samples)
+    judgements = oracle.judge_many([(s.prompt, Judged.candidates_of(s)[0]) for s in rows], desc="judging")
     n = max(len(judgements), 1)
     failed = sum(j.status == FAILED for j in judgements) / n
     if failed > max_failed_frac:
@@ -28,10 +27,8 @@ def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5
     invalid = [j for j in judgements if j.status == INVALID]
     if len(invalid) / n > max_invalid_frac:
         raise OracleError(invalid_message(invalid, len(judgements), max_invalid_frac))
-    judged = [{"version": JUDGEMENTS_VERSION, **row, "candidates": candidates, "judgement": j.to_dict(),
-               "win_probs": j.win_probs()}
-              for (row, candidates), j in zip(items, judgements, strict=True)]
-    write_jsonl(out, judged)
+    judged = [Judged.of(s, j) for s, j in zip(rows, judgements, strict=True)]
+    write_rows(out, judged)
     return {**_statistics(judged), **oracle_metrics(judgements)}
 
 
@@ -58,21 +55,24 @@ def oracle_metrics(judgements: list, prefix: str = "oracle/") -> dict:
             **{f"{prefix}{k}": v for k, v in cost.items()}}
 
 
-def _statistics(judged: list[dict]) -> dict:
+def _statistics(judged: list[Judged]) -> dict:
     """Table 2 of arXiv 2404.03715: student score (listwise oracles and reward models), student
     win-rate (every oracle); with teacher answers, teacher score, how often the best of the K students
     beats the teacher, and how many students beat it on average (a win: P(student > teacher) > 0.5)."""
-    ok = [(r, len(r["responses"]), Judgement.from_dict(r["judgement"])) for r in judged
-          if r["judgement"]["status"] == OK]
+    ok = [r for r in judged if r.judgement.status == OK]
     if not ok:
         return {}
-    stats = {"data/student_win_rate_mean": statistics.fmean(w for r, n, _ in ok for w in r["win_probs"][:n])}
-    scored = [(r, n, j) for r, n, j in ok if j.scores is not None]
+    students = [[i for i in range(len(r.candidates)) if not r.is_teacher(i)] for r in ok]
+    stats = {"data/student_win_rate_mean": statistics.fmean(r.win_probs[i] for r, s in zip(ok, students, strict=True)
+                                                          for i in s)}
+    scored = [(r, s) for r, s in zip(ok, students, strict=True) if r.judgement.scores is not None]
     if scored:
-        stats["data/student_score_mean"] = statistics.fmean(s for _, n, j in scored for s in j.scores[:n])
-        if any(r.get("teacher") for r, _, _ in scored):
-            stats["data/teacher_score_mean"] = statistics.fmean(j.scores[n] for r, n, j in scored if r.get("teacher"))
-    wins = [[(p := j.preference(i, n)) is not None and p > 0.5 for i in range(n)] for r, n, j in ok if r.get("teacher")]
+        stats["data/student_score_mean"] = statistics.fmean(r.judgement.scores[i] for r, s in scored for i in s)
+        taught = [r for r, _ in scored if r.teacher_candidate is not None]
+        if taught:
+            stats["data/teacher_score_mean"] = statistics.fmean(r.judgement.scores[r.teacher_candidate] for r in taught)
+    wins = [[(p := r.judgement.preference(i, r.teacher_candidate)) is not None and p > 0.5 for i in s]
+            for r, s in zip(ok, students, strict=True) if r.teacher_candidate is not None]
     if wins:
         stats["data/best_of_n_win_rate"] = 100 * statistics.fmean(any(w) for w in wins)
         stats["data/avg_student_wins"] = statistics.fmean(sum(w) for w in wins)

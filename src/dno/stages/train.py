@@ -13,79 +13,139 @@ import math
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from dno.distributed import gather
 from dno.losses import Loss, PairLogps
-from dno.policy import sequence_logps
-from dno.records import read_pairs, replace_dir
-from dno.stages.reference import encode_pairs, length_batches, pair_batch
+from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
+from dno.runtime.distributed import gather
+from dno.runtime.files import replace_dir
+from dno.runtime.records import PairRow, read_rows
 
 
-def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, *, accelerator, optim, epochs: int,
-                 micro_batch_size: int, grad_accum: int, max_length: int, seed: int) -> dict:
-    pairs = read_pairs(pairs_path)
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the update runs: the schedule's optimisation settings and the batch sizes (built once per run).
+
+    Attributes:
+        lr, lr_scheduler, warmup_ratio, weight_decay, max_grad_norm: AdamW and its schedule (`schedule.*`).
+        epochs: passes over an iteration's pairs (the paper: at most one).
+        micro_batch_size: pairs per forward pass and process (`train.micro_batch_size`).
+        grad_accum: micro-batches per optimizer step and process, so that micro-batch x accumulation x
+            processes is `schedule.effective_batch_size`.
+        max_length: prompt + answer tokens (`model.max_length`); answers are cut to fit.
+        seed: the order of the steps (and a LoRA adapter's initialisation): one per iteration.
+    """
+
+    lr: float
+    lr_scheduler: str
+    warmup_ratio: float
+    weight_decay: float
+    max_grad_norm: float
+    epochs: int
+    micro_batch_size: int
+    grad_accum: int
+    max_length: int
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """The model and its optimizer as accelerate prepared them, for one update."""
+
+    model: object
+    optimizer: object
+    scheduler: object
+    accelerator: object
+    deepspeed: bool  # DeepSpeed steps, clips and divides by its accumulation itself
+
+
+@dataclass(frozen=True)
+class PairData:
+    """An update's pairs, tokenised, with what the loss needs of each besides the policy's log-probs."""
+
+    encoded: list[tuple]  # (prompt, chosen, rejected) token ids
+    ref_logps: torch.Tensor  # (N, 2): pi_t's log-probs of chosen and rejected (zeros without a reference)
+    win_probs: torch.Tensor  # (N, 2): r_t of chosen and rejected
+    pad_id: int
+
+    @classmethod
+    def of(cls, pairs: list[PairRow], tokenizer, max_length: int) -> PairData:
+        return cls(encode_pairs(tokenizer, pairs, max_length),
+                   torch.tensor([[p.ref_chosen_logps or 0.0, p.ref_rejected_logps or 0.0] for p in pairs]),
+                   torch.tensor([[p.chosen_win_prob, p.rejected_win_prob] for p in pairs]), tokenizer.pad_token_id)
+
+
+def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, options: TrainOptions, accelerator) -> dict:
+    """The update of `model` on the pairs of `pairs_path` with `loss_fn`; returns its statistics."""
+    pairs = read_rows(pairs_path, PairRow)
     if not loss_fn.needs_rejected:  # SFT on positives: each distinct positive once
-        pairs = list({(p["instruction"], p["chosen"]): p for p in pairs}.values())
+        pairs = list({(p.prompt.as_text(), p.chosen): p for p in pairs}.values())
     if not pairs:
         return {"train/pairs": 0, "train/steps": 0}
-    encoded = encode_pairs(tokenizer, pairs, max_length)
-    micro = length_batches(encoded, micro_batch_size)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    steps = [micro[i : i + grad_accum * world] for i in range(0, len(micro), grad_accum * world)]
-    total_steps = len(steps) * epochs
-    optimizer, scheduler = _optimizer(model, optim, total_steps, accelerator)
-    deepspeed = _configure_deepspeed(accelerator, micro_batch_size, grad_accum, optim.max_grad_norm)
+    data = PairData.of(pairs, tokenizer, options.max_length)
+    micro = length_batches(data.encoded, options.micro_batch_size)
+    world = accelerator.num_processes
+    steps = [micro[i : i + options.grad_accum * world] for i in range(0, len(micro), options.grad_accum * world)]
+    optimizer, scheduler = _optimizer(model, options, len(steps) * options.epochs, accelerator)
+    deepspeed = _configure_deepspeed(accelerator, options)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    rng = random.Random(seed)
-    # per pair: reference log-probs of pi_t (zeros without a reference) and r_t of both responses
-    ref_logps = torch.tensor([[p.get("ref_chosen_logps", 0.0), p.get("ref_rejected_logps", 0.0)] for p in pairs])
-    win_probs = torch.tensor([[p["chosen_win_prob"], p["rejected_win_prob"]] for p in pairs])
-    # Each process runs its share of a step's micro-batches. DDP averages gradients over processes
-    # and DeepSpeed divides by its accumulation steps, so the loss is scaled back to the step's mean.
-    scale = world * (grad_accum if deepspeed else 1)
-    sums: Counter = Counter()
-    first: Counter = Counter()  # the first step's, where the policy is still its reference: log 2 for DPO-like losses
+    sums, first, seconds = _steps(Trainer(model, optimizer, scheduler, accelerator, deepspeed), loss_fn, data, steps,
+                                  options)
+    accelerator.free_memory()
+    return _summary(accelerator, sums, seconds, first) | {"train/pairs": len(pairs),
+                                                          "train/steps": len(steps) * options.epochs,
+                                                          "train/trainable_params": n_trainable}
+
+
+def _steps(t: Trainer, loss_fn: Loss, data: PairData, steps: list[list[list[int]]],
+           options: TrainOptions) -> tuple[Counter, Counter, float]:
+    """The optimizer steps of every epoch, in an order shuffled with the seed; the summed statistics of all
+    steps and of the first (where the policy is still its reference: log 2 for DPO-like losses), and the time.
+
+    Each process runs its share of a step's micro-batches, dealt round robin, so N processes with
+    accumulation A take the same steps as one process with accumulation N x A."""
+    model, accelerator, deepspeed = t.model, t.accelerator, t.deepspeed
+    world, rank = accelerator.num_processes, accelerator.process_index
+    # DDP averages gradients over processes and DeepSpeed divides by its accumulation steps, so the loss is
+    # scaled back to the step's mean
+    scale = world * (options.grad_accum if deepspeed else 1)
+    rng, sums, first = random.Random(options.seed), Counter(), Counter()
     start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="training", unit="step", leave=False,
+    bar = tqdm(total=len(steps) * options.epochs, desc="training", unit="step", leave=False,
                disable=not accelerator.is_local_main_process)
-    for epoch in range(epochs):
+    for epoch in range(options.epochs):
         rng.shuffle(steps)
         for i, step in enumerate(steps):
             n_step = sum(map(len, step))
             work = [(idx, 1.0) for idx in step[rank::world]]
             if world > 1 or deepspeed:  # same number of backward passes everywhere: zero-weight fillers
-                work += [(step[0], 0.0)] * (grad_accum - len(work))
+                work += [(step[0], 0.0)] * (options.grad_accum - len(work))
             for j, (idx, weight) in enumerate(work):
-                sync = j == len(work) - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-                    m = _micro_step(model, loss_fn, encoded, idx, ref_logps, win_probs, weight * scale / n_step,
-                                    accelerator, tokenizer)
+                with contextlib.nullcontext() if j == len(work) - 1 else accelerator.no_sync(model):
+                    m = _micro_step(model, loss_fn, data, idx, weight * scale / n_step, accelerator)
                 if weight:
                     sums.update(m)
                     if epoch == i == 0:
                         first.update(m)
             if not deepspeed:
-                accelerator.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad()
+                accelerator.clip_grad_norm_(model.parameters(), options.max_grad_norm)
+            t.optimizer.step()
+            t.scheduler.step()
+            t.optimizer.zero_grad()
             bar.update()
             bar.set_postfix(loss=f"{sums['loss'] / max(sums['pairs'], 1):.3f}")
     bar.close()
-    seconds = time.perf_counter() - start
-    accelerator.free_memory()
-    return _summary(accelerator, sums, seconds, first) | {"train/pairs": len(pairs), "train/steps": total_steps,
-                                                   "train/trainable_params": n_trainable}
+    return sums, first, time.perf_counter() - start
 
 
-def _optimizer(model, optim, total_steps: int, accelerator):
+def _optimizer(model, optim: TrainOptions, total_steps: int, accelerator):
     """AdamW and the learning-rate schedule of `optim` (the schedule's lr, scheduler, warmup, weight decay)."""
     # fused: one kernel per step instead of a loop over tensors (3x faster on CPU); not for sharded parameters
     fused = accelerator.distributed_type.value in ("NO", "MULTI_CPU", "MULTI_GPU")
@@ -115,25 +175,26 @@ def _summary(accelerator, sums: Counter, seconds: float, first: Counter) -> dict
     }
 
 
-def _configure_deepspeed(accelerator, micro_batch_size: int, grad_accum: int, max_grad_norm: float) -> bool:
+def _configure_deepspeed(accelerator, options: TrainOptions) -> bool:
     """DeepSpeed reads batch sizes and clipping from its own config: fill them from the schedule."""
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     if plugin is None:
         return False
+    micro, accumulation = options.micro_batch_size, options.grad_accum
     plugin.deepspeed_config.update(
-        train_micro_batch_size_per_gpu=micro_batch_size, gradient_accumulation_steps=grad_accum,
-        train_batch_size=micro_batch_size * grad_accum * accelerator.num_processes, gradient_clipping=max_grad_norm)
+        train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=accumulation,
+        train_batch_size=micro * accumulation * accelerator.num_processes, gradient_clipping=options.max_grad_norm)
     return True
 
 
-def _micro_step(model, loss_fn, encoded, idx, ref_logps, win_probs, scale, accelerator, tokenizer) -> dict:
-    """Forward and backward of one micro-batch; its summed loss is multiplied by `scale`."""
-    batch = pair_batch(encoded, idx, tokenizer.pad_token_id, with_rejected=loss_fn.needs_rejected)
+def _micro_step(model, loss_fn: Loss, data: PairData, idx: list[int], scale: float, accelerator) -> dict:
+    """Forward and backward of the pairs `idx`; their summed loss is multiplied by `scale`."""
+    batch = pair_batch(data.encoded, idx, data.pad_id, with_rejected=loss_fn.needs_rejected)
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
     logps = sequence_logps(model, batch)
     n_tokens = batch["loss_mask"][:, 1:].sum(-1).float()
     b = len(idx)
-    ref, win = ref_logps[idx].to(logps.device), win_probs[idx].to(logps.device)
+    ref, win = data.ref_logps[idx].to(logps.device), data.win_probs[idx].to(logps.device)
     inputs = PairLogps(
         policy_chosen_logps=logps[:b],
         policy_rejected_logps=logps[b:] if loss_fn.needs_rejected else torch.zeros_like(logps[:b]),

@@ -1,0 +1,124 @@
+"""Run records: what dno-tables reads of a run (its config, metrics, summary, provenance and final
+annotations), from run directories (`find_runs`, `read_run`) or from W&B (`dno.runtime.tracking.pull_runs`).
+
+Runs that differ only in `seed` (and in keys that cannot change results) share a `group`: one row
+of dno-tables' comparison over seeds.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import re
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from dno.runtime.config import CONF_DIR
+from dno.runtime.files import read_json, read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Validation, read_rows
+from dno.stages.evaluate import first_responses, validation_lc
+
+
+@dataclass
+class RunRecord:
+    name: str
+    label: str
+    judge: str
+    summary: dict
+    metrics: list[dict]
+    init_length: float | None = None  # pi_1's average validation answer length (chars)
+    path: Path | None = field(default=None, repr=False)
+    provenance: dict = field(default_factory=dict)  # provenance.json (the W&B config's "provenance" online)
+    seed: int | None = None
+    group: str = ""  # runs that differ only in `seed` (and harmless keys) share it: one row of comparison.md
+
+    @functools.cached_property
+    def annotations(self) -> list[dict] | None:
+        """The final stage's per-prompt annotations (alpaca_eval's format), when the run has them (read once)."""
+        path = RunDir(self.path).final.annotations if self.path else None
+        return read_json(path) if path and path.exists() else None
+
+    def get(self, key: str, default=None):
+        """A summary value; runs recorded before the alpaca_eval/* keys used final/*."""
+        if key in self.summary:
+            return self.summary[key]
+        return self.summary.get(key.replace("alpaca_eval/", "final/"), default)
+
+
+def find_runs(runs) -> list[Path]:
+    """Run directories (those with a metrics file) from a path, a glob, a comma-separated string or a list."""
+    parts = [str(p) for p in runs] if not isinstance(runs, str) else runs.split(",")
+    found: list[Path] = []
+    for part in [p.strip() for p in parts if p.strip()]:
+        for match in sorted(glob.glob(part)) or [part]:
+            path = Path(match)
+            if RunDir(path).metrics.exists():
+                found.append(path)
+            elif path.is_dir():
+                found.extend(sorted((p for p in path.iterdir() if RunDir(p).metrics.exists()), key=_natural))
+    if not found:
+        raise FileNotFoundError(f"runs={runs}: no run directory (one with {RunDir(Path('.')).metrics.name}) found")
+    return found
+
+
+def _natural(path: Path):
+    return (0, int(path.name)) if path.name.isdigit() else (1, path.name)
+
+
+def read_run(path: Path) -> RunRecord:
+    run = RunDir(path)
+    cfg = OmegaConf.load(run.hydra_config) if run.hydra_config.exists() else {}
+    overrides = OmegaConf.load(run.hydra_overrides) if run.hydra_overrides.exists() else []
+    experiment = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), None)
+    summary = read_json(run.summary) if run.summary.exists() else {}
+    metrics = read_jsonl(run.metrics)
+    for m in metrics:  # runs recorded before eval/lc_win_rate_vs_init (and n_judged) were logged: from files
+        if "eval/lc_win_rate_vs_init" not in m and "eval/n_judged" not in m and \
+                run.iteration(m["iteration"]).eval_judgements.exists():
+            m["eval/lc_win_rate_vs_init"] = _validation_lc_from_files(run, m["iteration"])
+    judge = summary.get("alpaca_eval/annotator") or str(OmegaConf.select(cfg, "oracle._target_", default="?")
+                                                           ).rsplit(".", 1)[-1]
+    label = (OmegaConf.select(cfg, "method", default=None) or _experiment_method(experiment)
+             or " ".join(o for o in overrides) or path.name)
+    prov = read_json(run.provenance) if run.provenance.exists() else {}
+    config = OmegaConf.to_container(cfg) if cfg else prov.get("config", {})
+    init = run.init.val_samples
+    return RunRecord(name=str(path), label=label, judge=judge, summary=summary, metrics=metrics, path=path,
+                     provenance=prov, seed=config.get("seed"), group=seed_group(config, str(path)),
+                     init_length=statistics.fmean(len(a) for a in first_responses(init)) if init.exists() else None)
+
+
+def seed_group(config: dict, fallback: str) -> str:
+    """A hash of the config without `seed` and the keys that cannot change results (see dno.provenance)."""
+    from dno.runtime.provenance import config_sha256
+
+    if not config:
+        return fallback
+    return config_sha256({k: v for k, v in config.items() if k not in ("seed", "hydra")})
+
+
+def _experiment_method(experiment: str | None) -> str | None:
+    """The `method` an experiment config names (for runs recorded before configs carried it)."""
+    path = Path(CONF_DIR) / "experiment" / f"{experiment}.yaml"
+    return OmegaConf.load(path).get("method") or experiment if experiment and path.exists() else experiment
+
+
+def _validation_lc_from_files(run: RunDir, t: int) -> float:
+    vs_init = [r.vs_init for r in read_rows(run.iteration(t).eval_judgements, Validation)]
+    return validation_lc(first_responses(run.init.val_samples), first_responses(run.iteration(t).eval_samples), vs_init)
+
+
+def seed_rows(runs: list[RunRecord]) -> list[list[RunRecord]]:
+    """Runs grouped into rows (same config but the seed), in the order of their first run."""
+    rows: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        rows.setdefault(run.group, []).append(run)
+    return list(rows.values())
+
+
+def row_label(row: list[RunRecord]) -> str:
+    return re.sub(r"\s*\bseed=\S+", "", row[0].label).strip() or row[0].label

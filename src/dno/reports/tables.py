@@ -1,0 +1,290 @@
+"""The paper's tables and plots from runs, beside the published numbers (the library of dno-tables).
+
+    dno-tables runs=multirun/table1/offline-default out=results
+    dno-tables runs='outputs/*' out=/tmp/tables
+    dno-tables wandb=ENTITY/PROJECT group=GROUP out=results     # online: runs through the W&B API
+
+`runs` is a run directory, a sweep directory (its runs are the subdirectories with metrics.jsonl),
+a glob (quoted: runs='outputs/*'), or a list of these (runs=[DIR1,DIR2]). Offline, everything is read from the runs' own
+files (.hydra/config.yaml, metrics.jsonl, summary.json). Writes into `out`:
+- table1.md: the paper's Table 1 rows (results/paper/table1.csv), public AlpacaEval 2.0 rows from
+  alpaca_eval's leaderboard, and one row per run, each labelled with its judge and baseline;
+- table2.md: the data dynamics per iteration (Table 2) from the runs' logged statistics;
+- table4.md, when a run has more than 3 iterations (Table 4's layout);
+- comparison.md, when runs have final annotations: rows over seeds with intervals and paired
+  differences (dno.reports.stats);
+- win_rate.png (validation win-rate and LC win-rate against pi_1 per iteration) and length.png
+  (average answer length per iteration, the paper's length growth).
+Reading the runs is dno.reports.run_records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from dno.reports.plots import plots
+from dno.reports.run_records import RunRecord, find_runs, read_run, row_label, seed_rows
+from dno.runtime.config import ConfigError
+from dno.runtime.layout import RunDir
+
+PAPER_DIR = Path(__file__).resolve().parents[3] / "results" / "paper"
+PUBLIC_ROWS = ("SPPO-Mistral7B-PairRM", "Snorkel-Mistral-PairRM-DPO", "Meta-Llama-3-8B-Instruct",
+               "Mistral-7B-Instruct-v0.2", "gpt4_1106_preview")
+
+
+def _fmt(x, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _iteration_label(model: str | None) -> str:
+    """pi_{t+1} is the policy after iteration t ("It t"); pi_1 is the start ("It 0")."""
+    if model and model.startswith("pi_"):
+        return f"It {int(model[3:]) - 1}"
+    return model or "-"
+
+
+def table1(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    lines = ["# Table 1: AlpacaEval-style results", "",
+             "Published rows are AlpacaEval 2.0 against GPT-4-Turbo, judged by GPT-4-Turbo. Rows of this "
+             "repository's runs name their own judge and baseline: a local oracle's numbers are not "
+             "GPT-4-Turbo numbers and are comparable only with each other.", "",
+             "| source | method | iteration | LC WR | WR | length (chars) | judge | baseline |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in pd.read_csv(paper_dir / "table1.csv").to_dict("records"):
+        lines.append(f"| paper | {r['method']} | {r['iteration']} | {_fmt(r['lc_win_rate'], 2)} | "
+                     f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | GPT-4-Turbo | GPT-4-Turbo |")
+    from dno.benchmarks.alpaca_eval2 import package_leaderboard
+
+    board = package_leaderboard()
+    for name in PUBLIC_ROWS:
+        if name in board.index:
+            b = board.loc[name]
+            lines.append(f"| AlpacaEval 2.0 leaderboard | {name} | - | {b['length_controlled_winrate']:.2f} | "
+                         f"{b['win_rate']:.2f} | {int(b['avg_length'])} | GPT-4-Turbo | GPT-4-Turbo |")
+    for run in runs:
+        se = run.get("alpaca_eval/standard_error")
+        wr = _fmt(run.get("alpaca_eval/win_rate")) + (f" ± {se:.1f}" if se is not None else "")
+        iteration = _iteration_label(run.get("final/model"))
+        lines.append(f"| run `{Path(run.name).name}` | {run.label} | {iteration} | "
+                     f"{_fmt(run.get('alpaca_eval/lc_win_rate'))} | {wr} | "
+                     f"{_fmt(run.get('alpaca_eval/avg_length'), 0)} | {run.judge} | "
+                     f"{run.get('alpaca_eval/baseline', 'pi_1')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _judge_and_evaluator(run: RunRecord) -> tuple[str, str]:
+    """What produced a row's numbers: the judge (oracle and its settings) and the evaluator (annotator,
+    baseline and the alpaca_eval version)."""
+    config = run.provenance.get("config", {})
+    oracle = config.get("oracle")
+    judge = f"{run.judge} {json.dumps(oracle, sort_keys=True)}" if oracle else run.judge
+    evaluator = (f"{run.get('alpaca_eval/annotator', run.judge)} vs {run.get('alpaca_eval/baseline', 'pi_1')}, "
+                 f"alpaca_eval {run.provenance.get('versions', {}).get('alpaca_eval', '?')}")
+    return judge, evaluator
+
+
+def provenance_section(runs: list[RunRecord]) -> str:
+    """Under each table: the code, versions, device and judge every run came from; rows whose judge or
+    evaluator differs from the others' (the most common) are flagged."""
+    if not runs:
+        return ""
+    keys = [_judge_and_evaluator(r) for r in runs]
+    usual = [Counter(k[i] for k in keys).most_common(1)[0][0] for i in (0, 1)]
+    lines = ["", "## Provenance of the runs' rows", "",
+             "| run | commit | torch | transformers | alpaca_eval | device | judge | flag |", "|---" * 8 + "|"]
+    for run, (judge, evaluator) in zip(runs, keys, strict=True):
+        p, v = run.provenance, run.provenance.get("versions", {})
+        device = p.get("device", {})
+        where = f"{device.get('gpu') or device.get('cpu', '?')} ({device.get('dtype', '?')})" if device else "-"
+        commit = (p.get("commit") or "-")[:10] + (" (dirty)" if p.get("dirty") else "")
+        flags = [what for what, mine, common in (("judge differs", judge, usual[0]),
+                                                 ("evaluator differs", evaluator, usual[1])) if mine != common]
+        if not p:
+            flags.append("no provenance (run before it was recorded)")
+        lines.append(f"| `{Path(run.name).name}` | {commit} | {v.get('torch', '-')} | {v.get('transformers', '-')} | "
+                     f"{v.get('alpaca_eval', '-')} | {where} | {run.judge} | {'; '.join(flags) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
+def table2(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    head = ["| source | row | iteration | inputs | student len (words) | best-of-n student WR | avg # student wins | "
+            "student score | teacher score | T≻S | S≻T | S≻S |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# Table 2: training-data dynamics per iteration", "",
+             "Iteration t holds pi_t's samples (It 0 is the initial policy's). Scores are the run's judge's "
+             "(the rules oracle scores 0 to 6; GPT-4-Turbo's rubric 1 to 6). Pair counts are new pairs, "
+             "without replay.", "", *head]
+    for r in pd.read_csv(paper_dir / "table2.csv", dtype=str).to_dict("records"):
+        lines.append(f"| paper | {r['row']} | {r['iteration']} | {r['inputs']} | {r['student_len_words']} | "
+                     f"{r['best_of_n_win_rate']}% | {r['avg_student_wins']} | {r['student_score']} | "
+                     f"{r['teacher_score']} | {r['teacher_over_student']} | {r['student_over_teacher']} | "
+                     f"{r['student_over_student']} |")
+    for run in runs:
+        for m in run.metrics:
+            if "iteration" not in m or "pairs/new" not in m:
+                continue
+            length = (f"{_fmt(m.get('data/student_len_words_mean'), 0)}"
+                      f"±{_fmt(m.get('data/student_len_words_std'), 0)}")
+            lines.append(f"| run `{Path(run.name).name}` | {run.label} | {m['iteration'] - 1} | "
+                         f"{m.get('data/prompts', '-')} | "
+                         f"{length} | {_fmt(m.get('data/best_of_n_win_rate'))}% | "
+                         f"{_fmt(m.get('data/avg_student_wins'), 2)} | {_fmt(m.get('data/student_score_mean'), 2)} | "
+                         f"{_fmt(m.get('data/teacher_score_mean'), 2)} | {m.get('pairs/teacher_over_student', '-')} | "
+                         f"{m.get('pairs/student_over_teacher', '-')} | {m.get('pairs/student_over_student', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def table4(runs: list[RunRecord], paper_dir: Path) -> str:
+    import pandas as pd
+
+    lines = ["# Table 4: DNO over more iterations", "",
+             "Published: AlpacaEval 2.0 per iteration. Runs: validation win-rate and LC win-rate of "
+             "pi_{t+1} against pi_1 under the run's judge, per iteration.", "",
+             "| source | model | LC WR | WR | length (chars) |", "|---|---|---|---|---|"]
+    for r in pd.read_csv(paper_dir / "table4.csv").to_dict("records"):
+        lines.append(f"| paper | {r['model']} | {r['lc_win_rate']:.2f} | {r['win_rate']:.2f} | {r['avg_length']} |")
+    for run in runs:
+        for m in run.metrics:
+            lines.append(f"| run `{Path(run.name).name}` ({run.label}, {run.judge}) | It{m['iteration']} | "
+                         f"{_fmt(m.get('eval/lc_win_rate_vs_init'))} | {_fmt(m.get('eval/win_rate_vs_init'))} | "
+                         f"{_fmt(m.get('eval/avg_length'), 0)} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, lc_samples: int, seed: int) -> str:
+    """comparison.md: each row's seeds pooled (mean, 95% interval, number of seeds) and its paired win-rate
+    difference with the reference row (see dno.reports.stats)."""
+    from dno.reports.stats import outcomes
+
+    rows = seed_rows(runs)
+    labels = [row_label(r) for r in rows]
+    if compare_to is not None and compare_to not in labels:
+        raise ConfigError(f"compare_to={compare_to!r} is not a row; the rows are: {', '.join(labels)}")
+    ref = labels.index(compare_to) if compare_to else (labels.index("DNO") if "DNO" in labels else 0)
+    judged = [[r for r in row if r.annotations] for row in rows]
+    per_seed = [[outcomes(r.annotations) for r in done] for done in judged]
+    lines = ["# Rows over seeds, with 95% intervals and paired differences", "",
+             f"Each row pools the runs that differ only in `seed`. Intervals: a bootstrap over seeds and, within "
+             f"each drawn seed, over test prompts ({samples} draws for the win-rate, percentiles; {lc_samples} for "
+             f"the length-controlled win-rate, whose GLM is refitted per draw: mean ± 1.96 sd). Δ: the row's "
+             f"win-rate minus "
+             f"{labels[ref]}'s on the same test prompts, paired bootstrap ({samples} draws) with a two-sided "
+             "p-value; * marks a difference whose interval excludes 0.", "",
+             f"| method | seeds | WR [95% CI] | LC WR [95% CI] | ΔWR vs {labels[ref]} [95% CI] | p |",
+             "|---|---|---|---|---|---|"]
+    bootstrap = {"samples": samples, "lc_samples": lc_samples, "seed": seed}
+    for k, (label, done) in enumerate(zip(labels, judged, strict=True)):
+        reference = per_seed[ref] if k != ref and judged[ref] else None
+        lines.append(_comparison_row(label, done, per_seed[k], reference, bootstrap))
+    notes = _seed_notes(runs, labels, rows)
+    if notes:
+        lines += ["", "Missing or unfinished seeds:", *notes]
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_row(label: str, done: list[RunRecord], outcomes: list[dict], reference: list[dict] | None,
+                    bootstrap: dict) -> str:
+    """One row of comparison.md: `done`, the row's runs with annotations; `outcomes`, theirs per seed;
+    `reference`, the reference row's (None for the reference row itself)."""
+    from dno.metrics import length_controlled
+    from dno.reports.stats import paired_difference, seed_interval, win_rate
+
+    if not done:
+        return f"| {label} | 0 | - | - | - | - |"
+    samples, seed = bootstrap["samples"], bootstrap["seed"]
+    wr = seed_interval([np.array(list(o.values())) for o in outcomes], win_rate, samples=samples, seed=seed)
+    lc = seed_interval([[a for a in r.annotations if a.get("preference") is not None] for r in done],
+                       lambda a: length_controlled(a)["lc_win_rate"], samples=bootstrap["lc_samples"],
+                       seed=seed, normal=True)
+    delta = p = "-"
+    if reference is not None:
+        d = paired_difference(outcomes, reference, samples=samples, seed=seed)
+        mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
+        delta, p = f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]{mark}", f"{d['p']:.3f}"
+    return (f"| {label} | {wr['seeds']} | {wr['mean']:.1f} [{wr['lo']:.1f}, {wr['hi']:.1f}] | "
+            f"{lc['mean']:.1f} [{lc['lo']:.1f}, {lc['hi']:.1f}] | {delta} | {p} |")
+
+
+def _seed_notes(runs: list[RunRecord], labels: list[str], rows: list[list[RunRecord]]) -> list[str]:
+    """Which rows lack a seed that other rows have, and which runs have no final annotations."""
+    all_seeds = sorted({r.seed for r in runs if r.seed is not None})
+    notes = []
+    for label, row in zip(labels, rows, strict=True):
+        missing = sorted(set(all_seeds) - {r.seed for r in row})
+        unfinished = [f"seed {r.seed} ({Path(r.name).name})" for r in row if not r.annotations]
+        if missing:
+            notes.append(f"- {label}: no run with seed {', '.join(map(str, missing))} (other rows have it)")
+        if unfinished:
+            notes.append(f"- {label}: {', '.join(unfinished)} has no final annotations (unfinished?): left out")
+    return notes
+
+
+def eval_noise(sweep: Path, checkpoint: str) -> str:
+    """The evaluation-only noise: one checkpoint evaluated by a dno-eval multirun over `seed` (the sampling
+    seed of its answers and of pi_1's baseline answers; the test prompts and the judge stay the same)."""
+    from omegaconf import OmegaConf
+
+    rows = []
+    for job in sorted(Path(sweep).iterdir(), key=lambda p: p.name):
+        run = RunDir(job)
+        if run.summary.exists() and run.hydra_config.exists():
+            rows.append((OmegaConf.load(run.hydra_config).seed, json.loads(run.summary.read_text())))
+    if not rows:
+        raise ConfigError(f"{sweep}: no evaluation with a summary")
+    lines = ["", "## Evaluation-only noise", "",
+             f"The same checkpoint (`{checkpoint}`) evaluated {len(rows)} times on the same test prompts by the "
+             "same judge; only the sampling seed of its answers and of pi_1's baseline answers changes.", "",
+             "| sampling seed | WR | SE (prompts) | LC WR | length | n |", "|---|---|---|---|---|---|"]
+    for seed, s in sorted(rows, key=lambda r: r[0]):
+        lines.append(f"| {seed} | {s['alpaca_eval/win_rate']:.1f} | {s['alpaca_eval/standard_error']:.1f} | "
+                     f"{s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/avg_length']:.0f} | "
+                     f"{s['alpaca_eval/n_total']} |")
+    wr, lc = (np.array([s[key] for _, s in rows]) for key in ("alpaca_eval/win_rate", "alpaca_eval/lc_win_rate"))
+    def sd(x: np.ndarray) -> float:
+        return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
+
+    lines += ["", f"Across sampling seeds: WR {wr.mean():.1f} (sd {_fmt(sd(wr))}), LC WR {lc.mean():.1f} "
+                  f"(sd {_fmt(sd(lc))}); the mean standard error over prompts within one evaluation is "
+                  f"{np.mean([s['alpaca_eval/standard_error'] for _, s in rows]):.1f}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper_dir: Path = PAPER_DIR,
+                    stats: dict | None = None) -> list[Path]:
+    """dno-tables: the tables of run directories (`runs`: a path, glob or list) or of W&B runs (`wandb`,
+    `group`) into `out`; `stats`: compare_to and the bootstrap's samples, lc_samples, seed."""
+    if wandb:
+        from dno.runtime.tracking import pull_runs
+
+        return write_tables([RunRecord(**r) for r in pull_runs(wandb, group)], out, paper_dir, stats)
+    if not runs:
+        raise ConfigError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
+    return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir, stats)
+
+
+def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR,
+                 stats: dict | None = None) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, make in (("table1.md", table1), ("table2.md", table2)):
+        (out / name).write_text(make(runs, paper_dir) + provenance_section(runs))
+        written.append(out / name)
+    long = [r for r in runs if len(r.metrics) > 3]
+    if long:
+        (out / "table4.md").write_text(table4(long, paper_dir) + provenance_section(long))
+        written.append(out / "table4.md")
+    if any(r.annotations for r in runs):  # per-prompt annotations: the rows' intervals and paired differences
+        stats = {"compare_to": None, "samples": 1000, "lc_samples": 40, "seed": 0, **(stats or {})}
+        (out / "comparison.md").write_text(comparison(runs, **stats))
+        written.append(out / "comparison.md")
+    return written + plots(runs, out)

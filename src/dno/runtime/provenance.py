@@ -1,0 +1,197 @@
+"""Where a run's numbers come from, and no silent reuse of results made under another config.
+
+`<run_dir>/provenance.json` is written when a run starts (and copied into the W&B config): the git
+commit of this code and whether the tree was dirty (with a hash of the diff), the versions of the
+libraries that can change results, the device and dtype, a hash of the resolved config, the
+model's identity (hub id and the cached snapshot's revision, a sha256 of the weights files, or the
+random-init config) and the prompt set's identity (a hash of the records, the dataset revision).
+
+A re-run of the same run directory resumes. Before any compute, `check_resume` compares the
+resolved config with the recorded one: a difference in a key that can change results stops the
+run (ConfigError: exit 2) unless `resume=continue` accepts it for the stages not yet done; a
+different commit than the one that produced the finished stages warns. Both are recorded under
+`resumes` in provenance.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import socket
+import time
+from importlib import metadata
+from pathlib import Path
+
+from dno.runtime.commit import git_state
+from dno.runtime.config import ConfigError, upgrade
+from dno.runtime.files import read_json, write_json
+from dno.runtime.layout import RunDir
+
+log = logging.getLogger(__name__)
+PACKAGES = ("dno", "torch", "transformers", "accelerate", "datasets", "alpaca_eval", "wandb", "openai", "trl",
+            "peft", "vllm", "hydra-core")
+# Keys that cannot change a run's results, so a resume may change them: where metrics are logged, how
+# long the other processes wait for the main one, where caches live (they are keyed by content), the
+# run's label in tables, the resume policy itself, and a judge's budget, which only decides where a
+# run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each one changed.
+HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "oracle.max_requests",
+            "oracle.budget_usd")
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def device(accelerator, dtype: str) -> dict:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"kind": "cuda", "gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
+                "processes": accelerator.num_processes, "dtype": dtype}
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"kind": "cpu", "cpu": cpu, "threads": torch.get_num_threads(), "processes": accelerator.num_processes,
+            "dtype": dtype}
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    if isinstance(obj, dict) and obj:
+        return {k: v for key, value in obj.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
+
+
+def config_sha256(config: dict) -> str:
+    """A hash of the resolved config without the keys that cannot change results."""
+    kept = {k: v for k, v in flatten(config).items() if not harmless(k)}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def harmless(key: str) -> bool:
+    return any(key == h or key.startswith(h + ".") for h in HARMLESS)
+
+
+def _sha256_file(path: Path, cache_dir: str) -> str:
+    """sha256 of a file, cached by (path, size, mtime) under cache_dir: a 14 GB model is read once."""
+    from dno.policy.load import file_cache_key
+
+    cached = Path(cache_dir) / "sha256" / file_cache_key(str(path))
+    if cached.exists():
+        return cached.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def model_identity(model_cfg, cache_dir: str) -> dict:
+    from dno.policy.load import resolve_path
+
+    if not model_cfg.get("path"):
+        random_init = json.dumps(dict(model_cfg.random_init), sort_keys=True, default=str)
+        return {"random_init_sha256": hashlib.sha256(random_init.encode()).hexdigest(),
+                "init_seed": model_cfg.get("init_seed", 0)}
+    path = model_cfg.path
+    local = Path(resolve_path(path))
+    if local.is_file():
+        return {"path": path, "sha256": _sha256_file(local, cache_dir)}
+    if local.is_dir():
+        weights = sorted(p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+        return {"path": path, "sha256": {p.name: _sha256_file(p, cache_dir) for p in weights}}
+    revision = model_cfg.get("revision")
+    try:  # the snapshot in the local hub cache, when there is one (no network)
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(path, "config.json", revision=revision)
+        if isinstance(found, str):
+            revision = Path(found).parent.name
+    except Exception:  # noqa: BLE001 - an identity is best effort for hub ids not yet downloaded
+        pass
+    return {"hub_id": path, "revision": revision}
+
+
+def prompts_identity(records: list, data_cfg) -> dict:
+    """The prompt set's size, hash and revision (a one-turn prompt hashes as it did before prompts were messages)."""
+    fields = [[r.id, r.instruction, r.system, r.teacher] if len(r.turns) == 1 else [r.id, r.messages, r.teacher]
+              for r in records]
+    return {"records": len(records), "sha256": hashlib.sha256(json.dumps(fields).encode()).hexdigest(),
+            "revision": data_cfg.get("revision")}
+
+
+def record(config: dict, *, accelerator, model_cfg, cache_dir: str, records: list[dict], data_cfg) -> dict:
+    """What provenance.json holds for a run started now (the config itself included, redacted). The model's
+    and prompts' identities are the main process's work (it writes the file): hashing weights once."""
+    main = accelerator.is_main_process
+    return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), **git_state(),
+            "versions": versions(),
+            "device": device(accelerator, model_cfg.dtype), "config_sha256": config_sha256(config),
+            "model": model_identity(model_cfg, cache_dir) if main else None,
+            "prompts": prompts_identity(records, data_cfg) if main else None,
+            "config": config, "resumes": []}
+
+
+def check_resume(path: Path, current: dict, resume: str) -> dict | None:
+    """On a re-run: the recorded provenance, updated with this start (None on a fresh run).
+
+    Raises ConfigError when a key that can change results differs and `resume` is not `continue`."""
+    if not path.exists():
+        return None
+    recorded = read_json(path)
+    old, new = upgrade(flatten(recorded["config"])), flatten(current["config"])
+    changed = {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(set(old) | set(new))
+               if old.get(k, "<absent>") != new.get(k, "<absent>") and not harmless(k)}
+    if changed and resume != "continue":
+        lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(
+            f"{path.parent} was started with another config; these keys can change results:\n{lines}\n"
+            "Its finished stages would be reused silently. Give a new hydra.run.dir for a new run, or add "
+            f"resume=continue to accept the change for the stages not yet done (it is recorded in {path.name}).")
+    entry = {"started": current["started"], "commit": current["commit"], "dirty": current["dirty"],
+             "diff_sha256": current["diff_sha256"], "versions": current["versions"]}
+    if current["commit"] != recorded["commit"] or current["diff_sha256"] != recorded["diff_sha256"]:
+        log.warning("resuming %s with code %s%s; its finished stages came from %s%s: the difference cannot be "
+                    "proven harmless (recorded in %s)", path.parent, current["commit"],
+                    " (dirty)" if current["dirty"] else "", recorded["commit"], " (dirty)" if recorded["dirty"] else "",
+                    path.name)
+        entry["other_code"] = True
+    if changed:
+        entry["accepted_changes"] = {k: list(v) for k, v in changed.items()}
+        log.warning("resume=continue: the stages not yet done run with %s", ", ".join(changed))
+    recorded["resumes"] = [*recorded.get("resumes", []), entry]
+    recorded["config"], recorded["config_sha256"] = current["config"], current["config_sha256"]
+    return recorded
+
+
+def start(run_dir: Path, config: dict, *, resume: str, **identity) -> dict:
+    """This start's provenance: checked against the recorded one on a resume (see check_resume).
+    Call on every process before any writes; then `write` on the main one."""
+    current = record(config, **identity)
+    run = RunDir(run_dir)
+    updated = check_resume(run.provenance, current, resume)
+    if updated is None and any(d.markers() for d in run.stage_dirs()):
+        current["note"] = "first recorded on a resume: the stages done before were not checked"
+    return updated or current
+
+
+def write(run_dir: Path, prov: dict) -> None:
+    write_json(RunDir(run_dir).provenance, prov)
+
+
+def environment_summary(prov: dict) -> dict:
+    """The part of provenance.json that goes into the W&B config (everything but the config itself)."""
+    return {k: v for k, v in prov.items() if k != "config"}

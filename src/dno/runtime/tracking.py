@@ -1,0 +1,213 @@
+"""Metrics to Weights & Biases and to the run's own files, in one small logger.
+
+The run's metrics file (`RunDir.metrics`) gets one JSON object per log call, always with "iteration";
+it is what later commands read back, since an offline W&B run keeps its data only in a binary log. The
+summary file (`RunDir.summary`) holds the final metrics. Only this module imports wandb.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import uuid
+from pathlib import Path
+
+from dno.runtime.files import read_json, read_jsonl, write_json, write_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.signals import PREEMPTED_EXIT
+
+log = logging.getLogger(__name__)
+SECRET_KEY = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
+
+
+def redact(obj):
+    """The config as logged to W&B: values of keys that look like secrets are dropped."""
+    if isinstance(obj, dict):
+        return {k: "<redacted>" if SECRET_KEY.search(str(k)) else redact(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+class NullSink:
+    """logger=none: metrics go only to the run directory. W&B's settings that an experiment adds (`logger.tags`)
+    are accepted and have nowhere to go."""
+
+    def __init__(self, **wandb_settings) -> None:
+        pass
+
+    def start(self, run: RunDir, config: dict, *, group: str | None, name: str) -> None:
+        pass
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        pass
+
+    def summary(self, metrics: dict) -> None:
+        pass
+
+    def table(self, key: str, rows: list[dict], iteration: int | None) -> None:
+        pass
+
+    def preempted(self) -> None:
+        pass
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbSink(NullSink):
+    """`logger=wandb`: a W&B run per DNO run; re-running the same run directory resumes the same W&B run id.
+
+    Args:
+        mode: offline (default here), online or disabled.
+        project, entity: where the run goes (entity None: your default).
+        group: None groups a multirun's jobs by its sweep directory.
+        name: None names a run by its command-line overrides.
+        tags: experiments add theirs (table1, the row).
+    """
+
+    def __init__(self, mode: str = "offline", project: str = "dno", entity: str | None = None,
+                 group: str | None = None, name: str | None = None, tags: list[str] | None = None) -> None:
+        self.settings = dict(mode=mode, project=project, entity=entity, group=group, name=name,
+                             tags=list(tags or []))
+        self.run = None
+
+    def start(self, run: RunDir, config: dict, *, group: str | None, name: str) -> None:
+        import wandb
+
+        id_file = run.wandb_run
+        run_id = read_json(id_file)["id"] if id_file.exists() else uuid.uuid4().hex[:8]
+        s = self.settings
+        self.run = wandb.init(
+            mode=s["mode"], project=s["project"], entity=s["entity"], group=s["group"] or group,
+            name=s["name"] or name, tags=s["tags"], config=config, dir=str(run.path), id=run_id,
+            resume="allow", reinit="finish_previous",
+        )
+        self.run.define_metric("iteration")
+        self.run.define_metric("*", step_metric="iteration")
+        write_json(id_file, {"id": run_id, "group": self.run.group, "name": self.run.name,
+                             "project": s["project"], "mode": s["mode"]})
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        self.run.log({**metrics, "iteration": iteration})
+
+    def summary(self, metrics: dict) -> None:
+        self.run.summary.update(metrics)
+
+    def table(self, key: str, rows: list[dict], iteration: int | None) -> None:
+        import wandb
+
+        columns = list(rows[0]) if rows else []
+        table = wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])
+        self.run.log({key: table, **({} if iteration is None else {"iteration": iteration})})
+
+    def preempted(self) -> None:
+        """Marked preempted in W&B (a requeue resumes this run id from `RunDir.wandb_run`), then closed."""
+        if self.run is not None:
+            self.run.mark_preempting()
+            self.run.finish(exit_code=PREEMPTED_EXIT)
+            self.run = None
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        """A dataset artifact of this run that points at `path` (by reference: nothing is uploaded)."""
+        import wandb
+
+        artifact = wandb.Artifact(f"{name}-{self.run.id}", type="dataset", metadata=metadata)
+        artifact.add_reference(Path(path).resolve().as_uri(), checksum=True)
+        self.run.log_artifact(artifact, aliases=[alias])
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+
+def finite(metrics: dict, where: str) -> dict:
+    """`metrics` without NaN or infinite values (a statistic over no judgement is missing, never NaN, in
+    the metrics file, the summary and W&B), with a warning naming what was left out."""
+    dropped = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    if dropped:
+        log.warning("%s: not logged, no value (nothing to compute it from): %s", where, ", ".join(dropped))
+    return {k: v for k, v in metrics.items() if k not in dropped}
+
+
+class Tracker:
+    """enabled=False (the other processes of a multi-process run): nothing is written anywhere."""
+
+    def __init__(self, run: RunDir, sink: NullSink, enabled: bool = True) -> None:
+        self.run = run
+        self.sink = sink if enabled else NullSink()
+        self.path = run.metrics
+        self.enabled = enabled
+
+    def start(self, config: dict, *, group: str | None, name: str, logged_iterations: set[int]) -> None:
+        """Keep only the lines of iterations whose logging finished (a crash can leave one extra)."""
+        if not self.enabled:
+            return
+        if self.path.exists():
+            write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] in logged_iterations])
+        self.sink.start(self.run, config, group=group, name=name)
+
+    def log(self, metrics: dict, iteration: int) -> None:
+        if not self.enabled:
+            return
+        metrics = finite(metrics, f"iteration {iteration}")
+        row = {"iteration": iteration, **metrics}
+        logged = read_jsonl(self.path) if self.path.exists() else []
+        if any(r["iteration"] == iteration for r in logged):  # a redone log stage (a damaged run dir) replaces its line
+            write_jsonl(self.path, [r for r in logged if r["iteration"] != iteration])
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:  # a full disk: back to the last whole line
+            os.truncate(self.path, size)
+            raise
+        self.sink.log(metrics, iteration)
+
+    def summary(self, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        metrics = finite(metrics, "summary")
+        write_json(self.run.summary, metrics)
+        self.sink.summary(metrics)
+
+    def table(self, key: str, rows: list[dict], iteration: int | None = None) -> None:
+        """Rows to read (samples, answers) as a W&B Table under `key`; the run directory has them already."""
+        if self.enabled:
+            self.sink.table(key, rows, iteration)
+
+    def artifact(self, name: str, path: Path, *, alias: str, metadata: dict) -> None:
+        if self.enabled:
+            self.sink.artifact(name, path, alias=alias, metadata=metadata)
+
+    def preempted(self) -> None:
+        if self.enabled:
+            self.sink.preempted()
+
+    def finish(self) -> None:
+        self.sink.finish()
+
+
+def pull_runs(project: str, group: str | None) -> list[dict]:
+    """Runs of an online W&B project (and group) as dno-tables records: config, summary, history."""
+    import wandb
+
+    records = []
+    for run in wandb.Api().runs(project, filters={"group": group} if group else None):
+        config = dict(run.config)
+        history = [dict(row) for row in run.scan_history() if row.get("iteration") is not None]
+        records.append({"name": run.name, "label": config.get("method") or run.name,
+                        "judge": run.summary.get("alpaca_eval/annotator")
+                        or str((config.get("oracle") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+                        "summary": dict(run.summary), "metrics": history,
+                        "provenance": {**(config.get("provenance") or {}), "config": config}})
+    return records

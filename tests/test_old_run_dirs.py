@@ -1,0 +1,44 @@
+"""A run directory made before the second redesign (commit 1d0c6b8: rows of format 2, `sampler=dno`, the old
+module paths in its recorded config) resumes under today's code and ends where the old code ended.
+
+tests/fixtures/run_made_at_1d0c6b8 is that run (`dno-run model=tiny_random schedule=smoke
+oracle.concise_max_words=8 logger=none`) stopped after iteration 1's pairs stage; the .expected.json beside
+it holds the summary and metrics the old code reached when it ran on to the end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from dno.runtime.files import read_json, read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import VERSION, PairRow, read_rows
+from helpers import REPO, dno_run
+
+FIXTURE = REPO / "tests" / "fixtures" / "run_made_at_1d0c6b8"
+
+
+def without_times(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if not k.startswith("time/")}
+
+
+@pytest.mark.slow
+def test_a_run_directory_made_before_the_redesign_resumes_to_the_old_codes_results(tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(FIXTURE, run_dir)
+    old_pairs = (run_dir / "iter_1" / "pairs.jsonl").read_text()
+    assert '"version": 2' in old_pairs and '"prompt_id"' in old_pairs  # the old format, flat prompts
+    overrides = [line.removeprefix("- ") for line in (run_dir / ".hydra" / "overrides.yaml").read_text().splitlines()]
+    proc = dno_run(*overrides, f"hydra.run.dir={run_dir}")
+    expected = json.loads((REPO / "tests" / "fixtures" / "run_made_at_1d0c6b8.expected.json").read_text())
+    run = RunDir(run_dir)
+    assert without_times(read_json(run.summary)) == expected["summary"]
+    assert [without_times(m) for m in read_jsonl(run.metrics)] == expected["metrics"]
+    assert "skip iter_1/pairs (done)" in (run_dir / "run.log").read_text() and "Traceback" not in proc.stderr
+    resumed = read_json(run.provenance)["resumes"]
+    assert len(resumed) == 1 and resumed[0]["other_code"] and "accepted_changes" not in resumed[0]
+    pairs = read_rows(run.iteration(1).pairs, PairRow)  # rewritten by the reference stage, in today's format
+    assert all(p.ref_chosen_logps is not None for p in pairs) and f'"version": {VERSION}' in \
+        run.iteration(1).pairs.read_text()
