@@ -8,6 +8,10 @@ request takes the next one, if any: "500", "429", "timeout" (answers after `time
 "nolabel" (a pairwise answer without either label). AlpacaEval's annotator prompt (labels m, M)
 is answered like a pairwise question.
 
+MT-Bench's single-answer grading (FastChat's prompts, `[[rating]]`) is answered with a rating of the graded
+answer, 3 + score(answer) (fault "norating": an explanation without one); Arena-Hard's games (`<|User Prompt|>`)
+with a verdict from score(A) - score(B): A>>B from 2 up, A>B at 1, A=B at 0 (fault "noverdict": none).
+
 Structured outputs, as open-model servers treat them: `rejects` lists the response_format forms
 answered with HTTP 500 (llama.cpp's server rejects OpenAI's "json_schema"); a `weak` judge (a small
 model) writes JSON-like text with the wrong keys or broken syntax unless the request carries a
@@ -47,6 +51,25 @@ def alpaca_outputs(user: str) -> tuple[str, str] | None:
 def pair_outputs(user: str) -> tuple[str, str]:
     a = user.split("# Output A\n", 1)[1].split("\n\n# Output B\n", 1)
     return a[0], a[1].rsplit("\n\nWhich output is better?", 1)[0]
+
+
+def graded_answer(system: str, user: str) -> str:
+    """The answer an MT-Bench request grades: turn 1's, or the last of Assistant A's turns (turn 2)."""
+    if "[The Start of Assistant's Answer]" in user:
+        return user.split("[The Start of Assistant's Answer]\n", 1)[1].split("\n[The End of Assistant's Answer]")[0]
+    conversation = user.split("<|The Start of Assistant A's Conversation with User|>")[-1]
+    return conversation.rsplit("### Assistant A:\n", 1)[1].split("\n\n<|The End of Assistant A's")[0]
+
+
+def arena_answers(user: str) -> tuple[str, str]:
+    a = user.split("<|The Start of Assistant A's Answer|>\n", 1)[1].split("\n<|The End of Assistant A's Answer|>")[0]
+    b = user.split("<|The Start of Assistant B's Answer|>\n", 1)[1].split("\n<|The End of Assistant B's Answer|>")[0]
+    return a, b
+
+
+def verdict(a: str, b: str) -> str:
+    d = score(a) - score(b)
+    return "A>>B" if d >= 2 else "A>B" if d == 1 else "A=B" if d == 0 else "B>A" if d == -1 else "B>>A"
 
 
 def form_of(body: dict) -> str:
@@ -134,7 +157,16 @@ class JudgeServer:
         if fault == "timeout":
             time.sleep(self.timeout_sleep)
         user = body["messages"][-1]["content"]
-        if body.get("logprobs"):
+        system = body["messages"][0]["content"] if len(body["messages"]) > 1 else ""
+        if "<|User Prompt|>" in user:  # an Arena-Hard game
+            content = ("Both are answers." if fault == "noverdict"
+                       else f"My own answer first. My final verdict is: [[{verdict(*arena_answers(user))}]]")
+            logprobs = None
+        elif "[[rating]]" in system + user:  # MT-Bench's single-answer grading
+            rating = 3 + score(graded_answer(system, user))
+            content = "A fair answer." if fault == "norating" else f"The answer is adequate. Rating: [[{rating}]]"
+            logprobs = None
+        elif body.get("logprobs"):
             alpaca = alpaca_outputs(user)  # AlpacaEval's annotator: labels m (output_1) and M (output_2)
             a, b = alpaca or pair_outputs(user)
             labels = ("m", "M") if alpaca else ("A", "B")

@@ -13,6 +13,7 @@ import pytest
 from dno.benchmarks.alpaca_eval2 import instruction_difficulty, merged_leaderboard
 from dno.metrics import length_controlled
 from dno.runtime.files import read_json
+from dno.runtime.layout import RunDir
 from helpers import SMOKE, dno_eval
 from judge_server import JudgeServer
 
@@ -48,9 +49,11 @@ def fake_alpaca_eval(tmp_path_factory) -> tuple[Path, Path]:
 
 def official(server, fake, out, *extra, check=True):
     ref, df_gamed = fake
-    return dno_eval("model=tiny_random", "schedule=smoke", "eval=alpaca_eval2", f"eval.reference_outputs={ref}",
-                    f"eval.df_gamed_path={df_gamed}", f"eval.base_url={server.url}", f"eval.api_key_env={KEY_ENV}",
-                    "eval.max_new_tokens=12", f"hydra.run.dir={out}", *extra, check=check, env={KEY_ENV: KEY})
+    return dno_eval("model=tiny_random", "schedule=smoke", "eval=alpaca_eval2",
+                    f"eval.alpaca_eval2.reference_outputs={ref}", f"eval.alpaca_eval2.df_gamed_path={df_gamed}",
+                    f"eval.alpaca_eval2.base_url={server.url}", f"eval.alpaca_eval2.api_key_env={KEY_ENV}",
+                    "eval.alpaca_eval2.max_new_tokens=12", f"hydra.run.dir={out}", *extra, check=check,
+                    env={KEY_ENV: KEY})
 
 
 @pytest.mark.slow
@@ -60,31 +63,32 @@ def test_official_path_end_to_end_with_the_packages_lc_metric(fake_alpaca_eval, 
         official(server, fake_alpaca_eval, tmp_path / "eval")
         assert len(server.requests) == N and all(r["authorization"] == f"Bearer {KEY}" for r in server.requests)
         assert "model_identifier" in server.requests[0]["body"]["messages"][-1]["content"]  # the package's prompt
-    out = tmp_path / "eval"
-    summary = read_json(out / "summary.json")
+    summary = read_json(tmp_path / "eval" / "summary.json")
+    out = RunDir(tmp_path / "eval").final.benchmark("alpaca_eval2")  # the benchmark's own folder
+    assert read_json(out.summary)["alpaca_eval/lc_win_rate"] == summary["alpaca_eval/lc_win_rate"]
     assert summary["alpaca_eval/n_total"] == N
-    outputs = read_json(out / "model_outputs.json")
+    outputs = read_json(out.model_outputs)
     assert len(outputs) == N and all(o["generator"] == "tiny-random-llama-init" for o in outputs)
     assert summary["alpaca_eval/avg_length"] == pytest.approx(int(sum(len(o["output"]) for o in outputs) / N))
     from alpaca_eval.metrics import get_length_controlled_winrate
 
-    annotations = pd.read_json(out / "annotations.json")
+    annotations = pd.read_json(out.annotations)
     with instruction_difficulty(str(fake_alpaca_eval[1])):
         expected = get_length_controlled_winrate(annotations, save_weights_dir=None)
     assert summary["alpaca_eval/lc_win_rate"] == pytest.approx(expected["length_controlled_winrate"])
     assert summary["alpaca_eval/win_rate"] == pytest.approx(expected["win_rate"])
-    board = pd.read_csv(out / "leaderboard.csv", index_col=0)  # the official annotator: merged into a copy
+    board = pd.read_csv(out.leaderboard, index_col=0)  # the official annotator: merged into a copy
     assert "tiny-random-llama-init" in board.index and "SPPO-Mistral7B-PairRM" in board.index
     assert list(board["length_controlled_winrate"]) == sorted(board["length_controlled_winrate"], reverse=True)
     assert package_files() == before  # nothing written into site-packages
-    assert not [p for p in out.rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
+    assert not [p for p in (tmp_path / "eval").rglob("*") if p.is_file() and KEY.encode() in p.read_bytes()]
 
 
 @pytest.mark.slow
 def test_a_missing_annotation_fails_loudly(fake_alpaca_eval, tmp_path):
     with JudgeServer() as server:
         server.faults = ["nolabel"]
-        proc = official(server, fake_alpaca_eval, tmp_path / "eval", "eval.annotator_model=my-vllm-judge",
+        proc = official(server, fake_alpaca_eval, tmp_path / "eval", "eval.alpaca_eval2.annotator_model=my-vllm-judge",
                         check=False)
     assert proc.returncode == 3 and f"annotated {N - 1} of {N} instructions" in proc.stderr
     assert not (tmp_path / "eval" / "summary.json").exists()
@@ -102,10 +106,10 @@ def test_merged_leaderboard_keeps_the_public_rows():
 def test_local_path_on_a_smoke_checkpoint(smoke_run, tmp_path):
     dno_eval(*SMOKE, f"checkpoint={smoke_run / 'iter_2' / 'checkpoint'}", f"hydra.run.dir={tmp_path}")
     summary = read_json(tmp_path / "summary.json")
-    annotations = read_json(tmp_path / "annotations.json")
+    annotations = read_json(RunDir(tmp_path).final.benchmark("local").annotations)
     assert summary["alpaca_eval/n_total"] == 8 == len(annotations)  # the smoke schedule's test split
     assert summary["alpaca_eval/lc_win_rate"] == pytest.approx(length_controlled(annotations)["lc_win_rate"])
     assert summary["alpaca_eval/baseline"] == "pi_1" and summary["alpaca_eval/annotator"] == "RulesOracle"
     # pi_1's answers here are the run's own (same model, split and seed): the baseline is the same
-    run_baseline = read_json(smoke_run / "final" / "reference_outputs.json")
+    run_baseline = read_json(RunDir(smoke_run).final.benchmark("local").reference_outputs)
     assert [a["output_1"] for a in annotations] == [r["output"] for r in run_baseline]

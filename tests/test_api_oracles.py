@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import signal
 import sqlite3
+import time
 
 import pytest
 
 from dno.data import Prompt
-from dno.oracles.api import BudgetExceeded, OracleError
+from dno.oracles.api import BudgetExceeded, JudgeServerGone, OracleError, run_concurrently
 from dno.oracles.base import FAILED, INVALID, OK
 from dno.oracles.cache import JudgeCache
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, parse_scores, presentation_order
@@ -92,6 +94,45 @@ def test_a_bad_key_stops_at_once_and_the_error_hides_the_key(server, tmp_path):
         listwise(server, tmp_path).judge(PROMPT, CANDIDATES)
     assert "Incorrect API key" in str(e.value) and KEY not in str(e.value)
     assert len(server.requests) == 1  # 401 is not retried
+
+
+def test_a_judge_server_that_died_is_named_gone_with_its_logs_tail(server, tmp_path):
+    log = tmp_path / "server.log"
+    log.write_text("loading model\nllama_server: listening\nSegmentation fault (core dumped)\n")
+    oracle = listwise(server, tmp_path, max_retries=1, server_log=str(log))
+    assert oracle.judge(PROMPT, CANDIDATES).status == OK  # alive: judged
+    server.__exit__(None, None, None)  # the server dies: its port now refuses connections
+    with pytest.raises(JudgeServerGone, match=r"judge server at http://127\.0\.0\.1:\d+/v1 is gone") as e:
+        oracle.judge(Prompt.of("q", "Another question."), CANDIDATES)
+    assert "Segmentation fault (core dumped)" in str(e.value) and str(log) in str(e.value)
+    assert isinstance(e.value, OracleError)  # the app's exit path for a judge that cannot answer
+
+
+def test_a_signal_during_concurrent_calls_drops_the_queued_ones():
+    """SIGTERM (preemption) raises in the main thread while it waits: the calls in flight finish, the queued ones
+    are never made (a `with ThreadPoolExecutor` block would make all 40 before letting the exception out)."""
+    calls = []
+
+    def call(x: int) -> int:
+        calls.append(x)
+        time.sleep(0.2)
+        return x
+
+    class Preempted(Exception):
+        pass
+
+    def preempt(*_):
+        raise Preempted
+
+    previous = signal.signal(signal.SIGALRM, preempt)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)  # during the second round of 4
+    try:
+        with pytest.raises(Preempted):
+            run_concurrently(call, list(range(40)), 4, "calls")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert 4 <= len(calls) <= 12
 
 
 def test_missing_key_variable_fails_the_check(monkeypatch, tmp_path):

@@ -63,10 +63,10 @@ def without_times(rows: list[dict]) -> list[dict]:
 
 def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     rng = random.Random(7)
-    # each answer takes 0.25 s: the judge stage lasts over 0.5 s (6 prompts, 4 at a time), so a kill within
+    # each answer takes 0.5 s: the judge stage lasts over 1 s (6 prompts, 4 at a time), so a kill within
     # 0.2 s of its first question lands inside it however loaded the machine (a kill timed from DONE.sample raced
-    # it under load)
-    with JudgeServer(latency=0.25) as server:
+    # it under load, and so did 0.25 s answers under a full test suite beside other work)
+    with JudgeServer(latency=0.5) as server:
         reference = tmp_path / "reference"
         assert start(command(server, reference, tmp_path / "ref.sqlite")).wait(timeout=300) == 0
         asked_alone = questions(server.requests)
@@ -79,7 +79,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         assert second.wait(timeout=120) == 2 and f"in use by PID {first.pid} on " in second.stderr.read()
 
         wait_for(run_dir / "iter_1" / "DONE.sample", first)  # 2. kill -9 while the judge is being asked: after
-        deadline = time.time() + 60  # its first question arrived, within the 0.25 s the answers take
+        deadline = time.time() + 60  # its first question arrived, within the 0.5 s the answers take
         while not server.requests and first.poll() is None and time.time() < deadline:
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.2))
@@ -118,7 +118,8 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         # 7. the same command with every key that may change on a resume changed finishes the run
         shutil.copytree(f"{make_cfg().cache_dir}/tokenizers", tmp_path / "cache" / "tokenizers")  # no 15 s parse
         harmless = ["logger=none", "method=renamed", "train.process_timeout_min=5", f"cache_dir={tmp_path / 'cache'}",
-                    "oracle.max_requests=1000", "oracle.budget_usd=5", "resume=continue"]
+                    "oracle.max_requests=1000", "oracle.budget_usd=5", "resume=continue", "oracle.max_concurrency=3",
+                    "oracle.max_retries=4", "oracle.timeout_s=50"]
         assert start([*cmd, *harmless]).wait(timeout=300) == 0
 
         asked = questions(server.requests)
@@ -127,11 +128,13 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     summary, alone = (without_times([read_json(d / "summary.json")])[0] for d in (run_dir, reference))
     assert summary == alone
     assert set(asked) == set(asked_alone)  # the same distinct questions
-    assert len(asked) - len(set(asked)) <= (2 + kills) * CONCURRENCY  # repeats: only requests in flight at a kill
+    assert len(asked) - len(set(asked)) <= (2 + kills) * CONCURRENCY + 3  # repeats: only requests in flight at a kill
     log = (run_dir / "run.log").read_text()
     assert "judgements.jsonl is missing or unreadable" in log
     assert "iter_1/judge is redone, and so are DONE.pairs, DONE.reference, DONE.train" in log
     a, b = (load_file(d / "iter_1" / "checkpoint" / "model.safetensors") for d in (run_dir, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the cut checkpoint replaced by the redone update, to the bit
-    assert sorted(HARMLESS) == sorted(["logger", "train.process_timeout_min", "cache_dir", "method", "resume",
-                                       "oracle.max_requests", "oracle.budget_usd"])  # each changed in step 7
+    oracle = ["oracle.max_requests", "oracle.budget_usd", "oracle.max_concurrency", "oracle.max_retries",
+              "oracle.timeout_s"]  # each changed in step 7; the benchmarks' judges' (eval.*) in test_mt_bench.py
+    assert sorted(h for h in HARMLESS if not h.startswith("eval.")) == sorted(
+        ["logger", "train.process_timeout_min", "cache_dir", "method", "resume", *oracle])

@@ -167,8 +167,8 @@ def test_dno_run_fails_before_compute(tmp_path, override, message):
     ("teacher=best_of_n teacher.n=1", "teacher.n must be at least 2"),
     ("loss.pairs.keep_types=[nope]", "loss.pairs.keep_types has unknown types ['nope']"),
     ("loss.replay=[0.3,2]", "loss.replay[1] must be a fraction in [0, 1]"),
-    ("eval=alpaca_eval2 eval.api_key_env=DNO_TEST_UNSET_KEY", "DNO_TEST_UNSET_KEY is not set"),
-    ("eval.baseline=gold", "eval.baseline must be auto, pi_1 or teacher"),
+    ("eval=alpaca_eval2 eval.alpaca_eval2.api_key_env=DNO_TEST_UNSET_KEY", "DNO_TEST_UNSET_KEY is not set"),
+    ("eval.local.baseline=gold", "eval.local.baseline must be auto, pi_1 or teacher"),
 ])
 def test_a_run_is_not_built_from_a_bad_config(tmp_path, override, message):
     """Run.build, as dno-run calls it (a ConfigError is exit 2 there; see the test above): nothing written."""

@@ -139,7 +139,7 @@ def test_wandb_tables_and_pairs_artifact(smoke_run):
         assert data["data"][0][:5] == [first.prompt.id, first.prompt.instruction, 0, first.responses[0], False]
         assert data["data"][0][6] == first.win_probs[0]
     answers = glob.glob(f"{run}/files/media/table/eval/answers_*.table.json")  # once per run of the command
-    annotations = json.loads((smoke_run / "final" / "annotations.json").read_text())
+    annotations = json.loads(RunDir(smoke_run).final.benchmark("local").annotations.read_text())
     assert answers
     for table in answers:
         rows = json.loads(Path(table).read_text())["data"]

@@ -55,7 +55,7 @@ def test_smoke_run_writes_the_run_directory_contract(smoke_run):
         assert (d / f"iter_{t}" / "checkpoint" / "config.json").exists()
         assert all((d / f"iter_{t}" / f"DONE.{s}").exists() for s in STAGES)
     assert not torch.equal(weights(d, 1)["model.embed_tokens.weight"], weights(d, 2)["model.embed_tokens.weight"])
-    outputs = json.loads((d / "final" / "model_outputs.json").read_text())
+    outputs = json.loads(RunDir(d).final.benchmark("local").model_outputs.read_text())
     assert len(outputs) == 8 and set(outputs[0]) == {"instruction", "output", "generator", "dataset"}
     logged = wandb_log(d)
     assert b"eval/win_rate_vs_init" in logged and b"alpaca_eval/lc_win_rate" in logged

@@ -19,7 +19,7 @@ from dno.oracles.api import OPENAI_LIST_PRICE, ChatAPI, ClientOptions, OracleErr
 from dno.oracles.base import INVALID, OK
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, response_format
 from dno.runtime.files import read_jsonl
-from dno.runtime.layout import FinalDir
+from dno.runtime.layout import BenchmarkDir
 from dno.runtime.records import Judged, Samples, read_rows, write_rows
 from dno.stages.evaluate import validation_win_rates
 from dno.stages.judge import judge_samples
@@ -161,12 +161,12 @@ def test_the_final_stage_with_too_few_valid_annotations_fails_with_a_message(tmp
                     for k in range(len(items))]
 
     prompts = [Prompt.of(str(i), f"Q{i}") for i in range(10)]
-    out = FinalDir(tmp_path)
+    out = BenchmarkDir(tmp_path)
     write_rows(out.model_samples, [Samples(p, ["long answer " * (i + 1)]) for i, p in enumerate(prompts)])
     write_rows(tmp_path / "pi_1.jsonl", [Samples(p, ["ref"]) for p in prompts])
     target = Evaluated(None, None, None, 0, "m", False, prompts, tmp_path / "pi_1.jsonl", Half())
     with pytest.raises(EvalError, match=r"valid annotation for 5 of 10 test prompts, fewer than "
-                                        r"eval.min_valid_frac=0.9: no win-rate is reported"):
+                                        r"eval.local.min_valid_frac=0.9: no win-rate is reported"):
         LocalBenchmark(baseline="pi_1").evaluate(target, out)
     assert not out.summary.exists() and out.annotations.exists()
     summary = LocalBenchmark(baseline="pi_1", min_valid_frac=0.5).evaluate(target, out)
@@ -196,7 +196,7 @@ def test_a_small_judge_through_the_loop_and_experiments_open_judge(tmp_path):
     run = out / "json_object"  # went on past the invalid judgements
     assert json.loads((run / "ended.json").read_text())["exit"] == 3
     log = (out / "json_object.log").read_text()
-    assert "fewer than eval.min_valid_frac=0.9: no win-rate is reported" in log and "KeyError" not in log
+    assert "fewer than eval.local.min_valid_frac=0.9: no win-rate is reported" in log and "KeyError" not in log
     metrics = read_jsonl(run / "metrics.jsonl")
     assert [m["eval/n_judged"] for m in metrics] == [0, 0] and [m["pairs/total"] for m in metrics] == [0, 0]
     assert not any(k.startswith(("eval/win_rate", "eval/lc_")) for m in metrics for k in m)

@@ -15,6 +15,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from dno.runtime.config import validate
+from dno.runtime.layout import RunDir
 from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, dno_eval, dno_run, make_cfg, run
 
 README = (REPO / "README.md").read_text()
@@ -231,7 +232,7 @@ def test_readme_tiny_model_commands_run(args, tmp_path, request):
         tmp_path = request.getfixturevalue("submitit_sweep")
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in args else f"hydra.run.dir={tmp_path}"
     dno_run(*args, where)
-    summaries = [p for p in tmp_path.rglob("summary.json") if p.parent.name != "final"]
+    summaries = [p for p in tmp_path.rglob("summary.json") if "final" not in p.relative_to(tmp_path).parts]
     assert len(summaries) == (len(expand(args)) if "-m" in args else 1)
 
 
@@ -278,7 +279,7 @@ def test_readme_dno_eval_commands_compose(args):
 @pytest.mark.parametrize("args", [a for a in DNO_EVALS if "model=tiny_random" in a], ids=lambda a: " ".join(a))
 def test_readme_tiny_model_dno_eval_commands_run(args, tmp_path):
     dno_eval(*[a for a in args if not a.startswith("hydra.")], f"hydra.run.dir={tmp_path}")
-    assert (tmp_path / "summary.json").exists() and (tmp_path / "annotations.json").exists()
+    assert (tmp_path / "summary.json").exists() and RunDir(tmp_path).final.benchmark("local").annotations.exists()
 
 
 @pytest.mark.parametrize("args", DNO_TABLES, ids=[" ".join(a) for a in DNO_TABLES])

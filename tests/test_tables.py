@@ -6,7 +6,8 @@ import pytest
 
 from dno.reports.run_records import RunRecord, find_runs
 from dno.reports.tables import write_tables
-from dno.runtime.files import read_json, read_jsonl
+from dno.runtime.files import read_json, read_jsonl, write_json, write_jsonl
+from dno.runtime.layout import RunDir
 from helpers import run
 
 
@@ -16,11 +17,15 @@ def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_pat
     run(["dno-tables", f"runs=[{first},{second_run}]", f"out={tmp_path}", "bootstrap.lc_samples=4"], timeout=120)
     table1 = (tmp_path / "table1.md").read_text()
     labels = [f"model=tiny_random schedule=smoke loss=dno_prct oracle=rules seed={s}" for s in (0, 1)]  # overrides
-    for job, label in zip((first, second_run), labels, strict=True):
-        s = read_json(job / "summary.json")
-        row = next(line for line in table1.splitlines() if line.startswith(f"| run `{job.name}` | {label} |"))
-        assert f"| {s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/win_rate']:.1f} ± " in row
-        assert row.endswith("| RulesOracle | pi_1 |")
+    pooled = "model=tiny_random schedule=smoke loss=dno_prct oracle=rules"  # the seeds of one config: one row
+    row = next(line for line in table1.splitlines() if line.startswith(f"| runs `{first.name}`, `{second_run.name}`"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    lcs = [read_json(job / "summary.json")["alpaca_eval/lc_win_rate"] for job in (first, second_run)]
+    assert cells[0].endswith("(2 seeds)") and cells[1] == pooled and cells[3] == f"{sum(lcs) / 2:.1f}"
+    comparison_row = next(line for line in (tmp_path / "comparison.md").read_text().splitlines()
+                          if line.startswith(f"| {pooled} | 2 | "))
+    assert cells[4] == comparison_row.split("|")[3].strip()  # the same pooled win-rate and interval
+    assert cells[6:9] == ["not evaluated"] * 3 and row.endswith("| RulesOracle | pi_1 |")
     table2 = (tmp_path / "table2.md").read_text()
     m = read_jsonl(second_run / "metrics.jsonl")[1]  # iteration 2 holds pi_2's samples: "It 1"
     row = next(line for line in table2.splitlines()
@@ -29,7 +34,7 @@ def test_two_smoke_runs_give_every_file_with_both_runs_rows(smoke_sweep, tmp_pat
                         f"{m['pairs/student_over_teacher']} | {m['pairs/student_over_student']} |")
     assert table2.count("| run `") == 4  # 2 iterations x 2 runs
     assert {p.name for p in tmp_path.iterdir()} == {"table1.md", "table2.md", "comparison.md", "win_rate.png",
-                                                    "length.png"}
+                                                    "length.png", "final_benchmarks.png"}
     rows = [line for line in (tmp_path / "comparison.md").read_text().splitlines() if line.startswith("| model=")]
     assert len(rows) == 1 and rows[0].startswith("| model=tiny_random schedule=smoke loss=dno_prct oracle=rules | 2 | ")
     commit = read_json(first / "provenance.json")["commit"][:10]
@@ -47,8 +52,59 @@ def test_table4_appears_for_a_run_with_more_than_three_iterations(tmp_path):
     written = write_tables([long], tmp_path)
     assert tmp_path / "table4.md" in written
     table4 = (tmp_path / "table4.md").read_text()
-    assert "| paper | It6 | 33.05 | 34.38 | 2683 |" in table4
-    assert "| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 |" in table4
+    assert "| paper | It6 | 33.05 | 34.38 | 2683 | 7.28 | 6.65 | 6.97 |" in table4
+    assert ("| run `long` (DNO-More-Data, RulesOracle) | It5 | 68.0 | 75.0 | 105 | not evaluated | not evaluated | "
+            "not evaluated |") in table4
+
+
+def mt_bench_run(tmp_path, name: str, seed: int, rating: float, questions=(81, 82, 83, 84)) -> RunRecord:
+    """A run evaluated on MT-Bench whose every valid rating is `rating` (one invalid turn, left out)."""
+    path = tmp_path / name
+    rows = [{"question_id": q, "turn": t, "category": "writing", "rating": rating, "status": "ok"}
+            for q in questions for t in (1, 2)]
+    rows.append({"question_id": 99, "turn": 1, "category": "math", "rating": None, "status": "invalid"})
+    write_jsonl(RunDir(path).final.benchmark("mt_bench").judgements, rows)
+    summary = {"mt_bench/turn1": rating, "mt_bench/turn2": rating, "mt_bench/avg": rating, "final/model": "pi_3"}
+    return RunRecord(name=str(path), label=f"DNO seed={seed}", judge="RulesOracle", summary=summary, metrics=[],
+                     path=path, seed=seed, group="dno" if name.startswith("dno") else name)
+
+
+def test_mt_bench_pools_seeds_into_one_row_with_its_interval_and_paired_difference(tmp_path):
+    """Seeds rated 7 and 5 everywhere: the pooled mean is 6 and the bootstrap over seeds draws 5, 6 or 7, so the
+    interval is [5, 7]; against a reference rated 4 everywhere, the difference is +2, each draw's +1, +2 or +3
+    (the seeds are drawn again), so its interval is [+1, +3] and no draw is 2 away from it: p = 1/(1+B)."""
+    runs = [mt_bench_run(tmp_path, "dno-0", 0, 7.0), mt_bench_run(tmp_path, "dno-1", 1, 5.0),
+            mt_bench_run(tmp_path, "ref", 0, 4.0)]
+    runs[2].label = "Offline DPO"
+    written = write_tables(runs, tmp_path / "out", stats={"compare_to": "Offline DPO", "samples": 200})
+    table1 = (tmp_path / "out" / "table1.md").read_text()
+    assert (f"| runs `{runs[0].name.split('/')[-1]}`, `{runs[1].name.split('/')[-1]}` (2 seeds) | DNO | It 2 | "
+            "not evaluated | not evaluated | not evaluated | 6.00 | 6.00 | 6.00 [5.00, 7.00] | RulesOracle | pi_1 |"
+            ) in table1
+    assert "| run `ref` | Offline DPO | It 2 | not evaluated | not evaluated | not evaluated | 4.00 | 4.00 | " \
+           "4.00 [4.00, 4.00] |" in table1
+    assert "| paper | DNO | It 3 | 22.59 | 24.97 | 2228 | 7.62 | 7.35 | 7.48 |" in table1
+    comparison = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| DNO | 2 | 6.00 [5.00, 7.00] | +2.00 [+1.00, +3.00] * | 0.005 |" in comparison
+    assert "| Offline DPO | 1 | 4.00 [4.00, 4.00] | - | - |" in comparison and "| WR [95% CI] |" not in comparison
+    assert tmp_path / "out" / "final_benchmarks.png" in written
+    assert (tmp_path / "out" / "final_benchmarks.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table4_has_mt_bench_of_each_iterate_dno_eval_evaluated(tmp_path):
+    path = tmp_path / "run"
+    for t, avg in ((1, 5.5), (3, 6.25)):  # pi_1 and pi_3 evaluated; pi_2 not
+        write_json(RunDir(path).iterate_final(t).summary, {"mt_bench/turn1": avg + 1, "mt_bench/turn2": avg - 1,
+                                                           "mt_bench/avg": avg})
+    for t in (1, 2):
+        RunDir(path).iteration(t).path.mkdir(parents=True, exist_ok=True)
+    metrics = [{"iteration": t, "eval/win_rate_vs_init": 60.0} for t in (1, 2)]
+    record = RunRecord(name=str(path), label="DNO", judge="RulesOracle", summary={}, metrics=metrics, path=path)
+    table4 = (write_tables([record], tmp_path / "out")[2]).read_text()
+    assert "| run `run` (DNO, RulesOracle) | It0 (pi_1) | - | - | - | 6.50 | 4.50 | 5.50 |" in table4
+    assert "| run `run` (DNO, RulesOracle) | It1 | - | 60.0 | - | not evaluated | not evaluated | not evaluated |" \
+        in table4
+    assert "| run `run` (DNO, RulesOracle) | It2 | - | 60.0 | - | 7.25 | 5.25 | 6.25 |" in table4
 
 
 def test_rows_whose_judge_or_evaluator_differ_are_flagged(tmp_path):

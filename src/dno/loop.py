@@ -2,10 +2,9 @@
 
 `train_dno(run)` is what dno-run does: pi_1's validation and test answers and the teacher's
 answers (`initial`), then T iterations of sample -> judge -> pairs -> reference log-probs ->
-update -> evaluate -> log, then the final stage on the best iterate. Each stage writes files into
-the run directory (dno.runtime.layout) and a marker when it is done; re-running with the same run
-directory skips every finished stage. `evaluate_checkpoint` is dno-eval: the final stage alone, on
-any checkpoint.
+update -> evaluate -> log, then the final stage on the best iterate (dno.final: every benchmark of
+`eval=[...]`). Each stage writes files into the run directory (dno.runtime.layout) and a marker when it is
+done; re-running with the same run directory skips every finished stage.
 
 Departures from the paper:
 1. The oracle is configurable; the default is a rules judge on verifiable constraints, not GPT-4-Turbo.
@@ -22,14 +21,13 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from dno.benchmarks.base import Evaluated
 from dno.data import Prompt
+from dno.final import final_stage, headline
 from dno.run import Run
-from dno.runtime.config import ConfigError
 from dno.runtime.files import read_json, write_json
-from dno.runtime.layout import FinalDir, IterationDir
+from dno.runtime.layout import IterationDir
 from dno.runtime.records import Judged, PairRow, read_rows, write_rows
 from dno.runtime.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
@@ -148,14 +146,6 @@ def sample_table(judgements: Path) -> list[dict]:
     return rows
 
 
-def log_answers(tracker, final: FinalDir) -> None:
-    """The final stage's answers beside the baseline's, with the judge's preference, as a W&B Table."""
-    if final.annotations.exists():
-        tracker.table("eval/answers", [{k: a.get(k) for k in ("instruction", "generator_1", "output_1",
-                                                              "generator_2", "output_2", "preference")}
-                                       for a in read_json(final.annotations)])
-
-
 def best_iterate(per_iteration: list[dict]) -> int:
     """The best of pi_1..pi_{T+1} on validation, as the paper (pi_1 counts 50%; earliest on a tie). An
     iterate whose validation the judge never judged validly is not a candidate (and is named)."""
@@ -186,14 +176,6 @@ def lookahead(run: Run, iterations: int) -> dict:
                    (d.eval_samples, d.eval_judgements))
     return {k.replace("eval/", "lookahead/").replace("train/", "lookahead/train_"): v for k, v in m.items()
             if k.startswith(("eval/win_rate_vs_init", "train/loss", "lookahead/"))}
-
-
-def final_stage(run: Run, label: str, policy: Path | None) -> dict:
-    """`policy` (None: pi_1 itself) evaluated by `eval=` into the run's final/ (dno-eval's code)."""
-    target = Evaluated(lambda: run.policies.get(policy), run.tokenizer, run.sampling, run.cfg.seed,
-                       f"{run.cfg.model.name}-dno-{label}", policy is None, run.splits.test,
-                       run.dir.init.test_samples, run.oracle)
-    return run.benchmark.run(target, run.dir.final)
 
 
 def teacher_answers(run: Run) -> dict:
@@ -259,7 +241,6 @@ def _train_dno(run: Run) -> dict:
         summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
         summary |= final_stage(run, f"pi_{best + 1}", run.checkpoint(best))
     summary["final/iterations"] = T
-    log_answers(run.tracker, run.dir.final)
     run.tracker.summary(summary)
     run.tracker.finish()
     print(results_table(per_iteration, summary))
@@ -275,32 +256,5 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
         rows.append(f"| {t} | {wr_init:.1f} | {wr_prev:.1f} | "
                     f"{m['pairs/total']} | {m.get('data/student_score_mean', float('nan')):.2f} | "
                     f"{m['eval/avg_length']:.0f} |")
-    rows.append(f"\nFinal ({summary['final/model']} vs {summary['alpaca_eval/baseline']}, "
-                f"n={summary['alpaca_eval/n_total']}, judge {summary['alpaca_eval/annotator']}): "
-                f"win-rate {summary['alpaca_eval/win_rate']:.1f}, "
-                f"LC win-rate {summary['alpaca_eval/lc_win_rate']:.1f}, "
-                f"length {summary['alpaca_eval/avg_length']:.0f} chars")
+    rows += ["", f"Final: {summary['final/model']}", *headline(summary)]
     return "\n".join(rows)
-
-
-def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None, name: str | None = None,
-                        loss_choice: str = "?") -> dict:
-    """dno-eval: the final stage alone, on `cfg.checkpoint` (null: the configured model itself), into `out`."""
-    if cfg.checkpoint and not Path(cfg.checkpoint).exists():
-        raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
-    from dno.benchmarks.local import LocalBenchmark
-
-    run = Run.build(cfg, out, group=group, name=name, loss_choice=loss_choice)
-    ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
-    final = FinalDir(Path(out))
-    if isinstance(run.benchmark, LocalBenchmark):  # pi_1's test answers, drawn as dno-run's are
-        run.stage(final, "baseline", lambda: pi_1_answers(run, run.splits.test, final.baseline_samples, "test"),
-                  (final.baseline_samples,), everyone=True)
-    generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
-    target = Evaluated(lambda: run.policies.get(ckpt), run.tokenizer, run.sampling, cfg.seed, generator,
-                       ckpt is None, run.splits.test, final.baseline_samples, run.oracle)
-    summary = run.benchmark.run(target, final)
-    log_answers(run.tracker, final)
-    run.tracker.summary(summary)
-    run.tracker.finish()
-    return summary

@@ -17,7 +17,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from dno.benchmarks import benchmark
+from dno.benchmarks import benchmarks
 from dno.data import Prompt
 from dno.data.splits import Splits, make_splits
 from dno.policy.sample import Sampler, SamplingOptions
@@ -107,7 +107,7 @@ class Run:
     oracle: object
     variant: Variant
     teacher: object
-    benchmark: object  # the final stage (`eval=`)
+    benchmarks: dict  # the final stage (`eval=[...]`): benchmark objects by name, in order
     sampling: SamplingOptions
     train: TrainOptions
     tracker: Tracker
@@ -206,7 +206,7 @@ def train_options(cfg: DictConfig, num_processes: int) -> TrainOptions:
 
 
 def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
-    """The config's objects (oracle, variant, teacher, logger sink, benchmark), the tokenizer and the
+    """The config's objects (oracle, variant, teacher, logger sink, benchmarks), the tokenizer and the
     prompt splits, each checked; a ConfigError names what is wrong."""
     from dno.data.prompts import drop_too_long
     from dno.policy.load import load_tokenizer
@@ -215,8 +215,7 @@ def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
     try:
         oracle, variant, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
         oracle.check()
-        final = benchmark(cfg.eval)
-        final.check()
+        final = benchmarks(cfg.eval)
         SamplingOptions.of(cfg.sampling)
         if cfg.generation.backend == "openai_server":
             from dno.policy.server import ServerBackend

@@ -1,7 +1,8 @@
-"""dno-eval: a model's answers evaluated by `eval=`, as dno-run's final stage (dno.loop.evaluate_checkpoint).
+"""dno-eval: a model on the benchmarks of `eval=[...]`, as dno-run's final stage (dno.final).
 
     dno-eval checkpoint=outputs/demo/iter_3/checkpoint                # eval=local (offline)
-    dno-eval eval=alpaca_eval2 checkpoint=PATH                        # AlpacaEval 2.0, GPT-4-Turbo annotator
+    dno-eval eval=[alpaca_eval2,mt_bench] checkpoint=PATH             # AlpacaEval 2.0 and MT-Bench, GPT-4 judges
+    dno-eval run_dir=outputs/demo eval=[mt_bench]                     # every iterate of a finished run
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.loop import evaluate_checkpoint
+from dno.final import evaluate_checkpoint
 from dno.runtime.config import CONF_DIR
 
 

@@ -3,10 +3,10 @@ and dno-run's last stage).
 
 `eval=alpaca_eval2`: the official evaluation. The 805 instructions and GPT-4-Turbo reference
 answers of `alpaca_eval_gpt4_baseline.json` (from the `tatsu-lab/alpaca_eval` dataset at
-`eval.revision`, or `eval.reference_outputs=PATH`), answered with the model's chat template and
-the run's sampling settings, annotated through `alpaca_eval.evaluate` with the package's
+`eval.alpaca_eval2.revision`, or `eval.alpaca_eval2.reference_outputs=PATH`), answered with the model's
+chat template and the run's sampling settings, annotated through `alpaca_eval.evaluate` with the package's
 `weighted_alpaca_eval_gpt4_turbo` config (or its prompt and parser against any OpenAI-compatible
-server: `eval.base_url`, `eval.annotator_model`, `eval.api_key_env`). Everything the package would
+server: `eval.alpaca_eval2.base_url`, `annotator_model`, `api_key_env`). Everything the package would
 write into site-packages (annotation cache, GLM weights, leaderboard) goes to the output directory;
 the instruction-difficulty file comes from the hub or `eval.df_gamed_path`. The run fails loudly
 unless every instruction was annotated (n_total equals the number of instructions).
@@ -24,7 +24,7 @@ from dno.benchmarks.base import EvalError, Evaluated
 from dno.data import Prompt
 from dno.metrics import glm_notices_silenced
 from dno.runtime.files import read_json, write_json
-from dno.runtime.layout import FinalDir
+from dno.runtime.layout import BenchmarkDir
 from dno.runtime.stages import run_stage
 from dno.stages.evaluate import first_responses
 from dno.stages.sample import sample_responses
@@ -70,9 +70,9 @@ class AlpacaEval2:
             if getattr(self, key) and not Path(getattr(self, key)).exists():
                 raise ValueError(f"eval.{key}={getattr(self, key)} does not exist")
         if self.api_key_env and not os.environ.get(self.api_key_env):
-            raise ValueError(f"eval.api_key_env: the environment variable {self.api_key_env} is not set")
+            raise ValueError(f"eval.alpaca_eval2.api_key_env: the environment variable {self.api_key_env} is not set")
 
-    def run(self, target: Evaluated, out: FinalDir) -> dict:
+    def run(self, target: Evaluated, out: BenchmarkDir) -> dict:
         """The 805 instructions answered by the target (stage `sample`), annotated by alpaca_eval (`evaluate`)."""
         reference, revision = self.reference_path()
         rows = read_json(reference)[: self.num_instructions or None]
@@ -97,7 +97,7 @@ class AlpacaEval2:
         path = hf_hub_download(self.dataset_repo, REFERENCE_FILE, repo_type="dataset", revision=self.revision)
         return path, Path(path).parent.name  # .../snapshots/<commit>/file: the commit actually used
 
-    def annotator_config(self, out: FinalDir) -> Path:
+    def annotator_config(self, out: BenchmarkDir) -> Path:
         """The package's annotator config, pointed at the judge and the files we choose, under `out`."""
         import yaml
 
@@ -116,7 +116,7 @@ class AlpacaEval2:
         out.annotator_config.write_text(yaml.safe_dump({name: body}))
         return out.annotator_config
 
-    def evaluate(self, out: FinalDir, outputs: list[dict], generator: str, revision: str | None) -> dict:
+    def evaluate(self, out: BenchmarkDir, outputs: list[dict], generator: str, revision: str | None) -> dict:
         """alpaca_eval.evaluate on the answers against out.reference_outputs; fails unless every
         instruction was annotated."""
         import alpaca_eval

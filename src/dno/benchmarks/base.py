@@ -1,6 +1,6 @@
 """What every benchmark of the final stage is given (`Evaluated`), and how it fails (`EvalError`).
 
-A benchmark is an object with `run(target: Evaluated, out: FinalDir) -> dict`: it answers its prompts
+A benchmark is an object with `check()` and `run(target: Evaluated, out: BenchmarkDir) -> dict`: it answers its prompts
 with the target policy, has them judged, writes its files into `out` (answers, annotations,
 summary.json) through resumable stages, and returns its summary keys, namespaced by the benchmark
 (`alpaca_eval/...`).

@@ -18,7 +18,7 @@ from dno.benchmarks.base import EvalError, Evaluated
 from dno.data import Prompt
 from dno.metrics import length_controlled
 from dno.runtime.files import write_json, write_text
-from dno.runtime.layout import FinalDir
+from dno.runtime.layout import BenchmarkDir
 from dno.runtime.stages import run_stage
 from dno.stages.evaluate import first_responses, head_to_head
 from dno.stages.sample import sample_responses
@@ -71,11 +71,11 @@ class LocalBenchmark:
 
     def check(self) -> None:
         if self.baseline not in BASELINES:
-            raise ValueError(f"eval.baseline must be auto, pi_1 or teacher, got {self.baseline!r}")
+            raise ValueError(f"eval.local.baseline must be auto, pi_1 or teacher, got {self.baseline!r}")
         if not 0.0 <= self.min_valid_frac <= 1.0:
-            raise ValueError(f"eval.min_valid_frac must be in [0, 1], got {self.min_valid_frac}")
+            raise ValueError(f"eval.local.min_valid_frac must be in [0, 1], got {self.min_valid_frac}")
 
-    def run(self, target: Evaluated, out: FinalDir) -> dict:
+    def run(self, target: Evaluated, out: BenchmarkDir) -> dict:
         """The target's test answers (stage `sample`), annotated against the baseline (stage `evaluate`)."""
         def sample() -> dict:
             if target.is_pi_1:
@@ -87,7 +87,7 @@ class LocalBenchmark:
         run_stage(out, "sample", sample, (out.model_samples,))
         return run_stage(out, "evaluate", lambda: self.evaluate(target, out), (out.annotations, out.summary))
 
-    def evaluate(self, target: Evaluated, out: FinalDir) -> dict:
+    def evaluate(self, target: Evaluated, out: BenchmarkDir) -> dict:
         """The oracle annotates the target's answers against the baseline's. Writes model_outputs.json,
         reference_outputs.json, annotations.json and summary.json into `out`. Raises EvalError, with no
         summary, when fewer than `min_valid_frac` of the prompts got a valid judgement."""
@@ -101,10 +101,11 @@ class LocalBenchmark:
         valid = sum(a["preference"] is not None for a in annotations)
         if valid < self.min_valid_frac * len(annotations) or not valid:
             raise EvalError(f"the judge ({target.oracle.name}) gave a valid annotation for {valid} of "
-                            f"{len(annotations)} test prompts, fewer than eval.min_valid_frac={self.min_valid_frac}: "
-                            f"no win-rate is reported. The annotations are in {out.annotations} (preference null: "
-                            "no valid judgement). Try a stronger judge or oracle.structured_output; the same "
-                            "command resumes, and the answers paid for are cached.")
+                            f"{len(annotations)} test prompts, fewer than "
+                            f"eval.local.min_valid_frac={self.min_valid_frac}: no win-rate is reported. The "
+                            f"annotations are in {out.annotations} (preference null: no valid judgement). Try a "
+                            "stronger judge or oracle.structured_output; the same command resumes, and the answers "
+                            "paid for are cached.")
         summary = {**local_metrics(outputs, reference, annotations), "alpaca_eval/annotator": target.oracle.name,
                    "alpaca_eval/baseline": reference[0]["generator"] if reference else None}
         write_json(out.summary, summary)
@@ -115,7 +116,7 @@ class LocalBenchmark:
         or pi_1's (`pi_1`, or `auto` otherwise)."""
         has_teacher = bool(prompts) and all(p.teacher for p in prompts)
         if self.baseline == "teacher" and not has_teacher:
-            raise ValueError("eval.baseline=teacher, but the data has no teacher answer for every test prompt")
+            raise ValueError("eval.local.baseline=teacher, but the data has no teacher answer for every test prompt")
         if self.baseline == "teacher" or (self.baseline == "auto" and has_teacher):
             return alpaca_outputs(prompts, [p.teacher for p in prompts], "teacher", DATASET)
         return alpaca_outputs(prompts, pi_1, "pi_1", DATASET)

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
@@ -33,8 +36,17 @@ log = logging.getLogger(__name__)
 
 
 # USD per million prompt and completion tokens on api.openai.com when no price is configured: GPT-4-Turbo's
-# list price (the paper's judge; alpaca_eval's annotator has its own prices)
+# list price (the paper's judge; alpaca_eval's annotator has its own prices), and the other judges' whose names
+# begin as these (the longest prefix wins)
 OPENAI_LIST_PRICE = (10.0, 30.0)
+LIST_PRICES = {"gpt-4-turbo": OPENAI_LIST_PRICE, "gpt-4-1106": OPENAI_LIST_PRICE, "gpt-4-0125": OPENAI_LIST_PRICE,
+               "gpt-4": (30.0, 60.0), "gpt-4.1": (2.0, 8.0), "gpt-4o": (2.5, 10.0)}
+
+
+def list_price(model: str) -> tuple[float, float]:
+    """The OpenAI API's list price of `model`, GPT-4-Turbo's for a name it does not know."""
+    known = [p for p in LIST_PRICES if model.startswith(p)]
+    return LIST_PRICES[max(known, key=len)] if known else OPENAI_LIST_PRICE
 
 
 class BudgetExceeded(RuntimeError):
@@ -43,6 +55,10 @@ class BudgetExceeded(RuntimeError):
 
 class OracleError(RuntimeError):
     """The judge cannot answer at all (bad key, forbidden, unknown model)."""
+
+
+class JudgeServerGone(OracleError):
+    """The judge's server (base_url) refuses connections: it died or was stopped."""
 
 
 @dataclass
@@ -96,6 +112,7 @@ class ClientOptions:
     cache_path: str | None = None  # the SQLite answer cache (None: no cache)
     price_input_per_1m: float | None = None  # USD per million prompt tokens (None: list price on OpenAI, else 0)
     price_output_per_1m: float | None = None  # USD per million completion tokens (likewise)
+    server_log: str | None = None  # the log of a judge server you started (base_url): its tail if the server dies
 
 
 class ChatAPI:
@@ -104,7 +121,7 @@ class ChatAPI:
         self.model, self.base_url, self.api_key_env = o.model, o.base_url, o.api_key_env
         self.max_concurrency, self.max_retries, self.timeout_s = o.max_concurrency, o.max_retries, o.timeout_s
         self.budget_usd, self.max_requests = o.budget_usd, o.max_requests
-        default = (0.0, 0.0) if o.base_url else OPENAI_LIST_PRICE  # another server is not billed by OpenAI
+        default = (0.0, 0.0) if o.base_url else list_price(o.model)  # another server is not billed by OpenAI
         self.prices = tuple(d if p is None else p for p, d in zip((o.price_input_per_1m, o.price_output_per_1m),
                                                                   default, strict=True))
         self.template_version = template_version
@@ -180,6 +197,8 @@ class ChatAPI:
         except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
             with self.lock:
                 self.requests -= 1  # not paid
+            if isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
+                self._raise_if_server_gone()
             if not quiet:
                 log.warning("judge request failed after %d retries: %s", self.max_retries, self._scrub(str(e))[:200])
             return Reply(error=f"{type(e).__name__}: {self._scrub(str(e))[:500]}",
@@ -198,23 +217,48 @@ class ChatAPI:
         return Reply(**value)
 
 
+    def _raise_if_server_gone(self) -> None:
+        """After a connection error the client's retries did not cure: a judge server on `base_url` that refuses
+        connections is gone (it died or was stopped), which no retry or later judgement will cure: say so, with
+        the tail of its log when `server_log` names it."""
+        if not self.base_url:
+            return
+        url = urlsplit(self.base_url)
+        try:
+            socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 5).close()
+            return  # it accepts connections: a dropped connection, judged as a failed request
+        except ConnectionRefusedError:
+            pass
+        except OSError:
+            return  # unreachable for another reason (DNS, network): not known to be gone
+        tail = ""
+        log_file = Path(self.options.server_log) if self.options.server_log else None
+        if log_file and log_file.exists():
+            lines = log_file.read_text(errors="replace").splitlines()[-15:]
+            tail = f" The last lines of its log ({log_file}):\n" + "\n".join("    " + line for line in lines)
+        elif log_file:
+            tail = f" Its log {log_file} does not exist."
+        raise JudgeServerGone(f"the judge server at {self.base_url} is gone: it refuses connections (after "
+                              f"{self.max_retries} retries), so it died or was stopped. Restart it and run the same "
+                              f"command again: the judgements made so far are cached.{tail}")
+
+
 def run_concurrently(fn, items: list, max_workers: int, desc: str) -> list:
-    """fn(item) for every item on at most `max_workers` threads, results in order. On an error
-    (a spent budget, a bad key) nothing new starts; requests in flight finish (and are cached)."""
+    """fn(item) for every item on at most `max_workers` threads, results in order. On an error (a spent
+    budget, a bad key) or a signal (SIGTERM's preemption) nothing new starts; requests in flight finish (and
+    are cached)."""
     if max_workers <= 1 or len(items) <= 1:
         return [fn(x) for x in tqdm(items, desc=desc, unit="call", leave=False)]
-    results: list = [None] * len(items)
-    with ThreadPoolExecutor(max_workers=max_workers) as pool, \
-            tqdm(total=len(items), desc=desc, unit="call", leave=False) as bar:
-        futures = {pool.submit(fn, x): i for i, x in enumerate(items)}
-        for f in futures:
-            f.add_done_callback(lambda _: bar.update())
-        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = [f for f in done if f.exception() is not None]
-        if failed:
-            for f in pending:
-                f.cancel()
-            raise failed[0].exception()
-        for f, i in futures.items():
-            results[i] = f.result()
-    return results
+    pool = ThreadPoolExecutor(max_workers=max_workers)
+    try:
+        with tqdm(total=len(items), desc=desc, unit="call", leave=False) as bar:
+            futures = [pool.submit(fn, x) for x in items]
+            for f in futures:
+                f.add_done_callback(lambda _: bar.update())
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:
+                raise failed[0].exception()
+            return [f.result() for f in futures]
+    finally:  # the queued calls are dropped, not made: `with ThreadPoolExecutor` would make them all first
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,10 +1,12 @@
 """dno-tables' plots: the validation win-rates and the answer length per iteration, one line per row of
 runs; a row with several seeds is drawn as its mean across seeds with a shaded 95% interval (mean ±
-t(n-1) x the standard error across seeds)."""
+t(n-1) x the standard error across seeds). final_benchmarks.png: each row's final benchmarks as bars with
+their 95% intervals (dno.reports.intervals), a panel per benchmark the runs ran."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +38,36 @@ def plots(runs: list[RunRecord], out: Path) -> list[Path]:
     ax.set_ylabel("average answer length (chars)")
     _decorate(ax, "Answer length per iteration (validation)", legend=True)
     _save(fig, paths[1])
-    return paths
+    return paths + final_benchmarks(runs, out)
+
+
+def final_benchmarks(runs: list[RunRecord], out: Path) -> list[Path]:
+    """final_benchmarks.png: a bar per row and benchmark with its interval; nothing when no run has per-prompt
+    results of a final benchmark."""
+    import matplotlib.pyplot as plt
+
+    from dno.reports.intervals import BENCHMARKS, interval
+
+    rows = seed_rows(runs)
+    found = {b: [interval(row, b) for row in rows] for b in BENCHMARKS}
+    found = {b: values for b, values in found.items() if any(values)}
+    if not found:
+        return []
+    labels = [row_label(row) for row in rows]
+    fig, axes = plt.subplots(1, len(found), figsize=(1.2 + 0.9 * len(rows) * len(found) + 2 * len(found), 4.5),
+                             squeeze=False)
+    for ax, (benchmark, values) in zip(axes[0], found.items(), strict=True):
+        x = [k for k, v in enumerate(values) if v]
+        means = np.array([values[k]["mean"] for k in x])
+        errors = np.array([[values[k]["mean"] - values[k]["lo"], values[k]["hi"] - values[k]["mean"]] for k in x]).T
+        ax.bar(x, means, yerr=np.nan_to_num(errors), capsize=4, color=[f"C{k % 10}" for k in x])
+        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(BENCHMARKS[benchmark][0], fontsize=10)
+        ax.set_xlabel(f"95% interval over seeds and {BENCHMARKS[benchmark][1]}", fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Final benchmarks per row (each under its own judge: see the tables)", fontsize=10)
+    _save(fig, out / "final_benchmarks.png")
+    return [out / "final_benchmarks.png"]
 
 
 def series(run: RunRecord, key: str, start: float | None) -> tuple[list[int], list[float]]:
@@ -57,8 +88,10 @@ def draw(ax, runs: list[RunRecord], key: str, start) -> None:
         curves = [series(r, key, start(r)) for r in row]
         n = min(len(x) for x, _ in curves)
         ys = np.array([y[:n] for _, y in curves], dtype=float)
-        mean = np.nanmean(ys, 0)
-        half = st.t.ppf(0.975, len(row) - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(len(row))
+        with warnings.catch_warnings():  # a point no seed has (pi_1's length unknown) is simply not drawn
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(ys, 0)
+            half = st.t.ppf(0.975, len(row) - 1) * np.nanstd(ys, 0, ddof=1) / math.sqrt(len(row))
         x = curves[0][0][:n]
         ax.plot(x, mean, "o-", color=color, label=f"{row_label(row)} (mean of {len(row)} seeds)")
         ax.fill_between(x, mean - half, mean + half, color=color, alpha=0.2, lw=0)

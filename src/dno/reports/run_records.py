@@ -34,13 +34,53 @@ class RunRecord:
     path: Path | None = field(default=None, repr=False)
     provenance: dict = field(default_factory=dict)  # provenance.json (the W&B config's "provenance" online)
     seed: int | None = None
-    group: str = ""  # runs that differ only in `seed` (and harmless keys) share it: one row of comparison.md
+    group: str = ""  # runs that differ only in `seed` (and harmless keys) share it: one row of the tables
+
+    def __post_init__(self) -> None:
+        if not self.group:  # a run of unknown config is a row of its own
+            self.group = self.name
 
     @functools.cached_property
     def annotations(self) -> list[dict] | None:
         """The final stage's per-prompt annotations (alpaca_eval's format), when the run has them (read once)."""
         path = RunDir(self.path).final.annotations if self.path else None
         return read_json(path) if path and path.exists() else None
+
+    @functools.cached_property
+    def mt_bench_ratings(self) -> dict[str, float] | None:
+        """MT-Bench's valid ratings, "<question_id>/<turn>" -> 1..10, when the run was evaluated on it."""
+        path = RunDir(self.path).final.benchmark("mt_bench").judgements if self.path else None
+        if not path or not path.exists():
+            return None
+        return {f"{r['question_id']}/{r['turn']}": float(r["rating"]) for r in read_jsonl(path)
+                if r.get("rating") is not None}
+
+    @functools.cached_property
+    def arena_hard_outcomes(self) -> dict[str, list[float]] | None:
+        """Arena-Hard's outcomes of the headline category's prompts with both verdicts, uid -> the model's outcomes
+        of its two games (dno.benchmarks.arena_hard.outcomes)."""
+        from dno.benchmarks.arena_hard import outcomes
+
+        path = RunDir(self.path).final.benchmark("arena_hard").judgements if self.path else None
+        if not path or not path.exists():
+            return None
+        category = self.summary.get("arena_hard/score_category")
+        weight = self.provenance.get("config", {}).get("eval", {}).get("arena_hard", {}).get("weight", 3)
+        found = {}
+        for r in read_jsonl(path):
+            games = [outcomes(g["verdict"], g["model_is"], weight) if g.get("verdict") else None for g in r["games"]]
+            if r["category"] == category and all(g is not None for g in games):
+                found[r["uid"]] = [v for g in games for v in g]
+        return found
+
+    @functools.cached_property
+    def iterates(self) -> dict[int, dict]:
+        """dno-eval run_dir=RUN's benchmarks of each iterate: t -> pi_t's summary (empty when not evaluated)."""
+        if not self.path:
+            return {}
+        run = RunDir(self.path)
+        found = {t: run.iterate_final(t).summary for t in range(1, len(run.iterations()) + 2)}
+        return {t: read_json(p) for t, p in found.items() if p.exists()}
 
     def get(self, key: str, default=None):
         """A summary value; runs recorded before the alpaca_eval/* keys used final/*."""
@@ -98,7 +138,7 @@ def seed_group(config: dict, fallback: str) -> str:
 
     if not config:
         return fallback
-    return config_sha256({k: v for k, v in config.items() if k not in ("seed", "hydra")})
+    return config_sha256({k: v for k, v in config.items() if k not in ("seed", "hydra", "provenance")})
 
 
 def _experiment_method(experiment: str | None) -> str | None:

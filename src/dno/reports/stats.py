@@ -59,20 +59,20 @@ def _resample(items: Sequence, rng) -> list | np.ndarray:
 
 
 def paired_difference(row: list[dict[str, float]], reference: list[dict[str, float]], *, samples: int,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, scale: float = 100.0) -> dict:
     """Win-rate of `row` minus `reference` (points), each a list of per-seed {prompt: outcome}, on their
-    common prompts: {diff, lo, hi, p, prompts}."""
+    common prompts: {diff, lo, hi, p, prompts}. `scale` 1 for a mean that is not a rate (MT-Bench's ratings)."""
     prompts = sorted(set.intersection(*(set(s) for s in row + reference)))
     if not prompts:
         raise ValueError("the rows share no annotated test prompt: they cannot be compared pairwise")
     a = np.array([[s[p] for p in prompts] for s in row])  # seeds x prompts
     b = np.array([[s[p] for p in prompts] for s in reference])
-    diff = float((a.mean() - b.mean()) * 100)
+    diff = float((a.mean() - b.mean()) * scale)
     rng = np.random.default_rng(seed)
     draws = np.empty(samples)
     for i in range(samples):
         per_prompt = a[rng.integers(len(a), size=len(a))].mean(0) - b[rng.integers(len(b), size=len(b))].mean(0)
-        draws[i] = per_prompt[rng.integers(len(prompts), size=len(prompts))].mean() * 100
+        draws[i] = per_prompt[rng.integers(len(prompts), size=len(prompts))].mean() * scale
     lo, hi = np.percentile(draws, [2.5, 97.5])
     p = (1 + np.sum(np.abs(draws - diff) >= abs(diff) - 1e-12)) / (1 + samples)
     return {"diff": diff, "lo": float(lo), "hi": float(hi), "p": float(min(p, 1.0)), "prompts": len(prompts)}

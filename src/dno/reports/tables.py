@@ -27,8 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dno.reports.intervals import interval, mt_bench_difference
 from dno.reports.plots import plots
-from dno.reports.run_records import RunRecord, find_runs, read_run, row_label, seed_rows
+from dno.reports.run_records import RunRecord, find_runs, read_run, row_label, seed_group, seed_rows
 from dno.runtime.config import ConfigError
 from dno.runtime.layout import RunDir
 
@@ -50,18 +51,25 @@ def _iteration_label(model: str | None) -> str:
     return model or "-"
 
 
+NOT_EVALUATED = "not evaluated"
+
+
 def table1(runs: list[RunRecord], paper_dir: Path) -> str:
     import pandas as pd
 
-    lines = ["# Table 1: AlpacaEval-style results", "",
-             "Published rows are AlpacaEval 2.0 against GPT-4-Turbo, judged by GPT-4-Turbo. Rows of this "
-             "repository's runs name their own judge and baseline: a local oracle's numbers are not "
-             "GPT-4-Turbo numbers and are comparable only with each other.", "",
-             "| source | method | iteration | LC WR | WR | length (chars) | judge | baseline |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["# Table 1: AlpacaEval-style and MT-Bench results", "",
+             "Published rows are AlpacaEval 2.0 against GPT-4-Turbo, judged by GPT-4-Turbo, and MT-Bench judged by "
+             "GPT-4. Rows of this repository's runs name their own judge and baseline: a local oracle's numbers are "
+             "not GPT-4-Turbo numbers and are comparable only with each other. Runs that differ only in `seed` are "
+             "one row: the mean over seeds with a 95% interval (a bootstrap over seeds and test prompts or questions, "
+             "as comparison.md's); a single run's win-rate is ± its standard error over prompts, its MT-Bench average "
+             "has the interval over questions alone.", "",
+             "| source | method | iteration | LC WR | WR | length (chars) | MT-Bench 1st turn | MT-Bench 2nd turn "
+             "| MT-Bench avg | judge | baseline |", "|---" * 11 + "|"]
     for r in pd.read_csv(paper_dir / "table1.csv").to_dict("records"):
         lines.append(f"| paper | {r['method']} | {r['iteration']} | {_fmt(r['lc_win_rate'], 2)} | "
-                     f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | GPT-4-Turbo | GPT-4-Turbo |")
+                     f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | {_fmt(r['mt_bench_1'], 2)} | "
+                     f"{_fmt(r['mt_bench_2'], 2)} | {_fmt(r['mt_bench_avg'], 2)} | GPT-4-Turbo | GPT-4-Turbo |")
     from dno.benchmarks.alpaca_eval2 import package_leaderboard
 
     board = package_leaderboard()
@@ -69,16 +77,38 @@ def table1(runs: list[RunRecord], paper_dir: Path) -> str:
         if name in board.index:
             b = board.loc[name]
             lines.append(f"| AlpacaEval 2.0 leaderboard | {name} | - | {b['length_controlled_winrate']:.2f} | "
-                         f"{b['win_rate']:.2f} | {int(b['avg_length'])} | GPT-4-Turbo | GPT-4-Turbo |")
-    for run in runs:
-        se = run.get("alpaca_eval/standard_error")
-        wr = _fmt(run.get("alpaca_eval/win_rate")) + (f" ± {se:.1f}" if se is not None else "")
-        iteration = _iteration_label(run.get("final/model"))
-        lines.append(f"| run `{Path(run.name).name}` | {run.label} | {iteration} | "
-                     f"{_fmt(run.get('alpaca_eval/lc_win_rate'))} | {wr} | "
-                     f"{_fmt(run.get('alpaca_eval/avg_length'), 0)} | {run.judge} | "
-                     f"{run.get('alpaca_eval/baseline', 'pi_1')} |")
+                         f"{b['win_rate']:.2f} | {int(b['avg_length'])} | - | - | - | GPT-4-Turbo | GPT-4-Turbo |")
+    lines += [_table1_row(row) for row in seed_rows(runs)]
     return "\n".join(lines) + "\n"
+
+
+def _pooled(row: list[RunRecord], key: str, digits: int = 1) -> str:
+    values = [r.get(key) for r in row if r.get(key) is not None]
+    return _fmt(float(np.mean(values)), digits) if values else "-"
+
+
+def _table1_row(row: list[RunRecord]) -> str:
+    """One configuration's runs (its seeds) as one row of Table 1; a benchmark no seed ran says so."""
+    first = row[0]
+    names = ", ".join(f"`{Path(r.name).name}`" for r in row)
+    source = f"run {names}" if len(row) == 1 else f"runs {names} ({len(row)} seeds)"
+    alpaca = [NOT_EVALUATED] * 3
+    if any(r.get("alpaca_eval/win_rate") is not None for r in row):
+        se, pooled = first.get("alpaca_eval/standard_error"), interval(row, "alpaca_eval") if len(row) > 1 else None
+        wr = (_with_interval(pooled, 1) if pooled else _pooled(row, "alpaca_eval/win_rate") +
+              (f" ± {se:.1f}" if se is not None and len(row) == 1 else ""))
+        alpaca = [_pooled(row, "alpaca_eval/lc_win_rate"), wr, _pooled(row, "alpaca_eval/avg_length", 0)]
+    mt_bench = [NOT_EVALUATED] * 3
+    if any(r.get("mt_bench/avg") is not None for r in row):
+        pooled = interval(row, "mt_bench")
+        mt_bench = [_pooled(row, "mt_bench/turn1", 2), _pooled(row, "mt_bench/turn2", 2),
+                    _with_interval(pooled, 2) if pooled else _pooled(row, "mt_bench/avg", 2)]
+    return (f"| {source} | {row_label(row)} | {_iteration_label(first.get('final/model'))} | {' | '.join(alpaca)} | "
+            f"{' | '.join(mt_bench)} | {first.judge} | {first.get('alpaca_eval/baseline', 'pi_1')} |")
+
+
+def _with_interval(i: dict, digits: int) -> str:
+    return f"{i['mean']:.{digits}f} [{i['lo']:.{digits}f}, {i['hi']:.{digits}f}]"
 
 
 def _judge_and_evaluator(run: RunRecord) -> tuple[str, str]:
@@ -148,22 +178,35 @@ def table4(runs: list[RunRecord], paper_dir: Path) -> str:
     import pandas as pd
 
     lines = ["# Table 4: DNO over more iterations", "",
-             "Published: AlpacaEval 2.0 per iteration. Runs: validation win-rate and LC win-rate of "
-             "pi_{t+1} against pi_1 under the run's judge, per iteration.", "",
-             "| source | model | LC WR | WR | length (chars) |", "|---|---|---|---|---|"]
+             "Published: AlpacaEval 2.0 and MT-Bench (GPT-4) per iteration. Runs: validation win-rate and LC "
+             "win-rate of pi_{t+1} against pi_1 under the run's judge, per iteration; MT-Bench of each iterate "
+             "where `dno-eval run_dir=RUN eval=[mt_bench]` evaluated them (It 0 is pi_1).", "",
+             "| source | model | LC WR | WR | length (chars) | MT-Bench 1st turn | MT-Bench 2nd turn | MT-Bench avg |",
+             "|---" * 8 + "|"]
     for r in pd.read_csv(paper_dir / "table4.csv").to_dict("records"):
-        lines.append(f"| paper | {r['model']} | {r['lc_win_rate']:.2f} | {r['win_rate']:.2f} | {r['avg_length']} |")
+        lines.append(f"| paper | {r['model']} | {r['lc_win_rate']:.2f} | {r['win_rate']:.2f} | {r['avg_length']} | "
+                     f"{_fmt(r['mt_bench_1'], 2)} | {_fmt(r['mt_bench_2'], 2)} | {_fmt(r['mt_bench_avg'], 2)} |")
     for run in runs:
+        name = f"run `{Path(run.name).name}` ({run.label}, {run.judge})"
+        if 1 in run.iterates:
+            lines.append(f"| {name} | It0 (pi_1) | - | - | - | {_mt_bench_cells(run.iterates[1])} |")
         for m in run.metrics:
-            lines.append(f"| run `{Path(run.name).name}` ({run.label}, {run.judge}) | It{m['iteration']} | "
+            lines.append(f"| {name} | It{m['iteration']} | "
                          f"{_fmt(m.get('eval/lc_win_rate_vs_init'))} | {_fmt(m.get('eval/win_rate_vs_init'))} | "
-                         f"{_fmt(m.get('eval/avg_length'), 0)} |")
+                         f"{_fmt(m.get('eval/avg_length'), 0)} | "
+                         f"{_mt_bench_cells(run.iterates.get(m['iteration'] + 1, {}))} |")
     return "\n".join(lines) + "\n"
+
+
+def _mt_bench_cells(summary: dict) -> str:
+    if summary.get("mt_bench/avg") is None:
+        return " | ".join([NOT_EVALUATED] * 3)
+    return " | ".join(_fmt(summary[f"mt_bench/{k}"], 2) for k in ("turn1", "turn2", "avg"))
 
 
 def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, lc_samples: int, seed: int) -> str:
     """comparison.md: each row's seeds pooled (mean, 95% interval, number of seeds) and its paired win-rate
-    difference with the reference row (see dno.reports.stats)."""
+    difference with the reference row (see dno.reports.stats); MT-Bench's average the same way when runs ran it."""
     from dno.reports.stats import outcomes
 
     rows = seed_rows(runs)
@@ -171,25 +214,49 @@ def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, l
     if compare_to is not None and compare_to not in labels:
         raise ConfigError(f"compare_to={compare_to!r} is not a row; the rows are: {', '.join(labels)}")
     ref = labels.index(compare_to) if compare_to else (labels.index("DNO") if "DNO" in labels else 0)
-    judged = [[r for r in row if r.annotations] for row in rows]
-    per_seed = [[outcomes(r.annotations) for r in done] for done in judged]
-    lines = ["# Rows over seeds, with 95% intervals and paired differences", "",
-             f"Each row pools the runs that differ only in `seed`. Intervals: a bootstrap over seeds and, within "
-             f"each drawn seed, over test prompts ({samples} draws for the win-rate, percentiles; {lc_samples} for "
-             f"the length-controlled win-rate, whose GLM is refitted per draw: mean ± 1.96 sd). Δ: the row's "
-             f"win-rate minus "
-             f"{labels[ref]}'s on the same test prompts, paired bootstrap ({samples} draws) with a two-sided "
-             "p-value; * marks a difference whose interval excludes 0.", "",
-             f"| method | seeds | WR [95% CI] | LC WR [95% CI] | ΔWR vs {labels[ref]} [95% CI] | p |",
-             "|---|---|---|---|---|---|"]
-    bootstrap = {"samples": samples, "lc_samples": lc_samples, "seed": seed}
-    for k, (label, done) in enumerate(zip(labels, judged, strict=True)):
-        reference = per_seed[ref] if k != ref and judged[ref] else None
-        lines.append(_comparison_row(label, done, per_seed[k], reference, bootstrap))
-    notes = _seed_notes(runs, labels, rows)
-    if notes:
-        lines += ["", "Missing or unfinished seeds:", *notes]
+    lines = ["# Rows over seeds, with 95% intervals and paired differences", ""]
+    if any(r.annotations for r in runs):
+        judged = [[r for r in row if r.annotations] for row in rows]
+        per_seed = [[outcomes(r.annotations) for r in done] for done in judged]
+        lines += [f"Each row pools the runs that differ only in `seed`. Intervals: a bootstrap over seeds and, "
+                  f"within each drawn seed, over test prompts ({samples} draws for the win-rate, percentiles; "
+                  f"{lc_samples} for the length-controlled win-rate, whose GLM is refitted per draw: mean ± 1.96 sd). "
+                  f"Δ: the row's win-rate minus {labels[ref]}'s on the same test prompts, paired bootstrap ({samples} "
+                  "draws) with a two-sided p-value; * marks a difference whose interval excludes 0.", "",
+                  f"| method | seeds | WR [95% CI] | LC WR [95% CI] | ΔWR vs {labels[ref]} [95% CI] | p |",
+                  "|---|---|---|---|---|---|"]
+        bootstrap = {"samples": samples, "lc_samples": lc_samples, "seed": seed}
+        for k, (label, done) in enumerate(zip(labels, judged, strict=True)):
+            reference = per_seed[ref] if k != ref and judged[ref] else None
+            lines.append(_comparison_row(label, done, per_seed[k], reference, bootstrap))
+        notes = _seed_notes(runs, labels, rows)
+        if notes:
+            lines += ["", "Missing or unfinished seeds:", *notes]
+    if any(r.mt_bench_ratings for r in runs):
+        lines += _mt_bench_comparison(rows, labels, ref, samples, seed)
     return "\n".join(lines) + "\n"
+
+
+def _mt_bench_comparison(rows: list[list[RunRecord]], labels: list[str], ref: int, samples: int,
+                         seed: int) -> list[str]:
+    lines = ["", "## MT-Bench", "",
+             f"The average rating (1-10) over seeds with a 95% interval: a bootstrap over seeds and, within each, over "
+             f"the questions' turns ({samples} draws). Δ: the row's average minus {labels[ref]}'s on the same "
+             "questions' turns, paired bootstrap with a two-sided p-value; * marks a difference whose interval "
+             "excludes 0.", "", f"| method | seeds | MT-Bench avg [95% CI] | Δavg vs {labels[ref]} [95% CI] | p |",
+             "|---|---|---|---|---|"]
+    for k, (label, row) in enumerate(zip(labels, rows, strict=True)):
+        pooled = interval(row, "mt_bench", samples=samples, seed=seed)
+        if pooled is None:
+            lines.append(f"| {label} | 0 | {NOT_EVALUATED} | - | - |")
+            continue
+        d = mt_bench_difference(row, rows[ref], samples=samples, seed=seed) if k != ref else None
+        delta = p = "-"
+        if d is not None:
+            mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
+            delta, p = f"{d['diff']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{mark}", f"{d['p']:.3f}"
+        lines.append(f"| {label} | {pooled['seeds']} | {_with_interval(pooled, 2)} | {delta} | {p} |")
+    return lines
 
 
 def _comparison_row(label: str, done: list[RunRecord], outcomes: list[dict], reference: list[dict] | None,
@@ -266,7 +333,9 @@ def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper
     if wandb:
         from dno.runtime.tracking import pull_runs
 
-        return write_tables([RunRecord(**r) for r in pull_runs(wandb, group)], out, paper_dir, stats)
+        pulled = [RunRecord(**r, seed=r["provenance"]["config"].get("seed"),
+                            group=seed_group(r["provenance"]["config"], r["name"])) for r in pull_runs(wandb, group)]
+        return write_tables(pulled, out, paper_dir, stats)
     if not runs:
         raise ConfigError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
     return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir, stats)
@@ -279,11 +348,11 @@ def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR,
     for name, make in (("table1.md", table1), ("table2.md", table2)):
         (out / name).write_text(make(runs, paper_dir) + provenance_section(runs))
         written.append(out / name)
-    long = [r for r in runs if len(r.metrics) > 3]
+    long = [r for r in runs if len(r.metrics) > 3 or r.iterates]
     if long:
         (out / "table4.md").write_text(table4(long, paper_dir) + provenance_section(long))
         written.append(out / "table4.md")
-    if any(r.annotations for r in runs):  # per-prompt annotations: the rows' intervals and paired differences
+    if any(r.annotations or r.mt_bench_ratings for r in runs):  # per-prompt results: intervals, paired differences
         stats = {"compare_to": None, "samples": 1000, "lc_samples": 40, "seed": 0, **(stats or {})}
         (out / "comparison.md").write_text(comparison(runs, **stats))
         written.append(out / "comparison.md")

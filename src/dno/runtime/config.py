@@ -41,7 +41,41 @@ def upgrade(flat: dict) -> dict:
                 return names[value]
         return value
 
-    return {k: renamed(k, v) for k, v in flat.items()}
+    return _eval_as_list({k: renamed(k, v) for k, v in flat.items()})
+
+
+# eval=NAME before benchmarks were a list: eval.name, eval.<option> are eval.NAME.<option> today
+BENCHMARK_TARGETS = {"local": "dno.benchmarks.local.LocalBenchmark",
+                     "alpaca_eval2": "dno.benchmarks.alpaca_eval2.AlpacaEval2"}
+
+
+def _eval_as_list(flat: dict) -> dict:
+    name = flat.get("eval.name")
+    if name not in BENCHMARK_TARGETS:
+        return flat
+    out = {k: v for k, v in flat.items() if not k.startswith("eval.")}
+    out |= {f"eval.{name}.{k[5:]}": v for k, v in flat.items() if k.startswith("eval.") and k != "eval.name"}
+    return out | {f"eval.{name}._target_": BENCHMARK_TARGETS[name]}
+
+
+def upgrade_config(cfg: DictConfig) -> DictConfig:
+    """A config a run directory recorded, as today's code names it (RENAMED_VALUES, eval as a list)."""
+    flat = upgrade(flatten(OmegaConf.to_container(cfg, resolve=False)))
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return OmegaConf.create(out)
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
+    if isinstance(obj, dict) and obj:
+        return {k: v for key, value in obj.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): obj}
 
 
 def _require(ok: bool, message: str) -> None:

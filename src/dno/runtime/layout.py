@@ -3,7 +3,7 @@
     run = RunDir(path)
     run.iteration(2).pairs              # <path>/iter_2/pairs.jsonl
     run.iteration(2).marker("train")    # <path>/iter_2/DONE.train
-    run.final.annotations               # <path>/final/annotations.json
+    run.final.benchmark("local").summary  # <path>/final/local/summary.json
 
 dno-run writes it; dno-eval writes a `FinalDir` of its own; dno-tables, dno-export and dno-bench read
 it. `tests/test_architecture.py` fails when a run-directory name is spelled anywhere else in src/,
@@ -121,18 +121,23 @@ class IterationDir(StageDir):
 
 
 @dataclass(frozen=True)
-class FinalDir(StageDir):
-    """final/ (or dno-eval's output directory): a model's answers evaluated by the configured benchmark."""
+class BenchmarkDir(StageDir):
+    """final/<benchmark>/: a model's answers to one benchmark, their judgements and the benchmark's metrics."""
 
     @property
     def baseline_samples(self) -> Path:
-        """dno-eval only: pi_1's test answers, drawn as dno-run's are."""
+        """dno-eval only: pi_1's test answers, drawn as dno-run's are (eval=local)."""
         return self.path / "baseline_samples.jsonl"
 
     @property
     def model_samples(self) -> Path:
-        """The evaluated model's answers."""
+        """The evaluated model's answers (MT-Bench: to the first turn)."""
         return self.path / "model_samples.jsonl"
+
+    @property
+    def second_turn_samples(self) -> Path:
+        """MT-Bench: the answers to the second turn, asked after the model's own first answer."""
+        return self.path / "second_turn_samples.jsonl"
 
     @property
     def model_outputs(self) -> Path:
@@ -148,6 +153,11 @@ class FinalDir(StageDir):
     def annotations(self) -> Path:
         """One judged comparison per prompt (preference null: no valid judgement)."""
         return self.path / "annotations.json"
+
+    @property
+    def judgements(self) -> Path:
+        """MT-Bench's ratings (a question's turn a row), Arena-Hard's two games per question."""
+        return self.path / "judgements.jsonl"
 
     @property
     def summary(self) -> Path:
@@ -166,7 +176,7 @@ class FinalDir(StageDir):
 
     @property
     def client_config(self) -> Path:
-        """The judge server's address (eval.base_url), no key."""
+        """The judge server's address (eval.alpaca_eval2.base_url), no key."""
         return self.annotator / "client_config.yaml"
 
     @property
@@ -183,6 +193,40 @@ class FinalDir(StageDir):
     def leaderboard(self) -> Path:
         """AlpacaEval 2.0's leaderboard with this model's row (official annotator)."""
         return self.path / "leaderboard.csv"
+
+
+@dataclass(frozen=True)
+class FinalDir(StageDir):
+    """final/: the final stage, a folder per benchmark of `eval=[...]` (also under an iteration's folder when
+    `dno-eval run_dir=RUN` evaluates every iterate)."""
+
+    def benchmark(self, name: str) -> BenchmarkDir:
+        return BenchmarkDir(self.path / name)
+
+    @property
+    def summary(self) -> Path:
+        """An evaluated iterate's metrics, every benchmark's (the run's final ones are in the run's summary)."""
+        return self.path / "summary.json"
+
+    @property
+    def annotations(self) -> Path:
+        """The pairwise benchmark's annotations (eval=local or alpaca_eval2; final/ itself in a run directory made
+        before benchmarks had folders)."""
+        found = [p for p in (self.benchmark("local").annotations, self.benchmark("alpaca_eval2").annotations,
+                             self.path / "annotations.json") if p.exists()]
+        return found[0] if found else self.benchmark("local").annotations
+
+    def adopt_flat_layout(self, name: str) -> None:
+        """A run directory made before benchmarks had folders kept one benchmark's files in final/ itself: they
+        move into final/<name>/, markers last, so that a kill half-way leaves it to the next call to finish."""
+        if not self.markers():
+            return
+        target = self.benchmark(name).path
+        target.mkdir(parents=True, exist_ok=True)
+        flat = [p for p in self.path.iterdir() if p != target]
+        for p in sorted(flat, key=lambda p: p.name.startswith(MARKER_PREFIX)):
+            if not (target / p.name).exists():
+                p.rename(target / p.name)
 
 
 @dataclass(frozen=True)
@@ -221,7 +265,7 @@ class RunDir:
 
     @property
     def summary(self) -> Path:
-        """The final metrics, namespaced per benchmark (alpaca_eval/..., final/...)."""
+        """The final metrics, namespaced per benchmark (alpaca_eval/, mt_bench/, arena_hard/; final/ the model)."""
         return self.path / "summary.json"
 
     @property
@@ -259,7 +303,12 @@ class RunDir:
 
     @property
     def final(self) -> FinalDir:
+        """The final stage: the best iterate (or dno-eval's checkpoint) on each benchmark of `eval=[...]`."""
         return FinalDir(self.path / "final")
+
+    def iterate_final(self, t: int) -> FinalDir:
+        """dno-eval run_dir=RUN: pi_t's benchmarks, pi_1's under init/final/, pi_t's under iter_<t-1>/final/."""
+        return FinalDir((self.init if t == 1 else self.iteration(t - 1)).path / "final")
 
     def checkpoint(self, t: int) -> Path | None:
         """Where pi_{t+1} lives: the checkpoint of iteration t; None for pi_1 (t = 0)."""
@@ -277,11 +326,13 @@ def describe() -> str:
     """The run directory as the README shows it: one line per file or folder, from the docstrings above."""
     run = RunDir(Path("<run_dir>"))
     rows = []
-    for owner in (run, run.init, run.iteration(1), run.final):
+    for owner in (run, run.init, run.iteration(1), run.final, run.final.benchmark("<benchmark>")):
         for name, prop in vars(type(owner)).items():
             if isinstance(prop, property) and isinstance(value := getattr(owner, name), Path):
                 rows.append((value, prop.__doc__))
-        if isinstance(owner, StageDir):
+        if isinstance(owner, IterationDir):
+            rows.append((run.iterate_final(2).path, RunDir.iterate_final.__doc__))
+        if isinstance(owner, InitDir | IterationDir | BenchmarkDir):
             rows.append((owner.marker("<stage>"), StageDir.marker.__doc__))
     rows.insert(len(rows) - sum(1 for p, _ in rows if "iter_1" in str(p) or "final" in str(p)),
                 (run.lookahead.path, RunDir.lookahead.__doc__))

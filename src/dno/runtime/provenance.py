@@ -15,6 +15,7 @@ different commit than the one that produced the finished stages warns. Both are 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from dno.runtime.commit import git_state
-from dno.runtime.config import ConfigError, upgrade
+from dno.runtime.config import ConfigError, flatten, upgrade
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import RunDir
 
@@ -37,7 +38,10 @@ PACKAGES = ("dno", "torch", "transformers", "accelerate", "datasets", "alpaca_ev
 # run's label in tables, the resume policy itself, and a judge's budget, which only decides where a
 # run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each one changed.
 HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "oracle.max_requests",
-            "oracle.budget_usd")
+            "oracle.budget_usd", "oracle.max_concurrency", "oracle.max_retries", "oracle.timeout_s",
+            # a judge client's limits and patience change what is paid and when, never a label
+            "eval.*.max_requests", "eval.*.budget_usd", "eval.*.max_concurrency", "eval.*.max_retries",
+            "eval.*.timeout_s")
 
 
 def versions() -> dict:
@@ -66,13 +70,6 @@ def device(accelerator, dtype: str) -> dict:
             "dtype": dtype}
 
 
-def flatten(obj, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    if isinstance(obj, dict) and obj:
-        return {k: v for key, value in obj.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
-    return {prefix.rstrip("."): obj}
-
-
 def config_sha256(config: dict) -> str:
     """A hash of the resolved config without the keys that cannot change results."""
     kept = {k: v for k, v in flatten(config).items() if not harmless(k)}
@@ -80,7 +77,7 @@ def config_sha256(config: dict) -> str:
 
 
 def harmless(key: str) -> bool:
-    return any(key == h or key.startswith(h + ".") for h in HARMLESS)
+    return any(fnmatch.fnmatchcase(key, h) or fnmatch.fnmatchcase(key, h + ".*") for h in HARMLESS)
 
 
 def _sha256_file(path: Path, cache_dir: str) -> str:
@@ -190,6 +187,15 @@ def start(run_dir: Path, config: dict, *, resume: str, **identity) -> dict:
 
 def write(run_dir: Path, prov: dict) -> None:
     write_json(RunDir(run_dir).provenance, prov)
+
+
+def add_benchmarks(run_dir: Path, identities: dict) -> None:
+    """What each benchmark of the final stage was (data source and revision, judge, prompt versions), recorded
+    under `benchmarks` (a benchmark run again, e.g. after a resume, replaces its entry)."""
+    path = RunDir(run_dir).provenance
+    if path.exists():
+        prov = read_json(path)
+        write_json(path, {**prov, "benchmarks": {**prov.get("benchmarks", {}), **identities}})
 
 
 def environment_summary(prov: dict) -> dict:
