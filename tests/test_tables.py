@@ -134,3 +134,28 @@ def test_runs_accept_a_sweep_directory_a_glob_and_a_list(smoke_sweep):
     assert find_runs(str(a.parent / "[1]")) == [b]  # a glob
     with pytest.raises(FileNotFoundError, match="no run directory"):
         find_runs("/nonexistent/*")
+
+
+def test_table3_has_the_papers_rows_and_each_iterate_lm_eval_evaluated(tmp_path):
+    path = tmp_path / "run"
+    scores = {"arc_challenge": 0.25, "gsm8k": 0.0, "hellaswag": 0.3125, "mmlu": 0.26, "truthfulqa_mc2": 0.45,
+              "winogrande": 0.5, "ifeval": 0.1}
+    for t in (1, 2):  # pi_1 and pi_2; the table names them It 0 and It 1
+        summary = {f"open_llm/{k}": v + (t - 1) / 100 for k, v in scores.items()}
+        summary["open_llm/avg"] = sum(summary.values()) / len(summary)
+        summary["open_llm/mmlu_version"] = "2"  # strings and counts are not scores
+        write_json(RunDir(path).iterate_final(t).summary, summary)
+    RunDir(path).iteration(1).path.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(name=str(path), label="DNO", judge="RulesOracle", summary={}, metrics=[], path=path)
+    written = write_tables([record], tmp_path / "out")
+    table3 = (tmp_path / "out" / "table3.md").read_text()
+    assert tmp_path / "out" / "table3.md" in written
+    assert "| paper | DNO It3 | .672 | .542 | .852 | .622 | .606 | .753 | .675 | - |" in table3
+    avg0 = sum(scores.values()) / 7
+    assert (f"| run `run` (DNO) | It 0 | 0.250 | 0.000 | 0.312 | 0.260 | 0.450 | 0.500 | {avg0:.3f} | ifeval 0.100 |"
+            in table3)
+    assert "| run `run` (DNO) | It 1 | 0.260 | 0.010 |" in table3
+    only_arc = RunRecord(name="eval", label="x", judge="-", metrics=[],
+                         summary={"open_llm/arc_challenge": 0.5, "open_llm/avg": 0.5})
+    table3 = (write_tables([only_arc], tmp_path / "out2")[2]).read_text()
+    assert "| run `eval` (x) | - (final) | 0.500 | not evaluated | not evaluated |" in table3

@@ -48,7 +48,7 @@ def final_stage(run: Run, label: str, policy: Path | None) -> dict:
     """`policy` (None: pi_1 itself) on every benchmark into the run's final/."""
     target = Evaluated(lambda: run.policies.get(policy), run.tokenizer, run.sampling, run.cfg.seed,
                        f"{run.cfg.model.name}-dno-{label}", policy is None, run.splits.test,
-                       run.dir.init.test_samples, run.oracle)
+                       run.dir.init.test_samples, run.oracle, policy)
     return run_benchmarks(run, target, run.dir.final)
 
 
@@ -83,7 +83,7 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None,
     final = run.dir.final
     generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
     target = Evaluated(lambda: run.policies.get(ckpt), run.tokenizer, run.sampling, cfg.seed, generator,
-                       ckpt is None, run.splits.test, baseline_answers(run, final), run.oracle)
+                       ckpt is None, run.splits.test, baseline_answers(run, final), run.oracle, ckpt)
     summary = run_benchmarks(run, target, final)
     run.tracker.summary(summary)
     run.tracker.finish()
@@ -127,7 +127,8 @@ def evaluate_iterates(cfg: DictConfig, out: Path, *, group: str | None = None, n
     summary = {}
     for t, checkpoint in iterates(source, cfg):
         target = Evaluated(lambda c=checkpoint: run.policies.get(c), run.tokenizer, run.sampling, cfg.seed,
-                           f"{cfg.model.name}-pi_{t}", checkpoint is None, run.splits.test, baseline, run.oracle)
+                           f"{cfg.model.name}-pi_{t}", checkpoint is None, run.splits.test, baseline, run.oracle,
+                           checkpoint)
         final = source.iterate_final(t)
         metrics = run_benchmarks(run, target, final)
         write_json(final.summary, metrics)
@@ -150,6 +151,12 @@ def headline(summary: dict) -> list[str]:
         lines.append(f"MT-Bench (judge {summary['mt_bench/judge']}, {summary['mt_bench/n_valid']} of "
                      f"{summary['mt_bench/n_total']} ratings valid): turn 1 {summary['mt_bench/turn1']:.2f}, "
                      f"turn 2 {summary['mt_bench/turn2']:.2f}, average {summary['mt_bench/avg']:.2f}")
+    if "open_llm/avg" in summary:
+        tasks = [k.split("/", 1)[1] for k in summary if k.startswith("open_llm/") and isinstance(summary[k], float)
+                 and k != "open_llm/avg"]
+        lines.append("Open LLM Leaderboard (lm-eval " + str(summary.get("open_llm/lm_eval_version")) + "): " +
+                     ", ".join(f"{t} {summary['open_llm/' + t]:.3f}" for t in tasks) +
+                     f"; average {summary['open_llm/avg']:.3f}")
     if "arena_hard/score" in summary:
         lines.append(f"Arena-Hard-Auto (judge {summary['arena_hard/judge']}): score {summary['arena_hard/score']:.1f} "
                      f"[{summary['arena_hard/ci_low']:.1f}, {summary['arena_hard/ci_high']:.1f}]")

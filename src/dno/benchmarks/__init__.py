@@ -3,7 +3,8 @@ stage of its own in final/<name>/ (dno.runtime.layout.BenchmarkDir).
 
 `eval=[local,mt_bench]` composes the benchmarks of conf/eval/ as a list (Hydra's idiom for several configs of
 one group); each file puts its options under its own name (`eval.mt_bench.judge_model`) with a `_target_`
-here: `local.LocalBenchmark`, `alpaca_eval2.AlpacaEval2`, `mt_bench.MTBench`, `arena_hard.ArenaHard`.
+here: `local.LocalBenchmark`, `alpaca_eval2.AlpacaEval2`, `mt_bench.MTBench`, `arena_hard.ArenaHard`,
+`open_llm.OpenLLM`.
 """
 
 from __future__ import annotations

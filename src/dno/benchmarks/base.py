@@ -34,6 +34,7 @@ class Evaluated:
         is_pi_1: the policy is pi_1 itself, whose test answers (`baseline_samples`) are reused.
         test_prompts: the data's test split; `baseline_samples`: pi_1's answers to them.
         oracle: the run's oracle (the local benchmark's annotator).
+        checkpoint: the policy's folder (None: the configured model, pi_1), for tools that load it themselves.
     """
 
     policy: Callable[[], object]
@@ -45,6 +46,7 @@ class Evaluated:
     test_prompts: list[Prompt]
     baseline_samples: Path
     oracle: object
+    checkpoint: Path | None = None
 
     def sampler(self, **changes) -> Sampler:
         """A sampler of the policy, with the run's sampling options changed by `changes`."""

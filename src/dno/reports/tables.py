@@ -204,6 +204,39 @@ def _mt_bench_cells(summary: dict) -> str:
     return " | ".join(_fmt(summary[f"mt_bench/{k}"], 2) for k in ("turn1", "turn2", "avg"))
 
 
+TABLE3_TASKS = ("arc_challenge", "gsm8k", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande")
+
+
+def table3(runs: list[RunRecord], paper_dir: Path) -> str:
+    """Table 3: the Open LLM Leaderboard's tasks per model, the paper's rows, then each run's evaluated iterates
+    (`dno-eval run_dir=RUN eval=[open_llm]`) or its final model; a task a run did not evaluate says so."""
+    import pandas as pd
+
+    lines = ["# Table 3: Open LLM Leaderboard (lm-evaluation-harness)", "",
+             "Published rows: the paper's (fractions). Runs: lm-eval on each evaluated iterate (It 0 is pi_1) or "
+             "on the final model, with the tasks' shots and metrics of `eval.open_llm.tasks` (the leaderboard's by "
+             "default; a run with `limit` or local stand-in tasks is not comparable with the paper's).", "",
+             "| source | model | " + " | ".join(TABLE3_TASKS) + " | avg | other tasks |", "|---" * 10 + "|"]
+    for r in pd.read_csv(paper_dir / "table3.csv", dtype=str).to_dict("records"):
+        lines.append(f"| paper | {r['model']} | " + " | ".join(r[t] for t in TABLE3_TASKS) + f" | {r['avg']} | - |")
+    for run in runs:
+        evaluated = {t: s for t, s in run.iterates.items() if "open_llm/avg" in s}
+        if not evaluated and "open_llm/avg" in run.summary:
+            evaluated = {None: run.summary}
+        for t, summary in sorted(evaluated.items(), key=lambda kv: -1 if kv[0] is None else kv[0]):
+            model = _iteration_label(run.summary.get("final/model")) + " (final)" if t is None else f"It {t - 1}"
+            lines.append(f"| run `{Path(run.name).name}` ({run.label}) | {model} | {_open_llm_cells(summary)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _open_llm_cells(summary: dict) -> str:
+    scores = {k.split("/", 1)[1]: v for k, v in summary.items()
+              if k.startswith("open_llm/") and isinstance(v, float) and k != "open_llm/avg"}
+    cells = [f"{scores[t]:.3f}" if t in scores else NOT_EVALUATED for t in TABLE3_TASKS]
+    other = ", ".join(f"{t} {v:.3f}" for t, v in scores.items() if t not in TABLE3_TASKS) or "-"
+    return " | ".join(cells) + f" | {summary['open_llm/avg']:.3f} | {other}"
+
+
 def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, lc_samples: int, seed: int) -> str:
     """comparison.md: each row's seeds pooled (mean, 95% interval, number of seeds) and its paired win-rate
     difference with the reference row (see dno.reports.stats); MT-Bench's average the same way when runs ran it."""
@@ -348,7 +381,10 @@ def write_tables(runs: list[RunRecord], out: Path, paper_dir: Path = PAPER_DIR,
     for name, make in (("table1.md", table1), ("table2.md", table2)):
         (out / name).write_text(make(runs, paper_dir) + provenance_section(runs))
         written.append(out / name)
-    long = [r for r in runs if len(r.metrics) > 3 or r.iterates]
+    if any("open_llm/avg" in r.summary or any("open_llm/avg" in s for s in r.iterates.values()) for r in runs):
+        (out / "table3.md").write_text(table3(runs, paper_dir) + provenance_section(runs))
+        written.append(out / "table3.md")
+    long = [r for r in runs if len(r.metrics) > 3 or any("mt_bench/avg" in s for s in r.iterates.values())]
     if long:
         (out / "table4.md").write_text(table4(long, paper_dir) + provenance_section(long))
         written.append(out / "table4.md")

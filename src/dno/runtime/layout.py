@@ -164,6 +164,14 @@ class BenchmarkDir(StageDir):
         """The benchmark's metrics."""
         return self.path / "summary.json"
 
+    def task(self, name: str) -> Path:
+        """eval=open_llm: one lm-eval task's folder, lm-eval's results and per-item samples as it writes them."""
+        return self.path / name
+
+    def task_results(self, name: str) -> Path:
+        """eval=open_llm: one task's results (lm-eval's dict without the samples)."""
+        return self.task(name) / "results.json"
+
     @property
     def annotator(self) -> Path:
         """alpaca_eval's annotator config and cache, here instead of in site-packages."""
@@ -332,6 +340,9 @@ def describe() -> str:
                 rows.append((value, prop.__doc__))
         if isinstance(owner, IterationDir):
             rows.append((run.iterate_final(2).path, RunDir.iterate_final.__doc__))
+        if isinstance(owner, BenchmarkDir):
+            rows += [(owner.task("<task>"), BenchmarkDir.task.__doc__),
+                     (owner.task_results("<task>"), BenchmarkDir.task_results.__doc__)]
         if isinstance(owner, InitDir | IterationDir | BenchmarkDir):
             rows.append((owner.marker("<stage>"), StageDir.marker.__doc__))
     rows.insert(len(rows) - sum(1 for p, _ in rows if "iter_1" in str(p) or "final" in str(p)),
