@@ -28,7 +28,7 @@ SUBMITIT = ["-m", *DDP, "seed=0,1", "hydra/launcher=submitit_local"]
 VARIANTS_RUN = ("dno", "ipo", "sppo", "best_vs_worst")  # the variants test_loop.py's sweep runs on SMOKE
 # The README's LoRA command, run for real by tests/test_lora.py (one process, then two killed and resumed)
 LORA_RUN = [*DDP, "model.lora.r=4", "model.lora.alpha=8", "logger=none"]
-APPS = ("dno-run", "dno-eval", "dno-bench", "dno-tables", "dno-nash", "dno-export", "accelerate", ".sh",
+APPS = ("dno-run", "dno-eval", "dno-bench", "dno-tables", "dno-nash", "dno-export", "dno-report", "accelerate", ".sh",
         "judge_agreement.py")
 TINY_RANDOM = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "model" / "tiny_random.yaml").random_init)
 TOKENIZER = OmegaConf.load(REPO / "conf" / "model" / "tiny_random.yaml").tokenizer

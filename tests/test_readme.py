@@ -25,7 +25,8 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             ".venv/bin/dno-export",
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh", "experiments/table1_seeds.sh",
-            "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py")
+            "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py", ".venv/bin/dno-report",
+            "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py")
 
 
 def without_env(command: str) -> str:
@@ -287,6 +288,14 @@ def test_readme_dno_tables_commands_compose(args):
     # dno-tables itself runs in tests/test_tables.py and through experiments/table1.sh in test_experiments.py
     cfg = make_cfg(*args, config_name="tables")
     assert cfg.out and (cfg.runs or (cfg.wandb and cfg.group))
+
+
+@pytest.mark.parametrize("args", args_of(".venv/bin/dno-report"), ids=" ".join)
+def test_readme_dno_report_commands_compose(args):
+    # dno-report itself runs in tests/test_report.py on a real offline sweep
+    cfg = make_cfg(*[a for a in args if not a.startswith("hydra.")], config_name="report")
+    assert cfg.runs or (cfg.wandb and cfg.group)
+    applied(cfg, args)
 
 
 @pytest.mark.parametrize("args", args_of(".venv/bin/dno-export"), ids=" ".join)

@@ -25,6 +25,7 @@ from dno.runtime import provenance
 from dno.runtime.config import ConfigError, upgrade_config
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import FinalDir, RunDir
+from dno.runtime.tracking import Launch
 from dno.stages.sample import sample_responses
 
 log = logging.getLogger(__name__)
@@ -70,15 +71,14 @@ def baseline_answers(run: Run, final: FinalDir) -> Path:
     return d.baseline_samples
 
 
-def evaluate_checkpoint(cfg: DictConfig, out: Path, *, group: str | None = None, name: str | None = None,
-                        loss_choice: str = "?") -> dict:
+def evaluate_checkpoint(cfg: DictConfig, out: Path, launch: Launch | None = None) -> dict:
     """dno-eval: the benchmarks alone, on `cfg.checkpoint` (null: the configured model itself), into `out`;
     with `cfg.run_dir`, on every iterate of that finished run instead (`evaluate_iterates`)."""
     if cfg.get("run_dir"):
-        return evaluate_iterates(cfg, out, group=group, name=name)
+        return evaluate_iterates(cfg, out, launch)
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
-    run = Run.build(cfg, out, group=group, name=name, loss_choice=loss_choice)
+    run = Run.build(cfg, out, launch or Launch(job_type="dno-eval"))
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     final = run.dir.final
     generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
@@ -113,7 +113,7 @@ def iterates(run: RunDir, cfg: DictConfig) -> list[tuple[int, Path | None]]:
     return found
 
 
-def evaluate_iterates(cfg: DictConfig, out: Path, *, group: str | None = None, name: str | None = None) -> dict:
+def evaluate_iterates(cfg: DictConfig, out: Path, launch: Launch | None = None) -> dict:
     """Every iterate of the finished run `cfg.run_dir` on the benchmarks, each into its iteration's final/; the
     metrics logged with `iteration` t - 1 for pi_t (pi_1 is 0, as the paper's tables count), the summary keys
     prefixed `pi_<t>/`."""
@@ -122,7 +122,7 @@ def evaluate_iterates(cfg: DictConfig, out: Path, *, group: str | None = None, n
     source = RunDir(Path(cfg.run_dir))
     acquire(source.path)  # the run's own folders are written: its owner must not be running
     cfg = recorded_config(cfg, source.path)
-    run = Run.build(cfg, out, group=group, name=name)
+    run = Run.build(cfg, out, launch or Launch(job_type="dno-eval"))
     baseline = source.init.test_samples
     summary = {}
     for t, checkpoint in iterates(source, cfg):

@@ -26,7 +26,7 @@ from dno.runtime.config import ConfigError, grad_accumulation, validate
 from dno.runtime.distributed import gather, make_accelerator, same_run_dir
 from dno.runtime.layout import RunDir, StageDir
 from dno.runtime.stages import run_stage, stage_seed
-from dno.runtime.tracking import Tracker, redact
+from dno.runtime.tracking import Launch, Tracker, comparison_axes, redact
 from dno.stages.train import TrainOptions
 from dno.variant import Variant
 
@@ -117,17 +117,19 @@ class Run:
     data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
 
     @classmethod
-    def build(cls, cfg: DictConfig, run_dir: Path, *, group: str | None = None, name: str | None = None,
-              loss_choice: str = "?") -> Run:
+    def build(cls, cfg: DictConfig, run_dir: Path, launch: Launch | None = None) -> Run:
+        """The run of `cfg` in `run_dir`, every check done before any compute; `launch`: what started it (the
+        sweep, the app, Hydra's choices: how W&B groups it)."""
+        launch = launch or Launch()
         accelerator = make_accelerator(cfg.train.process_timeout_min)
         validate(cfg, accelerator.num_processes)
         check_model(cfg, accelerator)
         parts, records, data_stats = _instantiate(cfg)
         oracle, variant, teacher, sink, final, tokenizer, splits = parts
-        check_teacher(variant, teacher, splits, loss_choice)
+        check_teacher(variant, teacher, splits, launch.choices.get("loss", "?"))
         same_run_dir(accelerator, run_dir)
         take_lock(accelerator, run_dir)
-        tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, (group, name))
+        tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, launch)
         return cls(cfg, RunDir(run_dir), splits, oracle, variant, teacher, final, SamplingOptions.of(cfg.sampling),
                    train_options(cfg, accelerator.num_processes), tracker, accelerator, tokenizer,
                    Policies(cfg, tokenizer, accelerator.device), data_stats)
@@ -231,7 +233,7 @@ def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
     return (oracle, variant, teacher, sink, final, tokenizer, splits), records, data_stats
 
 
-def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sink, names: tuple) -> Tracker:
+def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sink, launch: Launch) -> Tracker:
     """Provenance checked against a resumed run's and written, then the tracker started (main process only)."""
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     prov = provenance.start(run.path, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
@@ -240,8 +242,7 @@ def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sin
     if accelerator.is_main_process:
         provenance.write(run.path, prov)
     tracker = Tracker(run, sink, enabled=accelerator.is_main_process)  # only the main process logs
-    group, name = names
-    tracker.start(config | {"provenance": provenance.environment_summary(prov)}, group=group,
-                  name=name or run.path.name,
+    logged = comparison_axes(config, launch) | {"cfg": config, "provenance": provenance.environment_summary(prov)}
+    tracker.start(logged, launch,
                   logged_iterations={t for t in range(1, cfg.schedule.iterations + 1) if run.iteration(t).done("log")})
     return tracker

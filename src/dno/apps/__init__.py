@@ -29,6 +29,7 @@ from dno.policy.server import GenerationError
 from dno.runtime.config import ConfigError
 from dno.runtime.files import is_disk_full
 from dno.runtime.signals import PREEMPTED_EXIT, Preempted, preemptible
+from dno.runtime.tracking import Launch
 
 log = logging.getLogger("dno")
 RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)
@@ -36,17 +37,16 @@ RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)
 
 class Job(NamedTuple):
     dir: Path  # Hydra's output directory: the run directory
-    group: str | None  # the sweep directory under multirun (the W&B group)
-    name: str  # the job's overrides, or the directory's name
-    choices: dict  # the chosen option of each config group (e.g. choices["loss"])
+    launch: Launch  # the sweep (W&B group), the job's name, the app, Hydra's choices and overrides
 
 
-def job() -> Job:
-    """This Hydra job, as the library needs it."""
+def job(app: str) -> Job:
+    """This Hydra job of `app` (dno-run, dno-eval, ...), as the library needs it."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    return Job(run_dir, hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None, hc.job.override_dirname or run_dir.name,
-               dict(hc.runtime.choices))
+    group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+    return Job(run_dir, Launch(group, hc.job.override_dirname or run_dir.name, app, dict(hc.runtime.choices),
+                               tuple(hc.overrides.task)))
 
 
 def exit_codes(app: str, fn: Callable[[], object]):

@@ -17,9 +17,8 @@ from dno.runtime.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    j = job()
-    summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, j.dir, group=j.group, name=j.name,
-                                                                 loss_choice=j.choices.get("loss", "?")))
+    j = job("dno-eval")
+    summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, j.dir, j.launch))
     print("\n".join(f"{k}: {v}" for k, v in summary.items()))
 
 

@@ -18,9 +18,8 @@ from dno.runtime.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    j = job()
-    exit_codes("dno-run", lambda: train_dno(Run.build(cfg, j.dir, group=j.group, name=j.name,
-                                                      loss_choice=j.choices.get("loss", "?"))))
+    j = job("dno-run")
+    exit_codes("dno-run", lambda: train_dno(Run.build(cfg, j.dir, j.launch)))
 
 
 if __name__ == "__main__":

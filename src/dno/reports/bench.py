@@ -204,9 +204,10 @@ def iteration_times(cfg: DictConfig, run_dir: Path, loss_choice: str = "?") -> d
     from dno.loop import initial, iteration
     from dno.run import Run
     from dno.runtime.stages import read_marker
+    from dno.runtime.tracking import Launch
 
     t0 = time.perf_counter()
-    run = Run.build(cfg, run_dir, loss_choice=loss_choice)
+    run = Run.build(cfg, run_dir, Launch(job_type="dno-bench", choices={"loss": loss_choice}))
     initial(run)
     before = time.perf_counter() - t0
     d = run.dir.iteration(1)

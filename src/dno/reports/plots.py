@@ -109,6 +109,8 @@ def _decorate(ax, title: str, legend: bool) -> None:
 def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    with warnings.catch_warnings():  # long row labels: bbox_inches="tight" below makes room for them anyway
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -359,6 +359,16 @@ def eval_noise(sweep: Path, checkpoint: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pulled_records(pulled: list[dict]) -> list[RunRecord]:
+    """Run records of runs read through the W&B API (dno.runtime.tracking.pull_runs)."""
+    records = []
+    for r in pulled:
+        config = r["provenance"]["config"]
+        fields = {k: v for k, v in r.items() if k not in ("id", "group", "axes")}
+        records.append(RunRecord(**fields, seed=config.get("seed"), group=seed_group(config, r["name"])))
+    return records
+
+
 def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper_dir: Path = PAPER_DIR,
                     stats: dict | None = None) -> list[Path]:
     """dno-tables: the tables of run directories (`runs`: a path, glob or list) or of W&B runs (`wandb`,
@@ -366,9 +376,7 @@ def write_tables_of(runs, wandb: str | None, group: str | None, out: Path, paper
     if wandb:
         from dno.runtime.tracking import pull_runs
 
-        pulled = [RunRecord(**r, seed=r["provenance"]["config"].get("seed"),
-                            group=seed_group(r["provenance"]["config"], r["name"])) for r in pull_runs(wandb, group)]
-        return write_tables(pulled, out, paper_dir, stats)
+        return write_tables(pulled_records(pull_runs(wandb, group)), out, paper_dir, stats)
     if not runs:
         raise ConfigError("give runs=PATH_OR_GLOB (or wandb=ENTITY/PROJECT group=GROUP)")
     return write_tables([read_run(p) for p in find_runs(runs)], out, paper_dir, stats)

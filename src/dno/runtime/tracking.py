@@ -13,6 +13,7 @@ import math
 import os
 import re
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dno.runtime.files import read_json, read_jsonl, write_json, write_jsonl
@@ -32,6 +33,40 @@ def redact(obj):
     return obj
 
 
+@dataclass(frozen=True)
+class Launch:
+    """What started a run, as W&B groups and filters runs: the sweep (group), the job's name, the app (job type),
+    Hydra's chosen option per config group and the command line's overrides."""
+
+    group: str | None = None  # the sweep directory under multirun
+    name: str | None = None  # the job's overrides, or the run directory's name
+    job_type: str = "dno-run"  # dno-run, dno-eval, dno-bench
+    choices: dict = field(default_factory=dict)  # e.g. {"loss": "dno_prct", "model": "tiny_random"}
+    overrides: tuple[str, ...] = ()
+
+
+AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "experiment",
+        "overrides")
+
+
+def comparison_axes(config: dict, launch: Launch) -> dict:
+    """The keys a user groups and filters runs by in W&B, plain and top-level: the method (the variant's name),
+    the option chosen in each config group (the model's name, the oracle's class without Hydra), the benchmarks,
+    the seed, the experiment and the overrides that define the run."""
+    choices = launch.choices
+
+    def chosen(group: str, fallback) -> str:
+        return str(choices.get(group) or fallback)
+
+    return {"method": config.get("method") or chosen("loss", "?"),
+            "model": chosen("model", config.get("model", {}).get("name")),
+            "oracle": chosen("oracle", str(config.get("oracle", {}).get("_target_", "?")).rsplit(".", 1)[-1]),
+            "loss": chosen("loss", "?"), "schedule": chosen("schedule", "?"), "data": chosen("data", "?"),
+            "teacher": chosen("teacher", "?"), "benchmarks": ",".join(config.get("eval") or {}),
+            "seed": config.get("seed"), "experiment": choices.get("experiment"),
+            "overrides": " ".join(launch.overrides)}
+
+
 class NullSink:
     """logger=none: metrics go only to the run directory. W&B's settings that an experiment adds (`logger.tags`)
     are accepted and have nowhere to go."""
@@ -39,7 +74,7 @@ class NullSink:
     def __init__(self, **wandb_settings) -> None:
         pass
 
-    def start(self, run: RunDir, config: dict, *, group: str | None, name: str) -> None:
+    def start(self, run: RunDir, config: dict, launch: Launch) -> None:
         pass
 
     def log(self, metrics: dict, iteration: int) -> None:
@@ -78,16 +113,20 @@ class WandbSink(NullSink):
                              tags=list(tags or []))
         self.run = None
 
-    def start(self, run: RunDir, config: dict, *, group: str | None, name: str) -> None:
+    def start(self, run: RunDir, config: dict, launch: Launch) -> None:
+        """The W&B config: the comparison axes (`comparison_axes`) top-level, the composed config under `cfg`, the
+        provenance under `provenance`."""
         import wandb
 
         id_file = run.wandb_run
         run_id = read_json(id_file)["id"] if id_file.exists() else uuid.uuid4().hex[:8]
         s = self.settings
+        experiment = launch.choices.get("experiment")
+        tags = [*s["tags"], *([f"experiment:{experiment}"] if experiment else [])]
         self.run = wandb.init(
-            mode=s["mode"], project=s["project"], entity=s["entity"], group=s["group"] or group,
-            name=s["name"] or name, tags=s["tags"], config=config, dir=str(run.path), id=run_id,
-            resume="allow", reinit="finish_previous",
+            mode=s["mode"], project=s["project"], entity=s["entity"], group=s["group"] or launch.group,
+            name=s["name"] or launch.name or run.path.name, tags=tags, job_type=launch.job_type,
+            config=config, dir=str(run.path), id=run_id, resume="allow", reinit="finish_previous",
         )
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")
@@ -146,13 +185,13 @@ class Tracker:
         self.path = run.metrics
         self.enabled = enabled
 
-    def start(self, config: dict, *, group: str | None, name: str, logged_iterations: set[int]) -> None:
+    def start(self, config: dict, launch: Launch, logged_iterations: set[int]) -> None:
         """Keep only the lines of iterations whose logging finished (a crash can leave one extra)."""
         if not self.enabled:
             return
         if self.path.exists():
             write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] in logged_iterations])
-        self.sink.start(self.run, config, group=group, name=name)
+        self.sink.start(self.run, config, launch)
 
     def log(self, metrics: dict, iteration: int) -> None:
         if not self.enabled:
@@ -197,6 +236,40 @@ class Tracker:
         self.sink.finish()
 
 
+def publish_ready() -> None:
+    """Publishing to W&B (dno-report publish=true): a key and the W&B server reachable, checked before anything
+    else runs (a ConfigError naming what is missing)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    import wandb
+
+    from dno.runtime.config import ConfigError
+
+    key = os.environ.get("WANDB_API_KEY")
+    if not key:
+        try:
+            key = wandb.Api().api_key
+        except Exception:  # noqa: BLE001 - no key configured, in whichever way wandb says it
+            key = None
+    if not key:
+        raise ConfigError("publish=true needs a W&B API key: set WANDB_API_KEY or run `wandb login` (without "
+                          "publish=true the report's specification is written offline, report.json)")
+    url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=5).close()
+    except OSError as e:
+        raise ConfigError(f"publish=true: the W&B server {url.hostname} cannot be reached ({e}); without "
+                          "publish=true the report's specification is written offline, report.json") from None
+
+
+def default_entity() -> str:
+    """The logged-in user's default W&B entity."""
+    import wandb
+
+    return wandb.Api().default_entity
+
+
 def pull_runs(project: str, group: str | None) -> list[dict]:
     """Runs of an online W&B project (and group) as dno-tables records: config, summary, history."""
     import wandb
@@ -204,10 +277,12 @@ def pull_runs(project: str, group: str | None) -> list[dict]:
     records = []
     for run in wandb.Api().runs(project, filters={"group": group} if group else None):
         config = dict(run.config)
+        composed = config.get("cfg") or config  # runs logged before the comparison axes kept it top-level
         history = [dict(row) for row in run.scan_history() if row.get("iteration") is not None]
-        records.append({"name": run.name, "label": config.get("method") or run.name,
+        records.append({"id": run.id, "group": run.group, "axes": {k: config.get(k) for k in AXES},
+                        "name": run.name, "label": config.get("method") or run.name,
                         "judge": run.summary.get("alpaca_eval/annotator")
-                        or str((config.get("oracle") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+                        or str((composed.get("oracle") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
                         "summary": dict(run.summary), "metrics": history,
-                        "provenance": {**(config.get("provenance") or {}), "config": config}})
+                        "provenance": {**(config.get("provenance") or {}), "config": composed}})
     return records

@@ -1,0 +1,137 @@
+"""dno-report on a real offline sweep (two variants x two seeds on tiny_random): the runs' W&B config holds the
+comparison axes (read back from the offline .wandb files), the report's specification names exactly the runs of
+the sweep, every metric a panel draws is in those runs' W&B files, the grouping key separates the methods, what is
+missing is reported, the spec round-trips through wandb-workspaces' own models, publish=true without a key exits
+2 before anything else."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from dno.runtime.files import read_json, read_jsonl, write_jsonl
+from dno.runtime.layout import RunDir
+from helpers import SMOKE, dno_run, run, wandb_history, wandb_records
+
+pytestmark = pytest.mark.slow
+AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "overrides")
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    sweep = tmp_path_factory.mktemp("report") / "sweep"
+    dno_run("-m", *SMOKE, "loss=dno_prct,sppo", "seed=0,1", "schedule.iterations=1", f"hydra.sweep.dir={sweep}")
+    return sweep
+
+
+def jobs(sweep: Path) -> list[Path]:
+    return sorted(p for p in sweep.iterdir() if RunDir(p).metrics.exists())
+
+
+def wandb_run_record(job: Path):
+    """The offline W&B run record: its config, group, job type, tags."""
+    return next(r.run for r in wandb_records(job) if r.WhichOneof("record_type") == "run")
+
+
+def wandb_config(job: Path) -> dict:
+    return {item.key: json.loads(item.value_json) for item in wandb_run_record(job).config.update}
+
+
+def wandb_summary_keys(job: Path) -> set[str]:
+    return {item.key or "/".join(item.nested_key) for r in wandb_records(job)
+            if r.WhichOneof("record_type") == "summary" for item in r.summary.update}
+
+
+def report(sweep: Path, out: Path, *extra: str, check: bool = True, env: dict | None = None):
+    return run(["dno-report", f"runs={sweep}", f"hydra.run.dir={out}", "lc_samples=3", *extra], check=check,
+               env=env, timeout=300)
+
+
+def test_every_run_logs_the_axes_users_group_by_as_plain_top_level_keys(sweep):
+    for job in jobs(sweep):
+        config = wandb_config(job)
+        for key in AXES:
+            assert key in config and not isinstance(config[key], dict | list), key
+        overrides = OmegaConf.load(RunDir(job).hydra_settings).hydra.overrides.task
+        assert config["overrides"] == " ".join(overrides) and f"seed={config['seed']}" in overrides
+        assert config["model"] == "tiny_random" and config["oracle"] == "rules" and config["benchmarks"] == "local"
+        assert config["method"] == config["loss"] in ("dno_prct", "sppo") and config["seed"] in (0, 1)
+        assert f"loss={config['loss']}" in overrides
+        assert config["cfg"]["schedule"]["iterations"] == 1  # the composed config, nested under cfg
+        record = wandb_run_record(job)
+        assert record.run_group == str(sweep) and record.job_type == "dno-run"
+
+
+def test_the_report_names_exactly_the_sweeps_runs_and_draws_what_they_logged(sweep, tmp_path):
+    report(sweep, tmp_path / "report", "workspace=true")
+    spec = read_json(tmp_path / "report" / "report.json")
+    check = read_json(tmp_path / "report" / "report_check.json")
+    ids = {read_json(RunDir(j).wandb_run)["id"]: j for j in jobs(sweep)}
+    grids = [b for b in spec["spec"]["blocks"] if b["type"] == "panel-grid"]
+    for grid in grids:
+        runset = grid["metadata"]["runSets"][0]
+        (only,) = runset["filters"]["filters"]
+        assert only["key"] == {"section": "run", "name": "name"} and only["op"] == "IN"
+        assert sorted(only["value"]) == sorted(ids)  # exactly the sweep's runs, by their W&B ids
+        assert runset["grouping"] == [{"section": "config", "name": "method.value"}]
+    methods = {}
+    for run_id, job in ids.items():
+        methods.setdefault(wandb_config(job)["method"], []).append(run_id)
+        history = set().union(*(row.keys() for row in wandb_history(job)))
+        for metrics in check["per_iteration"].values():
+            assert set(metrics) <= history, (job, set(metrics) - history)
+        for metrics in check["final"].values():
+            assert set(metrics) <= wandb_summary_keys(job)
+    assert sorted(len(v) for v in methods.values()) == [2, 2]  # the grouping key separates the two methods
+    assert {r["method"] for r in check["runs"]} == set(methods) and check["notes"] == []
+    drawn = [p for g in grids for p in g["metadata"]["panelBankSectionConfig"]["panels"]]
+    plotted = {m for p in drawn if p["viewType"] == "Run History Line Plot" for m in p["config"]["metrics"]}
+    assert plotted == set().union(*map(set, check["per_iteration"].values())) and "train/loss" in plotted
+    markdown = [b["content"] for b in spec["spec"]["blocks"] if b["type"] == "markdown-block"]
+    table1 = (tmp_path / "report" / "tables" / "table1.md").read_text()
+    assert table1 in markdown and any("dno-run -m" in m and "loss=dno_prct,sppo" in m for m in markdown)
+    workspace = read_json(tmp_path / "report" / "workspace.json")
+    sections = workspace["spec"]["section"]["panelBankConfig"]["sections"]
+    assert {s["name"] for s in sections} >= {"eval", "pairs", "train"}
+
+
+def test_the_spec_round_trips_through_wandb_workspaces_models(sweep, tmp_path):
+    import wandb_workspaces.reports.v2 as wr
+    from wandb_workspaces.reports.v2.internal import ReportViewspec
+
+    report(sweep, tmp_path / "report")
+    text = (tmp_path / "report" / "report.json").read_text()
+    model = ReportViewspec.model_validate_json(text)  # what the library would send, read by the library
+    again = json.loads(wr.Report._from_model(model)._to_model().model_dump_json(by_alias=True, exclude_none=True))
+    assert again["spec"]["blocks"] == json.loads(text)["spec"]["blocks"]
+
+
+def test_a_run_without_wandb_and_a_metric_no_run_logged_are_reported(sweep, tmp_path):
+    copy = tmp_path / "sweep"
+    shutil.copytree(sweep, copy)
+    gone = jobs(copy)[-1]
+    RunDir(gone).wandb_run.unlink()  # as logger=none leaves it
+    for job in jobs(copy):  # runs from before the LC win-rate was logged
+        rows = read_jsonl(RunDir(job).metrics)
+        write_jsonl(RunDir(job).metrics, [{k: v for k, v in r.items() if k != "eval/lc_win_rate_vs_init"}
+                                          for r in rows])
+    proc = report(copy, tmp_path / "report")
+    check = read_json(tmp_path / "report" / "report_check.json")
+    assert len(check["runs"]) == 3 and f"{gone}: no W&B run (logger=none?): not in the report" in check["notes"]
+    assert any(n.startswith("eval/lc_win_rate_vs_init: logged by no run") for n in check["notes"])
+    assert "LC win-rate vs pi_1 (validation, %)" not in check["per_iteration"]
+    assert "no W&B run" in proc.stdout  # said, not only written
+
+
+def test_publish_without_a_key_exits_2_before_anything_else(sweep, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    env.update({"HOME": str(tmp_path), "NETRC": str(tmp_path / "none"), "WANDB_CONFIG_DIR": str(tmp_path)})
+    proc = run(["dno-report", f"runs={sweep}", f"hydra.run.dir={tmp_path / 'report'}", "publish=true"], check=False,
+               env=env, timeout=120)
+    assert proc.returncode == 2 and "publish=true needs a W&B API key" in proc.stderr
+    assert not (tmp_path / "report" / "report.json").exists()
