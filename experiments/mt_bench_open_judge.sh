@@ -11,7 +11,8 @@
 #   SERVER_URL=http://127.0.0.1:8000/v1 JUDGE_MODEL=NAME experiments/mt_bench_open_judge.sh   # a judge already served
 #
 # OUT (default outputs/mt_bench_open_judge), REPORT (default results/mt_bench_open_judge.md), PORT (default 8766),
-# JUDGE_MAX_TOKENS (default 1024: the judge's explanation and rating); extra arguments go to both dno-eval runs.
+# JUDGE_MAX_TOKENS (default 1024: the judge's explanation and rating), JUDGE_CONCURRENCY (default 1: requests in
+# flight); extra arguments go to both dno-eval runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN:-outputs/demo}"
@@ -46,7 +47,9 @@ fi
 judge=(eval=[mt_bench] "eval.mt_bench.base_url=$SERVER_URL" "eval.mt_bench.judge_model=${JUDGE_MODEL:-smollm2}"
        eval.mt_bench.api_key_env=null "eval.mt_bench.per_category=$PER_CATEGORY"
        "eval.mt_bench.judge_max_tokens=${JUDGE_MAX_TOKENS:-1024}" "eval.mt_bench.server_log=${SERVER_LOG:-null}"
-       eval.mt_bench.min_valid_frac=0 "eval.mt_bench.cache_path=$OUT/judge_cache.sqlite")
+       eval.mt_bench.min_valid_frac=0 "eval.mt_bench.cache_path=$OUT/judge_cache.sqlite"
+       "eval.mt_bench.max_concurrency=${JUDGE_CONCURRENCY:-1}" eval.mt_bench.timeout_s=900)
+# llama-cpp-python's server answers one request at a time: more in flight only queue past the client's timeout
 for model in pi_1 final; do
   start=$(date +%s) code=0
   checkpoint=()

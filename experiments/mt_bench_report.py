@@ -43,6 +43,11 @@ def mean(rows: list[dict], turn: int | None = None) -> str:
 
 def main(out: Path, run: str, best: str) -> str:
     walls = {m: json.loads((out / m / "wall.json").read_text()) for m in MODELS}
+    for m in MODELS:  # the stages' own times (a resumed evaluation's wall time holds only its last part)
+        d = RunDir(out / m).final.benchmark("mt_bench")
+        stages = [read_json(d.marker(s)).get(f"time/{s}_s", 0) for s in ("turn1", "turn2", "judge")
+                  if d.marker(s).exists()]
+        walls[m]["seconds"] = max(walls[m]["seconds"], round(sum(stages)))
     rows = {m: judged(out, m) for m in MODELS}
     cfg = OmegaConf.load(RunDir(out / "pi_1").hydra_config).eval.mt_bench
     recorded = next((read_json(RunDir(out / m).provenance).get("benchmarks", {}).get("mt_bench", {})

@@ -12,6 +12,13 @@ MT-Bench's single-answer grading (FastChat's prompts, `[[rating]]`) is answered 
 answer, 3 + score(answer) (fault "norating": an explanation without one); Arena-Hard's games (`<|User Prompt|>`)
 with a verdict from score(A) - score(B): A>>B from 2 up, A>B at 1, A=B at 0 (fault "noverdict": none).
 
+The Batch API as OpenAI's: `POST /v1/files` (multipart, purpose batch), `POST /v1/batches`, `GET
+/v1/batches/{id}` (each retrieve moves a batch one step: validating, in_progress, finalizing, completed),
+`GET /v1/batches`, `GET /v1/files/{id}/content`; the output file's lines (in reverse order) hold each request's
+answer as the chat-completions endpoint would give it. `batch_faults` is a queue, one per batch created:
+"expire_half" (expired with half the requests answered, the rest in the error file), "fail" (failed, no
+output), "malformed_line" (one output line not JSON). `batch_answered` counts the requests batches answered.
+
 Structured outputs, as open-model servers treat them: `rejects` lists the response_format forms
 answered with HTTP 500 (llama.cpp's server rejects OpenAI's "json_schema"); a `weak` judge (a small
 model) writes JSON-like text with the wrong keys or broken syntax unless the request carries a
@@ -96,14 +103,37 @@ class JudgeServer:
         self.position_bias, self.timeout_sleep, self.latency = position_bias, timeout_sleep, latency
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_faults: list[str | None] = []
+        self.batch_answered: list[dict] = []  # the bodies of the requests that batches answered (paid)
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args) -> None:
                 pass
 
+            def reply(self, status: int, payload, content_type: str = "application/json") -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                with server.lock:
+                    status, payload = server.batch_api_get(self.path)
+                self.reply(status, payload, "application/octet-stream" if isinstance(payload, bytes)
+                           else "application/json")
+
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.endswith(("/files", "/batches")):
+                    with server.lock:
+                        self.reply(*server.batch_api_post(self.path, raw, self.headers["Content-Type"]))
+                    return
+                body = json.loads(raw)
                 with server.lock:
                     fault = server.faults.pop(0) if server.faults else None
                     server.requests.append({"time": time.monotonic(), "path": self.path, "fault": fault,
@@ -139,6 +169,77 @@ class JudgeServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def batch_api_post(self, path: str, raw: bytes, content_type: str) -> tuple[int, dict]:
+        """POST /v1/files (multipart) or /v1/batches."""
+        now = int(time.time())
+        if path.endswith("/files"):
+            from email.parser import BytesParser
+            from email.policy import default
+
+            message = BytesParser(policy=default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+            parts = {p.get_param("name", header="content-disposition"): p.get_payload(decode=True)
+                     for p in message.iter_parts()}
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = parts["file"]
+            return 200, {"id": file_id, "object": "file", "bytes": len(parts["file"]), "created_at": now,
+                         "filename": "input.jsonl", "purpose": parts.get("purpose", b"batch").decode(),
+                         "status": "processed"}
+        body = json.loads(raw)
+        batch_id = f"batch_{len(self.batches) + 1}"
+        total = len([line for line in self.files[body["input_file_id"]].split(b"\n") if line.strip()])
+        self.batches[batch_id] = {"id": batch_id, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                                  "input_file_id": body["input_file_id"],
+                                  "completion_window": body["completion_window"],
+                                  "status": "validating", "output_file_id": None, "error_file_id": None,
+                                  "created_at": now, "request_counts": {"total": total, "completed": 0, "failed": 0},
+                                  "metadata": body.get("metadata"),
+                                  "fault": self.batch_faults.pop(0) if self.batch_faults else None}
+        return 200, self.batch_view(batch_id)
+
+    def batch_view(self, batch_id: str) -> dict:
+        return {k: v for k, v in self.batches[batch_id].items() if k != "fault"}
+
+    def batch_api_get(self, path: str) -> tuple[int, dict | bytes]:
+        """GET /v1/batches, /v1/batches/{id} (one step further each time), /v1/files/{id}/content."""
+        parts = path.split("?")[0].rstrip("/").split("/")
+        if parts[-1] == "batches":
+            return 200, {"object": "list", "data": [self.batch_view(b) for b in self.batches], "has_more": False}
+        if parts[-2] == "batches":
+            batch = self.batches[parts[-1]]
+            steps = ("validating", "in_progress", "finalizing", "completed")
+            if batch["status"] in steps[:-1]:
+                batch["status"] = steps[steps.index(batch["status"]) + 1]
+                if batch["status"] == "completed":
+                    self.run_batch(batch)
+            return 200, self.batch_view(batch["id"])
+        return 200, self.files[parts[-2]]
+
+    def run_batch(self, batch: dict) -> None:
+        """The batch's requests answered as the chat-completions endpoint would, its files written."""
+        lines = [json.loads(line) for line in self.files[batch["input_file_id"]].split(b"\n") if line.strip()]
+        if batch["fault"] == "fail":
+            batch.update(status="failed", errors={"data": [{"code": "invalid_request", "message": "injected"}]})
+            return
+        answered = lines[: len(lines) // 2] if batch["fault"] == "expire_half" else lines
+        out = []
+        for k, line in enumerate(answered):
+            status, payload, _ = self.answer(line["body"], None)
+            self.batch_answered.append(line["body"])
+            out.append(json.dumps({"id": f"batch_req_{k}", "custom_id": line["custom_id"], "error": None,
+                                   "response": {"status_code": status, "request_id": f"req_{k}", "body": payload}}))
+        if batch["fault"] == "malformed_line" and out:
+            out[0] = out[0][: len(out[0]) // 2]
+        errors = [json.dumps({"id": f"batch_req_e{k}", "custom_id": line["custom_id"], "response": None,
+                              "error": {"code": "batch_expired", "message": "not run within the window"}})
+                  for k, line in enumerate(lines[len(answered):])]
+        for name, content in (("output_file_id", out), ("error_file_id", errors)):
+            if content:
+                file_id = f"file-{len(self.files) + 1}"
+                self.files[file_id] = "\n".join(reversed(content)).encode() + b"\n"  # in any order
+                batch[name] = file_id
+        batch["status"] = "expired" if batch["fault"] == "expire_half" else "completed"
+        batch["request_counts"].update(completed=len(answered), failed=len(errors))
 
     def answered(self) -> int:
         """Requests that got a 200 answer (what a paid API would bill)."""

@@ -58,7 +58,8 @@ PAID = ("oracle/requests", "oracle/cache_hits", "oracle/calls", "oracle/prompt_t
 
 
 def without_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time/") and k not in PAID} for r in rows]
+    """Without times, what an attempt paid, and its plan (made when that attempt started: what was left then)."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "plan/")) and k not in PAID} for r in rows]
 
 
 def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):

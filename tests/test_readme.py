@@ -26,7 +26,8 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             ".venv/bin/dno-export",
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh", "experiments/table1_seeds.sh",
             "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py", ".venv/bin/dno-report",
-            "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py")
+            "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py",
+            ".venv/bin/python experiments/judge_bill.py")
 
 
 def without_env(command: str) -> str:
@@ -368,3 +369,24 @@ def test_the_run_directory_section_is_the_layouts_own_description():
     block = re.search(r"```\n(.*?)```", section, flags=re.DOTALL).group(1)
     assert block.rstrip("\n") == describe()
     assert "<run_dir>/iter_<t>/pairs.jsonl" in block and "<run_dir>/init/val_samples.jsonl" in block
+
+
+def test_the_judge_bill_numbers_in_the_readme_are_results_judge_bill_md():
+    bill = " ".join((REPO / "results" / "judge_bill.md").read_text().split())
+    readme = " ".join(README[README.index("### The judge's bill"):README.index("### An open-model judge")].split())
+    for pattern in (r"(\d+M) prompt and (\d+M) completion tokens", r"\*\*(\$[\d,]+)\*\* direct",
+                    r"\*\*(\$[\d,]+)\*\* (?:through the Batch API|batch)", r"\*\*(0\.\d+)\*\*",
+                    r"off by \*\*([+-]\d+%)\*\*"):
+        ours, theirs = re.findall(pattern, readme), re.findall(pattern, bill)
+        assert ours and set(ours) <= set(theirs), (pattern, ours, theirs)
+    for money in re.findall(r"\$(0\.\d{4})", readme):
+        assert f"| {money} |" in bill, money
+
+
+@pytest.mark.slow
+def test_the_judge_bill_script_runs_and_its_report_reads(tmp_path):
+    proc = run([".venv/bin/python", "experiments/judge_bill.py", f"out={tmp_path / 'bill'}"],
+               env={"ITERATIONS": "2"}, timeout=600)
+    assert "Batch / direct: **0." in proc.stdout and "planned for iterations 2-2" in proc.stdout
+    ratio = float(re.search(r"Batch / direct: \*\*(0\.\d+)\*\*", proc.stdout).group(1))
+    assert 0.5 < ratio < 0.6  # half, but for the first question, asked directly to settle the form

@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from dno.data import Prompt
 from dno.final import final_stage, headline
+from dno.reports.plan import plan_metrics
 from dno.run import Run
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import IterationDir
@@ -126,7 +127,7 @@ def validate(run: Run, policy: Path, d: IterationDir, previous: Path, seed: int)
 def log_iteration(run: Run, t: int, metrics: dict) -> dict:
     """The iteration's metrics to metrics.jsonl and W&B (with what reading the prompt set dropped, once)."""
     d = run.dir.iteration(t)
-    metrics = metrics | (run.data_stats if t == 1 else {})
+    metrics = metrics | (run.data_stats if t == 1 else {}) | plan_metrics(run.plan, t, metrics)
     run.tracker.table(f"samples/{d.name}", sample_table(d.judgements), t)
     run.tracker.artifact("pairs", d.pairs, alias=d.name, metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
     run.tracker.log(metrics, t)

@@ -10,7 +10,7 @@ get small option objects (`SamplingOptions`, `TrainOptions`, the benchmark), nev
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hydra.errors import InstantiationException
@@ -21,9 +21,11 @@ from dno.benchmarks import benchmarks
 from dno.data import Prompt
 from dno.data.splits import Splits, make_splits
 from dno.policy.sample import Sampler, SamplingOptions
+from dno.reports.plan import make_plan, plan_table
 from dno.runtime import provenance
 from dno.runtime.config import ConfigError, grad_accumulation, validate
 from dno.runtime.distributed import gather, make_accelerator, same_run_dir
+from dno.runtime.files import write_json
 from dno.runtime.layout import RunDir, StageDir
 from dno.runtime.stages import run_stage, stage_seed
 from dno.runtime.tracking import Launch, Tracker, comparison_axes, redact
@@ -115,6 +117,7 @@ class Run:
     tokenizer: object
     policies: Policies
     data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
+    plan: dict = field(default_factory=dict)  # the priced plan made at the start (dno.reports.plan)
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, launch: Launch | None = None) -> Run:
@@ -130,9 +133,12 @@ class Run:
         same_run_dir(accelerator, run_dir)
         take_lock(accelerator, run_dir)
         tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, launch)
+        plan = make_plan(cfg, oracle, teacher, splits, run_dir) if launch.job_type == "dno-run" else {}
+        if plan and accelerator.is_main_process:
+            write_json(RunDir(run_dir).plan, plan)
         return cls(cfg, RunDir(run_dir), splits, oracle, variant, teacher, final, SamplingOptions.of(cfg.sampling),
                    train_options(cfg, accelerator.num_processes), tracker, accelerator, tokenizer,
-                   Policies(cfg, tokenizer, accelerator.device), data_stats)
+                   Policies(cfg, tokenizer, accelerator.device), data_stats, plan)
 
     @property
     def run_dir(self) -> Path:
@@ -210,10 +216,6 @@ def train_options(cfg: DictConfig, num_processes: int) -> TrainOptions:
 def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
     """The config's objects (oracle, variant, teacher, logger sink, benchmarks), the tokenizer and the
     prompt splits, each checked; a ConfigError names what is wrong."""
-    from dno.data.prompts import drop_too_long
-    from dno.policy.load import load_tokenizer
-
-    s = cfg.schedule
     try:
         oracle, variant, teacher, sink = (instantiate(cfg[k]) for k in ("oracle", "loss", "teacher", "logger"))
         oracle.check()
@@ -223,6 +225,34 @@ def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
             from dno.policy.server import ServerBackend
 
             ServerBackend(cfg.generation.server).command("checkpoint", 1, 0, "float32")  # placeholders known
+        tokenizer, splits, (records, data_stats) = prompt_splits(cfg)
+    except (ValueError, InstantiationException) as e:
+        raise ConfigError(str(e)) from None
+    return (oracle, variant, teacher, sink, final, tokenizer, splits), records, data_stats
+
+
+def plan_run(cfg: DictConfig, run_dir: Path) -> dict:
+    """dno-run plan=true: the run's priced plan (dno.reports.plan) before any model loads (the judge's key is not
+    needed; with plan_inputs.prompts_per_iteration not even the data), printed and written to plan.json."""
+    validate(cfg)
+    try:
+        oracle, teacher = instantiate(cfg.oracle), instantiate(cfg.teacher)
+    except InstantiationException as e:
+        raise ConfigError(str(e)) from None
+    splits = None if (cfg.get("plan_inputs") or {}).get("prompts_per_iteration") else prompt_splits(cfg)[1]
+    plan = make_plan(cfg, oracle, teacher, splits, run_dir)
+    write_json(RunDir(run_dir).plan, plan)
+    print(plan_table(plan))
+    return plan
+
+
+def prompt_splits(cfg: DictConfig) -> tuple[object, Splits, tuple[list[Prompt], dict]]:
+    """The tokenizer, the data's prompts that fit the model, and their splits (test, validation, iterations)."""
+    from dno.data.prompts import drop_too_long
+    from dno.policy.load import load_tokenizer
+
+    s = cfg.schedule
+    try:
         tokenizer = load_tokenizer(cfg.model.get("tokenizer") or cfg.model.path, cfg.cache_dir)
         records, data_stats = drop_too_long(instantiate(cfg.data)(), tokenizer,
                                             cfg.model.max_length - cfg.sampling.max_new_tokens)
@@ -230,7 +260,7 @@ def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
                              n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     except (ValueError, InstantiationException) as e:
         raise ConfigError(str(e)) from None
-    return (oracle, variant, teacher, sink, final, tokenizer, splits), records, data_stats
+    return tokenizer, splits, (records, data_stats)
 
 
 def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sink, launch: Launch) -> Tracker:

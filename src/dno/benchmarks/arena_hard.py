@@ -30,7 +30,8 @@ from dno.benchmarks.base import EvalError, Evaluated
 from dno.benchmarks.data import Wheel, jsonl, local_file
 from dno.benchmarks.mt_bench import client_options
 from dno.data import Prompt
-from dno.oracles.api import ChatAPI, run_concurrently
+from dno.oracles.api import ChatAPI
+from dno.oracles.batch import complete_many
 from dno.runtime.files import write_json, write_jsonl
 from dno.runtime.layout import BenchmarkDir
 from dno.runtime.records import Samples, read_rows, write_rows
@@ -115,6 +116,8 @@ class ArenaHard:
     price_input_per_1m: float | None = None
     price_output_per_1m: float | None = None
     server_log: str | None = None
+    batch: bool = False  # the judge's questions through the Batch API (half price; dno.oracles.batch)
+    batch_fallback: str = "direct"
     judge_max_tokens: int = 4096
     max_new_tokens: int = 4096  # the model's answers
     temperature: float = 0.0  # the model's answers (0: greedy)
@@ -192,18 +195,19 @@ class ArenaHard:
         answers = {s.prompt.id: s.responses[0] for s in read_rows(out.model_samples, Samples)}
         games = [(q, model_is) for q in data.questions for model_is in ("B", "A")]  # the baseline first as A
 
-        def play(item: tuple[dict, str]) -> dict:
+        def game(item: tuple[dict, str]) -> list[dict]:
             q, model_is = item
             ours, theirs = answers[q["uid"]], data.baselines[q["uid"]]["answer"]
             a, b = (ours, theirs) if model_is == "A" else (theirs, ours)
             user = data.template.format(QUESTION=q["prompt"], ANSWER_A=a, ANSWER_B=b)
-            system = data.settings[q["category"]]["system_prompt"]
-            reply = api.complete([{"role": "system", "content": system}, {"role": "user", "content": user}],
-                                 temperature=0.0, max_tokens=self.judge_max_tokens)
-            return {"model_is": model_is, "verdict": verdict_of(reply.text) if reply.error is None else None,
-                    "judgment": reply.text, "error": reply.error, "cost": reply.cost(api)}
+            return [{"role": "system", "content": data.settings[q["category"]]["system_prompt"]},
+                    {"role": "user", "content": user}]
 
-        played = run_concurrently(play, games, self.max_concurrency, "Arena-Hard judging")
+        params = {"temperature": 0.0, "max_tokens": self.judge_max_tokens}
+        replies = complete_many(api, [(game(g), params) for g in games], "Arena-Hard judging")
+        played = [{"model_is": model_is, "verdict": verdict_of(r.text) if r.error is None else None,
+                   "judgment": r.text, "error": r.error, "cost": r.cost(api)}
+                  for (_, model_is), r in zip(games, replies, strict=True)]
         rows = [{"uid": q["uid"], "category": q["category"], "baseline": data.baselines[q["uid"]]["model"],
                  "games": played[2 * k: 2 * k + 2]} for k, q in enumerate(data.questions)]
         write_jsonl(out.judgements, rows)

@@ -28,7 +28,8 @@ from pathlib import Path
 from dno.benchmarks.base import EvalError, Evaluated
 from dno.benchmarks.data import Wheel, hub_file, jsonl, local_file
 from dno.data import Prompt
-from dno.oracles.api import ChatAPI, ClientOptions, run_concurrently
+from dno.oracles.api import ChatAPI, ClientOptions
+from dno.oracles.batch import complete_many
 from dno.runtime.files import write_json, write_jsonl
 from dno.runtime.layout import BenchmarkDir
 from dno.runtime.records import Samples, read_rows, write_rows
@@ -86,6 +87,8 @@ class MTBench:
     price_input_per_1m: float | None = None  # None: the judge's list price on the OpenAI API, 0 elsewhere
     price_output_per_1m: float | None = None
     server_log: str | None = None  # the log of the judge server you started on base_url (its tail if it dies)
+    batch: bool = False  # the judge's questions through the Batch API (half price; dno.oracles.batch)
+    batch_fallback: str = "direct"
     judge_max_tokens: int = 2048  # FastChat's
     max_new_tokens: int = 1024  # the model's answers, per turn
     per_category: int | None = None  # the first N questions of each category (a quick check); None: all 80
@@ -173,17 +176,18 @@ class MTBench:
                    2: {s.prompt.id: s for s in read_rows(out.second_turn_samples, Samples)}}
         asked = [(q, turn) for q in data.questions for turn in (1, 2)]
 
-        def rate(item: tuple[dict, int]) -> dict:
+        def row(item: tuple[dict, int], reply) -> dict:
             q, turn = item
-            name = prompt_name(q["category"], turn)
-            reply = api.complete(judge_messages(data, q, turn, answers), temperature=0.0,
-                                 max_tokens=self.judge_max_tokens)
             rating = rating_of(reply.text) if reply.error is None else None
-            return {"question_id": q["question_id"], "category": q["category"], "turn": turn, "prompt": name,
-                    "rating": rating, "status": "ok" if rating is not None else "failed" if reply.error else "invalid",
+            return {"question_id": q["question_id"], "category": q["category"], "turn": turn,
+                    "prompt": prompt_name(q["category"], turn), "rating": rating,
+                    "status": "ok" if rating is not None else "failed" if reply.error else "invalid",
                     "judgment": reply.text, "error": reply.error, "cost": reply.cost(api)}
 
-        rows = run_concurrently(rate, asked, self.max_concurrency, "MT-Bench judging")
+        params = {"temperature": 0.0, "max_tokens": self.judge_max_tokens}
+        replies = complete_many(api, [(judge_messages(data, q, turn, answers), params) for q, turn in asked],
+                                    "MT-Bench judging")  # concurrently, or through the Batch API with batch=true
+        rows = [row(item, reply) for item, reply in zip(asked, replies, strict=True)]
         write_jsonl(out.judgements, rows)
         summary = self.summary(rows, data)
         valid = summary["mt_bench/n_valid"]

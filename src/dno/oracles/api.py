@@ -13,7 +13,11 @@ What this module adds to the client, and what it leaves to it:
   so the same command with a larger budget resumes without paying twice. Prices left null are the
   list price on the OpenAI API (`base_url` null) and 0 on any other server (a local vLLM or llama.cpp);
 - the API key is read from the environment variable named by `api_key_env` when the client is
-  made, and is never stored in the config, the cache, a log or a result (errors are scrubbed).
+  made, and is never stored in the config, the cache, a log or a result (errors are scrubbed);
+- prompt tokens the provider served from its prompt cache (`usage.prompt_tokens_details.cached_tokens`)
+  are counted (`cached_tokens`) and priced at `price_cached_input_per_1m` (null: half the input price);
+- with `batch`, `dno.oracles.batch.complete_many` asks the questions that are not cached through the Batch
+  API at `batch_price_factor` times the price.
 """
 
 from __future__ import annotations
@@ -65,17 +69,43 @@ class JudgeServerGone(OracleError):
 class Reply:
     text: str | None = None
     top_logprobs: list[dict] | None = None  # the first generated token's alternatives: [{token, logprob}]
-    usage: dict = field(default_factory=dict)
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens, cached_tokens
     cached: bool = False
     error: str | None = None  # set when the request failed after the client's retries
     status: int | None = None  # the HTTP status of a failed request (None: no answer at all, e.g. a timeout)
+    batch: bool = False  # answered through the Batch API (priced at its rate)
 
     def cost(self, api: ChatAPI) -> dict:
         if self.cached:
             return {"cache_hits": 1}
         if self.error is not None:
             return {}
-        return {"requests": 1, **self.usage, "usd": api.price(self.usage)}
+        factor = api.options.batch_price_factor if self.batch else 1.0
+        return {"requests": 1, **({"batch_requests": 1} if self.batch else {}), **self.usage,
+                "usd": api.price(self.usage) * factor}
+
+
+def usage_of(usage) -> dict:
+    """Token counts of a chat completion's `usage` (an object or a dict), with the prompt tokens the provider
+    served from its prompt cache."""
+    if usage is None:
+        return {}
+    if not isinstance(usage, dict):
+        usage = usage.model_dump()
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
+    return {"prompt_tokens": usage.get("prompt_tokens", 0), "completion_tokens": usage.get("completion_tokens", 0),
+            **({"cached_tokens": cached} if cached else {})}
+
+
+def reply_of(completion: dict, *, batch: bool = False) -> Reply:
+    """A Reply of a chat completion (a dict, as the Batch API's output holds it)."""
+    choice = completion["choices"][0]
+    top = None
+    content = (choice.get("logprobs") or {}).get("content")
+    if content:
+        top = [{"token": t["token"], "logprob": t["logprob"]} for t in content[0].get("top_logprobs") or []]
+    return Reply(text=choice["message"].get("content"), top_logprobs=top, usage=usage_of(completion.get("usage")),
+                 batch=batch)
 
 
 class RateLimit:
@@ -113,6 +143,14 @@ class ClientOptions:
     price_input_per_1m: float | None = None  # USD per million prompt tokens (None: list price on OpenAI, else 0)
     price_output_per_1m: float | None = None  # USD per million completion tokens (likewise)
     server_log: str | None = None  # the log of a judge server you started (base_url): its tail if the server dies
+    price_cached_input_per_1m: float | None = None  # prompt tokens from the provider's cache (None: half of input)
+    batch: bool = False  # ask a stage's questions through the Batch API (dno.oracles.batch)
+    batch_price_factor: float = 0.5  # the Batch API's price, as a fraction of the direct price (OpenAI's: half)
+    batch_window: str = "24h"  # the batch's completion window
+    batch_poll_s: float = 30.0  # the first wait between polls of a batch; it doubles up to 10 minutes
+    batch_max_requests: int = 50_000  # per batch (the API's limit); a larger stage is split
+    batch_max_mb: float = 190.0  # per batch input file (the API's limit is 200 MB)
+    batch_fallback: str = "direct"  # questions a batch did not answer (expired, failed): direct, or stop (exit 3)
 
 
 class ChatAPI:
@@ -124,6 +162,7 @@ class ChatAPI:
         default = (0.0, 0.0) if o.base_url else list_price(o.model)  # another server is not billed by OpenAI
         self.prices = tuple(d if p is None else p for p, d in zip((o.price_input_per_1m, o.price_output_per_1m),
                                                                   default, strict=True))
+        self.cached_price = self.prices[0] / 2 if o.price_cached_input_per_1m is None else o.price_cached_input_per_1m
         self.template_version = template_version
         self.cache = JudgeCache(o.cache_path) if o.cache_path else None
         self.rate = RateLimit(o.requests_per_minute)
@@ -156,20 +195,53 @@ class ChatAPI:
             return self._client
 
     def price(self, usage: dict) -> float:
-        return (usage.get("prompt_tokens", 0) * self.prices[0]
+        """USD of one answer's tokens at the direct price (cached prompt tokens at the cached rate)."""
+        cached = usage.get("cached_tokens", 0)
+        return ((usage.get("prompt_tokens", 0) - cached) * self.prices[0] + cached * self.cached_price
                 + usage.get("completion_tokens", 0) * self.prices[1]) / 1e6
 
-    def _reserve(self) -> None:
+    def key(self, messages: list[dict], params: dict) -> str:
+        """The cache key of a question: the judge, the template version, the messages and the decoding."""
+        return cache_key(model=self.model, template=self.template_version, messages=messages, params=params)
+
+    def store(self, key: str, reply: Reply) -> None:
+        """An answer paid for: into the cache, and its price into this process's spend."""
+        if self.cache is not None:
+            self.cache.put(key, {"text": reply.text, "top_logprobs": reply.top_logprobs, "usage": reply.usage})
         with self.lock:
-            if self.max_requests is not None and self.requests >= self.max_requests:
-                raise BudgetExceeded(f"oracle budget spent: {self.requests} requests made, oracle.max_requests="
-                                     f"{self.max_requests}. Answers paid for are cached in {self.cache_path()}; "
-                                     f"raise the budget and run the same command again to go on.")
+            self.usd += self.price(reply.usage) * (self.options.batch_price_factor if reply.batch else 1.0)
+
+    def remembered(self, what: str) -> str | None:
+        """A fact about this judge on this server kept in the cache (e.g. the structured-output form it takes)."""
+        key = cache_key(remembered=what, model=self.model, server=self.base_url or "api.openai.com")
+        return self.cache.fact(key) if self.cache is not None else None
+
+    def remember(self, what: str, value: str) -> None:
+        if self.cache is not None:
+            self.cache.remember(cache_key(remembered=what, model=self.model, server=self.base_url or "api.openai.com"),
+                                value)
+
+    def cached(self, key: str) -> Reply | None:
+        hit = self.cache.get(key) if self.cache is not None else None
+        return Reply(**hit, cached=True) if hit is not None else None
+
+    def reserve(self, n: int = 1) -> None:
+        """Room in the budget for `n` more paid requests (a batch reserves all of its own at once)."""
+        with self.lock:
+            if self.max_requests is not None and self.requests + n > self.max_requests:
+                raise BudgetExceeded(f"oracle budget spent: {self.requests} requests made, {n} more asked, "
+                                     f"oracle.max_requests={self.max_requests}. Answers paid for are cached in "
+                                     f"{self.cache_path()}; raise the budget and run the same command again to go on.")
             if self.budget_usd is not None and self.usd >= self.budget_usd:
                 raise BudgetExceeded(f"oracle budget spent: ${self.usd:.4f} of oracle.budget_usd={self.budget_usd}. "
                                      f"Answers paid for are cached in {self.cache_path()}; raise the budget and "
                                      f"run the same command again to go on.")
-            self.requests += 1
+            self.requests += n
+
+    def release(self, n: int = 1) -> None:
+        """Requests reserved and not paid (they failed)."""
+        with self.lock:
+            self.requests -= n
 
     def cache_path(self) -> str:
         return str(self.cache.path) if self.cache else "(no cache: oracle.cache_path is null)"
@@ -183,10 +255,10 @@ class ChatAPI:
         failure is the caller's to report (`Reply.status`), e.g. a form of request the server may reject."""
         import openai
 
-        key = cache_key(model=self.model, template=self.template_version, messages=messages, params=params)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return Reply(**hit, cached=True)
-        self._reserve()
+        key = self.key(messages, params)
+        if (hit := self.cached(key)) is not None:
+            return hit
+        self.reserve()
         client = self.client()
         self.rate.wait()
         try:
@@ -195,26 +267,16 @@ class ChatAPI:
             raise OracleError(f"judge {self.model} at {self.base_url or 'api.openai.com'}: "
                               f"{self._scrub(str(e))}") from None
         except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
-            with self.lock:
-                self.requests -= 1  # not paid
+            self.release()  # not paid
             if isinstance(e, openai.APIConnectionError) and not isinstance(e, openai.APITimeoutError):
                 self._raise_if_server_gone()
             if not quiet:
                 log.warning("judge request failed after %d retries: %s", self.max_retries, self._scrub(str(e))[:200])
             return Reply(error=f"{type(e).__name__}: {self._scrub(str(e))[:500]}",
                          status=getattr(e, "status_code", None))
-        choice = resp.choices[0]
-        top = None
-        if choice.logprobs is not None and choice.logprobs.content:
-            top = [{"token": t.token, "logprob": t.logprob} for t in choice.logprobs.content[0].top_logprobs]
-        usage = {"prompt_tokens": resp.usage.prompt_tokens, "completion_tokens": resp.usage.completion_tokens} \
-            if resp.usage else {}
-        value = {"text": choice.message.content, "top_logprobs": top, "usage": usage}
-        if self.cache is not None:
-            self.cache.put(key, value)
-        with self.lock:
-            self.usd += self.price(usage)
-        return Reply(**value)
+        reply = reply_of(resp.model_dump())
+        self.store(key, reply)
+        return reply
 
 
     def _raise_if_server_gone(self) -> None:

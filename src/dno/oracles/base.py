@@ -22,7 +22,8 @@ from dno.data import Prompt
 OK, INVALID, FAILED = "ok", "invalid", "failed"
 _SEVERITY = {OK: 0, INVALID: 1, FAILED: 2}
 # requests: paid API requests; cache_hits: answers the cache gave for free; calls: local model queries
-COST_KEYS = ("requests", "cache_hits", "calls", "prompt_tokens", "completion_tokens", "usd")
+COST_KEYS = ("requests", "cache_hits", "calls", "prompt_tokens", "completion_tokens", "usd", "batch_requests",
+             "cached_tokens")
 
 
 @dataclass

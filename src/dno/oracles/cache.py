@@ -47,6 +47,8 @@ class JudgeCache:
                     conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
                              "created REAL NOT NULL)")
+                conn.execute("CREATE TABLE IF NOT EXISTS facts (key TEXT PRIMARY KEY, value TEXT NOT NULL, "
+                             "created REAL NOT NULL)")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 return
             except sqlite3.OperationalError as e:
@@ -104,6 +106,15 @@ class JudgeCache:
     def put(self, key: str, value: dict) -> None:
         self._conn().execute("INSERT OR IGNORE INTO answers (key, value, created) VALUES (?, ?, ?)",
                              (key, json.dumps(value), time.time()))
+
+    def fact(self, key: str) -> str | None:
+        """A fact about a judge on a server (e.g. the structured-output form it takes), not an answer."""
+        row = self._conn().execute("SELECT value FROM facts WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def remember(self, key: str, value: str) -> None:
+        self._conn().execute("INSERT OR REPLACE INTO facts (key, value, created) VALUES (?, ?, ?)",
+                             (key, value, time.time()))
 
     def __len__(self) -> int:
         return self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0]

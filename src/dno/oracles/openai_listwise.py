@@ -16,7 +16,9 @@ servers), `json_object` (any JSON object) or `none`. The schema lists exactly th
 each with a justification string and an integer score 1..6. `auto` (the default) asks in the
 strongest form first; a form the server rejects on the first question (HTTP 4xx, or 5xx after the
 client's retries) is dropped for the next one, with one warning, and the form that answered is kept
-for the run. The form is part of each question's cache key.
+for the run and remembered in the judge cache for this model on this server: a re-run or the next
+iteration asks in it at once, without probing forms the server rejected. The form is part of each
+question's cache key.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import threading
 from dno.data import Prompt
 from dno.oracles.api import ChatAPI, ClientOptions, Reply, run_concurrently
 from dno.oracles.base import FAILED, INVALID, Judgement, Oracle
+from dno.oracles.batch import complete_many
 
 TEMPLATE_VERSION = "listwise-v1"
 STRUCTURED_OUTPUTS = ("json_schema", "json_object_schema", "json_object", "none")  # strongest first
@@ -141,30 +144,44 @@ class OpenAIListwiseOracle(Oracle):
     def messages(self, instruction: str, shown: list[str]) -> list[dict]:
         return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(instruction, shown)}]
 
-    def judge(self, prompt: Prompt, candidates: list[str], pairs=None) -> Judgement:
+    def question(self, prompt: Prompt, candidates: list[str]) -> tuple[list[dict], list[int]]:
+        """The messages asking about `candidates` (shown in a shuffled order) and that order."""
         text = prompt.as_text()
         order = presentation_order(text, candidates, self.shuffle_seed)
-        reply, mode = self.ask(self.messages(text, [candidates[i] for i in order]), len(candidates))
+        return self.messages(text, [candidates[i] for i in order]), order
+
+    def interpret(self, reply: Reply, mode: str, order: list[int]) -> Judgement:
+        """The judgement of a reply: scores back in the caller's order, or invalid or failed with the reason."""
         cost, detail = reply.cost(self.api), {"order": order, "structured_output": mode}
         if reply.error is not None:
             return Judgement(status=FAILED, cost=cost, detail={**detail, "error": reply.error})
-        shown_scores, why = parse_scores(reply.text, len(candidates))
+        shown_scores, why = parse_scores(reply.text, len(order))
         if shown_scores is None:
             return Judgement(status=INVALID, raw=reply.text, cost=cost, detail={**detail, "error": why})
-        scores = [0.0] * len(candidates)
+        scores = [0.0] * len(order)
         for position, index in enumerate(order):
             scores[index] = shown_scores[position]
         return Judgement(scores=scores, raw=reply.text, cost=cost, detail=detail)
 
+    def judge(self, prompt: Prompt, candidates: list[str], pairs=None) -> Judgement:
+        messages, order = self.question(prompt, candidates)
+        reply, mode = self.ask(messages, len(candidates))
+        return self.interpret(reply, mode, order)
+
+    def params(self) -> dict:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
     def ask(self, messages: list[dict], n: int) -> tuple[Reply, str]:
-        """The server's reply and the structured-output mode it was asked in. Until a mode is set (auto), one
-        question at a time tries the forms in order; the first that answers is kept for the run."""
-        params = {"temperature": self.temperature, "max_tokens": self.max_tokens}
+        """The server's reply and the structured-output mode it was asked in. Until a mode is set (auto: the
+        form this judge on this server took before, remembered in the cache, else negotiated), one question at a
+        time tries the forms in order; the first that answers is kept for the run and remembered."""
         if self.mode is None:
             with self._negotiation:
+                if self.mode is None and (known := self.api.remembered("structured_output")) in STRUCTURED_OUTPUTS:
+                    self.mode = known
                 if self.mode is None:
-                    return self._negotiate(messages, n, params)
-        return self.api.complete(messages, **params, **response_format(self.mode, n)), self.mode
+                    return self._negotiate(messages, n, self.params())
+        return self.api.complete(messages, **self.params(), **response_format(self.mode, n)), self.mode
 
     def _negotiate(self, messages: list[dict], n: int, params: dict) -> tuple[Reply, str]:
         refused = []
@@ -176,6 +193,7 @@ class OpenAIListwiseOracle(Oracle):
                                 "from now on (oracle.structured_output chooses one)",
                                 self.api.base_url or "api.openai.com", ", ".join(refused), mode)
                 self.mode = mode
+                self.api.remember("structured_output", mode)
                 return reply, mode
             if not rejected(reply.status):
                 return reply, mode  # no answer at all (not the form's fault): the next question tries again
@@ -186,4 +204,12 @@ class OpenAIListwiseOracle(Oracle):
         return reply, self.mode
 
     def judge_many(self, items, pairs=None, desc="judging") -> list[Judgement]:
-        return run_concurrently(lambda item: self.judge(*item), items, self.api.max_concurrency, desc)
+        """Every item judged: concurrent calls, or with oracle.batch the Batch API for what is not cached (the
+        structured-output form settled first on the first item, directly)."""
+        if not self.api.options.batch or not items:
+            return run_concurrently(lambda item: self.judge(*item), items, self.api.max_concurrency, desc)
+        first = [self.judge(*items[0])] if self.mode is None else []
+        asked = [self.question(p, c) for p, c in items[len(first):]]
+        replies = complete_many(self.api, [(m, {**self.params(), **response_format(self.mode, len(order))})
+                                          for m, order in asked], desc)
+        return first + [self.interpret(r, self.mode, order) for r, (_, order) in zip(replies, asked, strict=True)]

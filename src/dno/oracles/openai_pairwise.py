@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from dno.oracles.api import ChatAPI, ClientOptions, run_concurrently
+from dno.oracles.api import ChatAPI, ClientOptions
 from dno.oracles.base import (
     FAILED,
     INVALID,
@@ -24,6 +24,7 @@ from dno.oracles.base import (
     pair_judgement,
     worst,
 )
+from dno.oracles.batch import complete_many
 
 TEMPLATE_VERSION = "pairwise-v1"
 
@@ -65,18 +66,22 @@ class OpenAIPairwiseOracle(PairwiseOracle):
     def check(self) -> None:
         self.api.check()
 
-    def _ask(self, question: tuple[str, str, str]):
-        instruction, a, b = question
+    def question(self, asked: tuple[str, str, str]) -> tuple[list[dict], dict]:
+        instruction, a, b = asked
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user_message(instruction, a, b)}]
-        reply = self.api.complete(messages, temperature=0.0, max_tokens=1, logprobs=True,
-                                  top_logprobs=self.top_logprobs)
+        return messages, {"temperature": 0.0, "max_tokens": 1, "logprobs": True, "top_logprobs": self.top_logprobs}
+
+    @staticmethod
+    def label(reply):
         if reply.error is not None:
             return None, FAILED, reply
         p = label_probability(reply.text, reply.top_logprobs)
         return p, OK if p is not None else INVALID, reply
 
     def compare_many(self, comparisons, desc):
-        answers = run_concurrently(self._ask, both_orders(comparisons), self.api.max_concurrency, desc)
+        """Both orders of every comparison asked (concurrently, or through the Batch API with oracle.batch)."""
+        replies = complete_many(self.api, [self.question(q) for q in both_orders(comparisons)], desc)
+        answers = [self.label(r) for r in replies]
         out = []
         for k in range(len(comparisons)):
             (p_ab, s_ab, r_ab), (p_ba, s_ba, r_ba) = answers[2 * k], answers[2 * k + 1]

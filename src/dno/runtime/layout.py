@@ -36,6 +36,11 @@ class StageDir:
     def markers(self) -> list[Path]:
         return sorted(self.path.glob(f"{MARKER_PREFIX}*"))
 
+    def batch_journal(self, stage: str) -> Path:
+        """oracle.batch=true: the stage's Batch API batches (their ids, input files, questions): a resumed stage
+        polls them again instead of submitting the same questions twice."""
+        return self.path / f"batches.{stage}.json"
+
     def done(self, stage: str) -> bool:
         """The marker exists (whether the stage's outputs are whole is dno.runtime.stages' to check)."""
         return self.marker(stage).exists()
@@ -277,6 +282,11 @@ class RunDir:
         return self.path / "summary.json"
 
     @property
+    def plan(self) -> Path:
+        """The run's priced plan, made at its start (dno-run plan=true writes it and stops)."""
+        return self.path / "plan.json"
+
+    @property
     def lock(self) -> Path:
         """The owner's lock (PID, host, start time), released when it exits or dies."""
         return self.path / ".lock"
@@ -344,7 +354,8 @@ def describe() -> str:
             rows += [(owner.task("<task>"), BenchmarkDir.task.__doc__),
                      (owner.task_results("<task>"), BenchmarkDir.task_results.__doc__)]
         if isinstance(owner, InitDir | IterationDir | BenchmarkDir):
-            rows.append((owner.marker("<stage>"), StageDir.marker.__doc__))
+            rows += [(owner.marker("<stage>"), StageDir.marker.__doc__),
+                     (owner.batch_journal("<stage>"), StageDir.batch_journal.__doc__)]
     rows.insert(len(rows) - sum(1 for p, _ in rows if "iter_1" in str(p) or "final" in str(p)),
                 (run.lookahead.path, RunDir.lookahead.__doc__))
 

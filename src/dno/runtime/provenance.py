@@ -39,9 +39,11 @@ PACKAGES = ("dno", "torch", "transformers", "accelerate", "datasets", "alpaca_ev
 # run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each one changed.
 HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "oracle.max_requests",
             "oracle.budget_usd", "oracle.max_concurrency", "oracle.max_retries", "oracle.timeout_s",
-            # a judge client's limits and patience change what is paid and when, never a label
+            # a judge client's limits, patience, prices and way of paying (direct or the Batch API) change what
+            # is paid and when, never a label; so do the plan's inputs
             "eval.*.max_requests", "eval.*.budget_usd", "eval.*.max_concurrency", "eval.*.max_retries",
-            "eval.*.timeout_s")
+            "eval.*.timeout_s", "oracle.price_*", "eval.*.price_*", "oracle.batch*", "eval.*.batch*",
+            "oracle.server_log", "eval.*.server_log", "plan", "plan_inputs")
 
 
 def versions() -> dict:

@@ -8,6 +8,7 @@ the marker. Under N processes (`accelerator`), only the main process writes mark
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 import zlib
@@ -19,6 +20,13 @@ from dno.runtime.files import read_json, readable, write_json
 from dno.runtime.layout import StageDir
 
 log = logging.getLogger(__name__)
+_RUNNING: contextvars.ContextVar = contextvars.ContextVar("running_stage", default=None)
+
+
+def running_stage() -> tuple[StageDir, str] | None:
+    """The stage whose function is running in this thread (its folder and name), for what it leaves behind
+    besides its outputs (a Batch API journal)."""
+    return _RUNNING.get()
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
@@ -65,7 +73,11 @@ def _run_here(directory: StageDir, name: str, fn: Callable[[], dict | None], out
             log.warning("%s/%s is redone, and so are %s", directory.name, name, ", ".join(m.name for m in later))
     log.info("%s/%s: start", directory.name, name)
     start = time.perf_counter()
-    metrics = dict(fn() or {})
+    token = _RUNNING.set((directory, name))
+    try:
+        metrics = dict(fn() or {})
+    finally:
+        _RUNNING.reset(token)
     metrics[f"time/{name}_s"] = round(time.perf_counter() - start, 3)
     write_json(marker, {**metrics, "_commit": commit()})
     log.info("%s/%s: done in %.1f s", directory.name, name, metrics[f"time/{name}_s"])

@@ -1,0 +1,255 @@
+"""A run's bill before it is paid (`dno-run ... plan=true`), and the plan held against what was paid.
+
+Per iteration and in total: prompts, samples, the judge's requests (those the judge cache already answers
+taken off, where the iteration's samples exist), its prompt and completion tokens, their cost at the direct and
+at the Batch API's price, the validation judge's requests and cost, and the sampling and training hours from a
+dno-bench report of the same model and device when one is given (`plan_inputs.bench`); then the final stage's
+judge requests. Tokens are characters / 4 (OpenAI's rule of thumb for English: the judge's tokenizer is not the
+policy's). Every estimate says where it comes from:
+- the instruction's length: the iteration's own prompts (or `plan_inputs.instruction_chars`);
+- an answer's length: the samples already drawn (a resumed run), else `plan_inputs.answer_chars`, else the
+  data's teacher answers, else `sampling.max_new_tokens` x 4 characters (an upper bound);
+- the judge's tokens per request: those it used in earlier iterations (a resumed run), else the template's
+  text with the lengths above and `plan_inputs.judge_tokens_per_candidate` completion tokens per candidate.
+`plan_inputs.prompts_per_iteration` plans without reading the data (a setting too large to hold, e.g. the
+paper's 600k prompts): every length then comes from plan_inputs.
+
+dno-run writes the plan made at its start into plan.json, and each iteration's log holds the planned judge cost
+and tokens (`plan/judge_usd`, `plan/judge_prompt_tokens`, ...) beside the paid ones (`oracle/usd`, ...), and the
+remaining iterations planned again from what this one measured (`plan/remaining_judge_usd`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+from dno.runtime.files import read_json, read_jsonl
+from dno.runtime.layout import RunDir
+from dno.runtime.records import Samples, read_rows
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass(frozen=True)
+class Judge:
+    """What one question costs a judge: requests per prompt with n candidates, template characters, prices."""
+
+    kind: str  # listwise, pairwise or local (no API: costs nothing)
+    prices: tuple[float, float]  # USD per million prompt and completion tokens
+    batch_factor: float
+    template_chars: int  # the question's fixed text (system prompt and layout) for 2 candidates
+    per_candidate_chars: int  # what each more candidate adds to the layout
+    completion_per_candidate: float  # judge tokens per candidate (listwise); pairwise answers one token
+
+    def requests(self, candidates: int) -> int:
+        if self.kind == "local":
+            return 0
+        return 1 if self.kind == "listwise" else 2 * math.comb(candidates, 2)
+
+    def tokens(self, candidates: int, instruction: float, answer: float) -> tuple[float, float]:
+        """(prompt, completion) tokens of one request about `candidates` answers."""
+        if self.kind == "pairwise":
+            return (self.template_chars + instruction + 2 * answer) / CHARS_PER_TOKEN, 1.0
+        chars = self.template_chars + (candidates - 2) * self.per_candidate_chars + instruction + candidates * answer
+        return chars / CHARS_PER_TOKEN, self.completion_per_candidate * candidates
+
+    def usd(self, prompt: float, completion: float) -> float:
+        return (prompt * self.prices[0] + completion * self.prices[1]) / 1e6
+
+
+def judge_of(oracle, completion_per_candidate: float) -> Judge:
+    """The plan's view of an oracle: an API judge's template and prices, or a local one (free)."""
+    api = getattr(oracle, "api", None)
+    if api is None:
+        return Judge("local", (0.0, 0.0), 1.0, 0, 0, 0.0)
+    if oracle.is_listwise:
+        from dno.oracles.openai_listwise import SYSTEM, user_message
+
+        two, three = (len(SYSTEM) + len(user_message("", [""] * n)) for n in (2, 3))
+        return Judge("listwise", api.prices, api.options.batch_price_factor, two, three - two, completion_per_candidate)
+    from dno.oracles.openai_pairwise import SYSTEM, user_message
+
+    return Judge("pairwise", api.prices, api.options.batch_price_factor, len(SYSTEM) + len(user_message("", "", "")),
+                 0, 1.0)
+
+
+def measured(run: RunDir) -> dict:
+    """What earlier iterations of this run measured: answer characters, judge tokens per request, pairs."""
+    rows = read_jsonl(run.metrics) if run.metrics.exists() else []
+    answers = [len(r) for t in run.iterations() if run.iteration(t).samples.exists()
+               for s in read_rows(run.iteration(t).samples, Samples) for r in s.responses]
+    asked = sum(r.get("oracle/requests", 0) for r in rows)
+    found = {"answer_chars": statistics.fmean(answers)} if answers else {}
+    if asked:
+        found |= {"judge_prompt_tokens": sum(r.get("oracle/prompt_tokens", 0) for r in rows) / asked,
+                  "judge_completion_tokens": sum(r.get("oracle/completion_tokens", 0) for r in rows) / asked}
+    prompts = sum(r.get("data/prompts", 0) for r in rows)
+    if prompts:
+        found["pairs_per_prompt"] = sum(r.get("pairs/new", 0) for r in rows) / prompts
+    return found
+
+
+def cached_questions(oracle, run: RunDir, t: int) -> int:
+    """How many of iteration t's judge questions the cache already answers (listwise API judges, samples on
+    disk): a resumed plan does not count them again."""
+    d = run.iteration(t)
+    api = getattr(oracle, "api", None)
+    if api is None or api.cache is None or not oracle.is_listwise or not d.samples.exists():
+        return 0
+    from dno.oracles.openai_listwise import STRUCTURED_OUTPUTS, response_format
+    from dno.runtime.records import Judged
+
+    mode = oracle.mode or api.remembered("structured_output") or STRUCTURED_OUTPUTS[0]
+    hits = 0
+    for s in read_rows(d.samples, Samples):
+        candidates = Judged.candidates_of(s)[0]
+        messages, _ = oracle.question(s.prompt, candidates)
+        hits += api.cached(api.key(messages, {**oracle.params(), **response_format(mode, len(candidates))})) is not None
+    return hits
+
+
+def lengths(iteration_prompts: list, inputs: dict, found: dict, max_new_tokens: int) -> dict:
+    """The instruction and answer lengths (characters) the plan uses, each with where it comes from."""
+    if inputs.get("instruction_chars"):
+        instruction = (float(inputs["instruction_chars"]), "plan_inputs.instruction_chars")
+    else:
+        texts = [p.as_text() for part in iteration_prompts for p in part]
+        instruction = (statistics.fmean(map(len, texts)), "the data's prompts") if texts else (0.0, "no prompt")
+    teachers = [len(p.teacher) for part in iteration_prompts for p in part if p.teacher]
+    if "answer_chars" in found:
+        answer = (found["answer_chars"], "this run's samples so far")
+    elif inputs.get("answer_chars"):
+        answer = (float(inputs["answer_chars"]), "plan_inputs.answer_chars")
+    elif teachers:
+        answer = (statistics.fmean(teachers), "the data's teacher answers")
+    else:
+        answer = (float(max_new_tokens * CHARS_PER_TOKEN), "sampling.max_new_tokens x 4 characters (upper bound)")
+    return {"instruction_chars": instruction, "answer_chars": answer}
+
+
+def hours(bench: dict | None, samples: float, answer_tokens: float, train_tokens: float) -> dict:
+    """Sampling and training hours at a dno-bench report's throughputs (None: say it is missing)."""
+    if not bench:
+        return {}
+    sampling = bench["sampling"][-1] if isinstance(bench["sampling"], list) else bench["sampling"]
+    tps = sampling.get("ours_tokens_per_s") or sampling.get("dno_tokens_per_s")
+    update = train_tokens / bench["update"]["tokens_per_s"] + train_tokens / bench["reference"]["tokens_per_s"]
+    return {"sampling_hours": samples * answer_tokens / tps / 3600, "training_hours": update / 3600}
+
+
+def hours_source(bench: dict | None, path: str | None, model: str) -> str:
+    """Where the plan's hours come from, and a warning when the bench measured another model."""
+    if not bench:
+        return "missing: give plan_inputs.bench=PATH (a dno-bench report of this model and device)"
+    measured_model = bench.get("model", "?")
+    same = "" if measured_model == model else (f"; WARNING: it measured {measured_model}, not {model}: its hours are "
+                                               "not this run's (measure dno-bench with this model and device)")
+    return f"dno-bench report {path} ({bench['machine'].get('device', '?')}, {measured_model}){same}"
+
+
+def iteration_row(judge: Judge, n: int, per_request: tuple[float, float], cached: int, extra: dict) -> dict:
+    """One iteration's judge bill: `n` prompts, `per_request` (prompt, completion) tokens, `cached` answered."""
+    requests = n * extra["requests_per_prompt"]
+    paid = max(requests - cached, 0)
+    prompt, completion = paid * per_request[0], paid * per_request[1]
+    usd = judge.usd(prompt, completion)
+    return {"prompts": n, "samples": n * extra["k"], "judge_requests": requests, "judge_requests_cached": cached,
+            "judge_prompt_tokens": round(prompt), "judge_completion_tokens": round(completion), "judge_usd": usd,
+            "judge_usd_batch": usd * judge.batch_factor}
+
+
+def make_plan(cfg, oracle, teacher, splits, run_dir: Path) -> dict:
+    """The plan of the run `cfg` (module docstring); `splits` None when plan_inputs.prompts_per_iteration is set."""
+    inputs = dict(cfg.get("plan_inputs") or {})
+    run, k, iterations = RunDir(run_dir), cfg.schedule.samples_per_prompt, cfg.schedule.iterations
+    found = measured(run)
+    judge = judge_of(oracle, inputs.get("judge_tokens_per_candidate") or 140)
+    parts = [[] for _ in range(iterations)] if splits is None else splits.iterations
+    counts = [inputs["prompts_per_iteration"]] * iterations if splits is None else [len(p) for p in parts]
+    every = getattr(teacher, "answers_every_prompt", False)
+    share = inputs.get("teacher_share")
+    if share is None:
+        with_teacher = [p.teacher is not None for part in parts for p in part]
+        share = 1.0 if every else (statistics.fmean(with_teacher) if with_teacher else 0.0)
+    sizes = lengths(parts, inputs, found, cfg.sampling.max_new_tokens)
+    instruction, answer = sizes["instruction_chars"][0], sizes["answer_chars"][0]
+    candidates = k + round(share)
+    if "judge_prompt_tokens" in found:
+        per_request = (found["judge_prompt_tokens"], found["judge_completion_tokens"])
+        source = "measured in this run's earlier iterations"
+    else:
+        per_request = judge.tokens(candidates, instruction, answer)
+        source = "the judge's template with the lengths above"
+    bench = read_json(Path(inputs["bench"])) if inputs.get("bench") else None
+    pairs = found.get("pairs_per_prompt") or inputs.get("pairs_per_prompt") or math.comb(candidates, 2)
+    pairs_source = ("measured" if "pairs_per_prompt" in found else "plan_inputs.pairs_per_prompt"
+                    if inputs.get("pairs_per_prompt") else "every pair of the candidates (upper bound)")
+    rows = []
+    for t, n in enumerate(counts, start=1):
+        row = iteration_row(judge, n, per_request, cached_questions(oracle, run, t),
+                            {"k": k, "requests_per_prompt": judge.requests(candidates)})
+        train_tokens = n * pairs * 2 * (instruction + answer) / CHARS_PER_TOKEN
+        rows.append({"iteration": t, **row, **hours(bench, n * k, answer / CHARS_PER_TOKEN, train_tokens)})
+    n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
+    val_tokens = judge.tokens(3 if judge.kind == "listwise" else 2, instruction, answer)
+    val_requests = n_val * (1 if judge.kind == "listwise" else 4 if judge.kind == "pairwise" else 0)
+    validation = {"requests_per_iteration": val_requests,
+                  "usd_per_iteration": judge.usd(val_requests * val_tokens[0], val_requests * val_tokens[1])}
+    total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "iteration"} if rows else {}
+    total["validation_usd"] = validation["usd_per_iteration"] * iterations
+    if every and judge.kind != "local":  # the best-of-n teacher judges n samples of pi_1 per prompt, once
+        n = getattr(teacher, "n", 8)
+        tokens = judge.tokens(n, instruction, answer)
+        requests = sum(counts) * judge.requests(n)
+        total["teacher_usd"] = judge.usd(requests * tokens[0], requests * tokens[1])
+    model = getattr(getattr(oracle, "api", None), "model", type(oracle).__name__)
+    return {"judge": {"kind": judge.kind, "model": model, "price_per_1m": list(judge.prices),
+                      "batch_price_factor": judge.batch_factor},
+            "candidates_per_prompt": candidates, "teacher_share": share,
+            "estimates": {**{k_: {"value": v, "source": s} for k_, (v, s) in sizes.items()},
+                          "judge_tokens_per_request": {"value": list(per_request), "source": source},
+                          "pairs_per_prompt": {"value": pairs, "source": pairs_source}},
+            "hours_from": hours_source(bench, inputs.get("bench"), cfg.model.name),
+            "iterations": rows, "validation": validation, "total": total}
+
+
+def plan_table(plan: dict) -> str:
+    """The plan as a terminal table, then where its estimates come from."""
+    lines = [f"judge {plan['judge']['model']} ({plan['judge']['kind']}), ${plan['judge']['price_per_1m'][0]:g} and "
+             f"${plan['judge']['price_per_1m'][1]:g} per million prompt and completion tokens, the Batch API at "
+             f"{plan['judge']['batch_price_factor']:g}x; {plan['candidates_per_prompt']} candidates per prompt", "",
+             "| iteration | prompts | samples | judge requests (cached) | prompt tokens | completion tokens | "
+             "direct USD | batch USD | sampling h | training h |", "|---" * 10 + "|"]
+    for r in [*plan["iterations"], {"iteration": "total", **plan["total"]}]:
+        h = [f"{r[k]:.1f}" if k in r else "-" for k in ("sampling_hours", "training_hours")]
+        lines.append(f"| {r['iteration']} | {r['prompts']:,} | {r['samples']:,} | {r['judge_requests']:,} "
+                     f"({r['judge_requests_cached']:,}) | {r['judge_prompt_tokens']:,} | "
+                     f"{r['judge_completion_tokens']:,} | {r['judge_usd']:,.2f} | {r['judge_usd_batch']:,.2f} | "
+                     f"{h[0]} | {h[1]} |")
+    lines += ["", f"validation: {plan['validation']['requests_per_iteration']:,} judge requests per iteration, "
+                  f"${plan['validation']['usd_per_iteration']:,.2f} direct", f"hours: {plan['hours_from']}",
+              "estimates: " + "; ".join(f"{k} {json.dumps(v['value'])} ({v['source']})"
+                                        for k, v in plan["estimates"].items())]
+    return "\n".join(lines)
+
+
+def plan_metrics(plan: dict, t: int, paid: dict) -> dict:
+    """The plan's iteration t, logged beside what was paid (`plan/...` and `oracle/...`), and the iterations left
+    planned again with the judge tokens per request this iteration measured (`plan/remaining_judge_usd`)."""
+    rows = plan.get("iterations", [])
+    if not rows or (plan["judge"]["kind"] == "local" and "sampling_hours" not in rows[0]):
+        return {}  # a local judge costs nothing: nothing to hold against
+    row = rows[t - 1] if t <= len(rows) else {}
+    out = {f"plan/{k}": v for k, v in row.items() if k.startswith("judge_") or k.endswith("_hours")}
+    asked = paid.get("oracle/requests", 0)
+    if asked and plan["judge"]["kind"] != "local":
+        prompt, completion = (paid.get(f"oracle/{k}_tokens", 0) / asked for k in ("prompt", "completion"))
+        price = plan["judge"]["price_per_1m"]
+        left = sum(r["judge_requests"] - r["judge_requests_cached"] for r in rows[t:])
+        out["plan/remaining_judge_usd"] = left * (prompt * price[0] + completion * price[1]) / 1e6
+    return out
+
