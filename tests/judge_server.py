@@ -102,7 +102,11 @@ class JudgeServer:
         self.requests: list[dict] = []  # every request received: time, authorization, body, fault
         self.position_bias, self.timeout_sleep, self.latency = position_bias, timeout_sleep, latency
         self.lock = threading.Lock()
-        self.in_flight = self.max_in_flight = 0
+        self.in_flight = self.max_in_flight = self.replied = 0
+        # hold(n): the n+1-th request and those after it get no answer until release(): a kill lands inside a stage
+        self.held_from: int | None = None
+        self.released = threading.Event()
+        self.released.set()
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batch_faults: list[str | None] = []
@@ -141,7 +145,10 @@ class JudgeServer:
                                             "form": form_of(body)})
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    held = server.held_from is not None and len(server.requests) > server.held_from
                 try:
+                    if held:
+                        server.released.wait(timeout=600)
                     time.sleep(server.latency)
                     status, payload, headers = server.answer(body, fault)
                     data = json.dumps(payload).encode()
@@ -151,6 +158,8 @@ class JudgeServer:
                         self.send_header(k, v)
                     self.end_headers()
                     self.wfile.write(data)
+                    with server.lock:
+                        server.replied += 1
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up
                 finally:
@@ -162,11 +171,23 @@ class JudgeServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
+    def hold(self, answered: int) -> None:
+        """Answer the next `answered` requests, then hold every later one until release()."""
+        with self.lock:
+            self.held_from = len(self.requests) + answered
+            self.released.clear()
+
+    def release(self) -> None:
+        with self.lock:
+            self.held_from = None
+            self.released.set()
+
     def __enter__(self) -> JudgeServer:
         self.thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 

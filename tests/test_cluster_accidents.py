@@ -6,6 +6,7 @@ most the requests in flight at a kill were paid twice."""
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -64,14 +65,17 @@ def without_times(rows: list[dict]) -> list[dict]:
 
 def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     rng = random.Random(7)
-    # each answer takes 0.5 s: the judge stage lasts over 1 s (6 prompts, 4 at a time), so a kill within
-    # 0.2 s of its first question lands inside it however loaded the machine (a kill timed from DONE.sample raced
-    # it under load, and so did 0.25 s answers under a full test suite beside other work)
+    # the server answers a seeded number of the run's first questions and holds the rest until the kill: the kill
+    # lands inside the judge stage, after some answers were paid, however loaded the machine (a kill timed by the
+    # clock raced the stage under a full test suite on the 2-core CI machine)
     with JudgeServer(latency=0.5) as server:
         reference = tmp_path / "reference"
         assert start(command(server, reference, tmp_path / "ref.sqlite")).wait(timeout=300) == 0
         asked_alone = questions(server.requests)
         server.requests.clear()
+        replied = server.replied
+        answered = rng.randint(1, CONCURRENCY - 1)  # the answers the first attempt is paid before its kill
+        server.hold(answered)
 
         run_dir, cmd = tmp_path / "run", command(server, tmp_path / "run", tmp_path / "judge.sqlite")
         first = start(cmd)  # 1. a double submit: the second is refused at once, naming the first
@@ -79,14 +83,15 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         second = start(cmd)
         assert second.wait(timeout=120) == 2 and f"in use by PID {first.pid} on " in second.stderr.read()
 
-        wait_for(run_dir / "iter_1" / "DONE.sample", first)  # 2. kill -9 while the judge is being asked: after
-        deadline = time.time() + 60  # its first question arrived, within the 0.5 s the answers take
-        while not server.requests and first.poll() is None and time.time() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.2))
+        deadline = time.time() + 240  # 2. kill -9 while the judge is being asked
+        while (len(server.requests) <= answered or server.replied < replied + answered) and first.poll() is None \
+                and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # the answers it got are written to its cache
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
-        assert not (run_dir / "iter_1" / "DONE.judge").exists(), "the kill came too late to prove anything"
+        server.release()
+        assert not (run_dir / "iter_1" / "DONE.judge").exists() and len(server.requests) > answered
 
         full = start(cmd, limit_kb=4096)  # 3. a full disk: the 13 MB checkpoint does not fit
         _, err = full.communicate(timeout=300)
@@ -120,7 +125,9 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
         shutil.copytree(f"{make_cfg().cache_dir}/tokenizers", tmp_path / "cache" / "tokenizers")  # no 15 s parse
         harmless = ["logger=none", "method=renamed", "train.process_timeout_min=5", f"cache_dir={tmp_path / 'cache'}",
                     "oracle.max_requests=1000", "oracle.budget_usd=5", "resume=continue", "oracle.max_concurrency=3",
-                    "oracle.max_retries=4", "oracle.timeout_s=50"]
+                    "oracle.max_retries=4", "oracle.timeout_s=50", "oracle.price_input_per_1m=3",
+                    "oracle.batch_poll_s=5", f"oracle.server_log={tmp_path / 'server.log'}",
+                    "plan_inputs.judge_tokens_per_candidate=150"]
         assert start([*cmd, *harmless]).wait(timeout=300) == 0
 
         asked = questions(server.requests)
@@ -135,7 +142,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     assert "iter_1/judge is redone, and so are DONE.pairs, DONE.reference, DONE.train" in log
     a, b = (load_file(d / "iter_1" / "checkpoint" / "model.safetensors") for d in (run_dir, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the cut checkpoint replaced by the redone update, to the bit
-    oracle = ["oracle.max_requests", "oracle.budget_usd", "oracle.max_concurrency", "oracle.max_retries",
-              "oracle.timeout_s"]  # each changed in step 7; the benchmarks' judges' (eval.*) in test_mt_bench.py
-    assert sorted(h for h in HARMLESS if not h.startswith("eval.")) == sorted(
-        ["logger", "train.process_timeout_min", "cache_dir", "method", "resume", *oracle])
+    changed = [h.split("=")[0] for h in harmless]  # each harmless key but plan (true stops before any work) was
+    # changed in step 7; the benchmarks' judges' (eval.*) are in test_mt_bench.py
+    assert [h for h in HARMLESS if not h.startswith("eval.") and h != "plan"
+            and not any(fnmatch.fnmatchcase(c, h) or c.startswith(h + ".") for c in changed)] == []

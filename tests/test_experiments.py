@@ -15,7 +15,7 @@ from helpers import REPO, make_cfg, run
 def pairs_of(job, t: int = 1) -> list[PairRow]:
     return read_rows(RunDir(job).iteration(t).pairs, PairRow)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.experiment]
 ROWS = ["table1_sft_positives", "table1_offline_dpo", "table1_spin", "table1_dno_restrictive",
         "table1_dno_lookahead", "table1_dno", "table1_dno_eq8"]
 

@@ -175,6 +175,7 @@ def test_the_final_stage_with_too_few_valid_annotations_fails_with_a_message(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.experiment
 def test_a_small_judge_through_the_loop_and_experiments_open_judge(tmp_path):
     """A small model served without a schema: dno-run stops at the judge (exit 3). experiments/open_judge.sh
     against the same server (standing in for llama.cpp's: json_schema refused): asked for json_object and let
