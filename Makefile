@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint clean
+.PHONY: install demo test test-fast test-experiments test-cluster vllm test-vllm lint clean
 
 install: $(STAMP)
 
@@ -27,7 +27,18 @@ demo: install
 TEST_JOBS ?= 2
 
 test: install
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not cluster and not vllm and not experiment"
+
+# The tests that run an experiments/ script end to end (each runs several dno-runs: 10 min on the 2-core CI machine
+# together); CI runs them after `make test`, which stays under 10 minutes without them.
+test-experiments: install
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m experiment
+
+# A real one-node SLURM cluster on this machine (root: apt-get installs slurm-wlm, slurmdbd, munge, MariaDB), the
+# launcher's sweep, requeue, time limit and scancel on it, then the cluster is stopped again.
+test-cluster: install
+	experiments/local_slurm.sh up
+	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py; status=$$?; experiments/local_slurm.sh down; exit $$status
 
 # The unit tests, without the tests that start an app (marked slow): a contributor's inner loop.
 test-fast: install
