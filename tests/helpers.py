@@ -25,6 +25,9 @@ SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=r
 # (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
 DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]
 SUBMITIT = ["-m", *DDP, "seed=0,1", "hydra/launcher=submitit_local"]
+# The README's vLLM command (SmolLM2 sampled on vLLM's CPU build), run for real by tests/test_vllm.py
+VLLM = ["generation.backend=openai_server", "generation/server=vllm_cpu", "schedule=smoke", "schedule.iterations=1",
+        "logger=none"]
 VARIANTS_RUN = ("dno", "ipo", "sppo", "best_vs_worst")  # the variants test_loop.py's sweep runs on SMOKE
 # The README's LoRA command, run for real by tests/test_lora.py (one process, then two killed and resumed)
 LORA_RUN = [*DDP, "model.lora.r=4", "model.lora.alpha=8", "logger=none"]

@@ -19,6 +19,7 @@ from dno.runtime.layout import RunDir
 from dno.runtime.lock import acquire
 from dno.runtime.signals import PREEMPTED_EXIT
 from helpers import REPO, dno_run, program, run
+from judge_server import JudgeServer
 
 
 def cluster_up() -> bool:
@@ -107,23 +108,34 @@ def test_a_requeue_during_iteration_2_resumes_to_the_same_result_and_the_lock_ho
     assert "stopped by SIGTERM" in log and "skip iter_1/train (done)" in log  # resumed, not redone
 
 
-def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(tmp_path, undisturbed):
-    sweep = tmp_path / "sweep"
-    proc = launch(sweep, "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20",
-                  "hydra.launcher.max_num_timeout=6")
-    job = None
-    deadline = time.time() + 600
-    while proc.poll() is None and time.time() < deadline:  # the job requeued by its own timeout: start it now
-        ids = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout.split()
-        if len(ids) == 2 and ids[1] == "PENDING" and job is not None:
-            start_now(ids[0], proc)
-        job = ids[0] if ids else job
-        time.sleep(0.5)
-    out, _ = proc.communicate(timeout=60)
+def test_a_job_at_its_time_limit_is_requeued_by_submitit_and_resumes(tmp_path):
+    """A judge that answers in 1 s, one question at a time, makes the run outlast its first 40 s (a 1-minute limit,
+    SIGUSR2 20 s before it) however fast the machine: the time limit always lands inside the run."""
+    with JudgeServer(latency=1.0) as server:
+        judge = ["oracle=openai_listwise", f"oracle.base_url={server.url}", "oracle.api_key_env=null",
+                 "oracle.model=scripted-judge", "oracle.max_concurrency=1"]
+        reference = tmp_path / "reference"
+        dno_run(*SMOKE_RUN, "seed=0", *judge, f"oracle.cache_path={tmp_path / 'ref.sqlite'}",
+                f"hydra.run.dir={reference}", timeout=600)
+        sweep = tmp_path / "sweep"
+        proc = launch(sweep, *judge, f"oracle.cache_path={tmp_path / 'judge.sqlite'}", "hydra.launcher.timeout_min=1",
+                      "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_num_timeout=6")
+        job = None
+        deadline = time.time() + 900
+        while proc.poll() is None and time.time() < deadline:  # the job requeued by its own timeout: start it now
+            ids = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True).stdout.split()
+            if len(ids) == 2 and ids[1] == "PENDING" and job is not None:
+                start_now(ids[0], proc)
+            job = ids[0] if ids else job
+            time.sleep(0.5)
+        out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out[-3000:]
     logs = "".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.out"))
     assert "Requeued job" in logs or "requeue" in logs.lower()  # submitit's checkpoint-and-requeue on SIGUSR2
-    assert without_times(read_json(RunDir(sweep / "0").summary)) == without_times(undisturbed)
+    paid = ("oracle/", "plan/")  # what each attempt paid: a question in flight at the signal is asked again
+    summary, alone = ({k: v for k, v in without_times(read_json(RunDir(d).summary)).items() if not k.startswith(paid)}
+                      for d in (sweep / "0", reference))
+    assert summary == alone and summary["final/iterations"] == 2
 
 
 def test_scancel_signal_term_ends_the_run_with_exit_4_and_it_resumes(tmp_path, undisturbed):

@@ -1,12 +1,16 @@
 """The loop under `accelerate launch` with 2 CPU processes (gloo) equals 1 process with the same
-effective batch: samples, pairs, reference log-probs and every checkpoint's parameters."""
+effective batch: samples, pairs, reference log-probs and every checkpoint's parameters; so do two machines
+(simulated on loopback: two launches with --num_machines 2), and a machine that dies stops the other at once."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -55,9 +59,63 @@ def test_two_processes_really_ran(runs):
         assert len(shares) == 2 and min(shares) > 0 and sum(shares) == train["train/pairs"]
 
 
+def machine(rank: int, port: int, run_dir: Path) -> subprocess.Popen:
+    """Machine `rank` of two (one process each), meeting machine 0 on 127.0.0.1:`port`: the README's command."""
+    return subprocess.Popen(
+        [str(REPO / ".venv/bin/accelerate"), "launch", "--config_file", str(REPO / "conf/accelerate/cpu_ddp.yaml"),
+         "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip",
+         "127.0.0.1", "--main_process_port", str(port), "-m", "dno.apps.run", *DDP, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+@pytest.mark.cluster  # make test-cluster
+def test_two_machines_on_loopback_match_one_process(runs, tmp_path):
+    port = free_port()
+    machines = [machine(rank, port, tmp_path / "two") for rank in (0, 1)]
+    for m in machines:
+        _, err = m.communicate(timeout=600)
+        assert m.returncode == 0, err[-3000:]
+    same_iterations(runs[0], tmp_path / "two")
+    train = json.loads((tmp_path / "two" / "iter_1" / "DONE.train").read_text())
+    assert train["train/processes"] == 2 and min(train["train/pairs_per_process"]) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_machine_that_dies_stops_the_other_at_once_and_both_resume(runs, tmp_path):
+    run_dir, port = tmp_path / "run", free_port()
+    first, second = (machine(rank, port, run_dir) for rank in (0, 1))
+    deadline = time.time() + 300
+    while not (run_dir / "iter_1" / "DONE.sample").exists() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    machine_1 = psutil.Process(second.pid)  # machine 1 is gone (power, a node failure): its launcher and its
+    for p in [*machine_1.children(recursive=True), machine_1]:  # worker (torchrun starts it in its own session)
+        p.kill()
+    killed = time.time()
+    second.wait()
+    _, err = first.communicate(timeout=120)  # not the 720 minutes of train.process_timeout_min
+    assert time.time() - killed < 60, time.time() - killed
+    assert first.returncode != 0 and "dno-run: another process of this run is gone (" in err, err[-3000:]
+    assert "start the same command again on every machine" in err
+    port = free_port()
+    machines = [machine(rank, port, run_dir) for rank in (0, 1)]  # the same command on both: it resumes
+    for m in machines:
+        _, err = m.communicate(timeout=600)
+        assert m.returncode == 0, err[-3000:]
+    assert "skip iter_1/sample (done)" in (run_dir / "run.log").read_text()
+    same_iterations(runs[0], run_dir)
+
+
 @pytest.mark.slow
 def test_two_processes_match_one(runs):
-    one, two = runs
+    same_iterations(*runs)
+
+
+def same_iterations(one: Path, two: Path) -> None:
+    """Runs `one` and `two` drew the same samples, made the same pairs and reached the same weights."""
+    runs = (one, two)
     for f in ("init/val_samples.jsonl", "init/test_samples.jsonl", "iter_1/samples.jsonl", "iter_2/samples.jsonl"):
         assert (one / f).read_text() == (two / f).read_text(), f
     for t in (1, 2):

@@ -48,6 +48,17 @@ def port_open(url: str) -> bool:
         return s.connect_ex((host, int(port))) == 0
 
 
+@pytest.mark.parametrize("api,message", [
+    ("text_only", "does not accept the request dno sends (a prompt of token ids, n, seed"),
+    ("no_seed", "ignores `seed`: the same request drew different texts")])
+def test_a_server_with_another_api_stops_before_sampling(tiny, tmp_path, api, message):
+    path, _, _ = tiny
+    server = ServerBackend(OmegaConf.merge(make_cfg(serve(f" --api {api}")).generation.server, {}))
+    with pytest.raises(GenerationError, match=message.replace("(", r"\(").replace("`", "`")), \
+            server.serving(str(path), tmp_path / "server.log", seed=5, dtype="float32"):
+        pass
+
+
 def test_server_samples_what_generate_draws_with_the_same_seed(tiny, tmp_path):
     path, model, tok = tiny
     sampling = SamplingOptions(max_new_tokens=10, temperature=1.0, top_p=1.0)  # top_k 50, as generate
@@ -68,7 +79,8 @@ def test_server_samples_what_generate_draws_with_the_same_seed(tiny, tmp_path):
         expected = [tok.decode(row[len(ids):], skip_special_tokens=True).strip() for row in out]
         assert first[i] == expected
     log = (tmp_path / "server.log").read_text()
-    assert log.startswith("$ ") and "-m dno.policy.serve" in log and log.count("POST /v1/completions") == 4
+    posts = log.count("POST /v1/completions")
+    assert log.startswith("$ ") and "-m dno.policy.serve" in log and posts == 2 + 4  # the API check, then samples
 
 
 def test_a_server_that_never_answers_times_out(tmp_path):
@@ -100,7 +112,7 @@ def test_loop_samples_through_the_server_and_resumes_after_a_crash(tmp_path):
     assert len(rows) == 6 and all(len(r.responses) == 4 for r in rows)
     log = (run / "iter_1" / "server.log").read_text()
     assert log.count("$ ") == 2 and "--exit-after 2" in log  # one server per attempt, each logged
-    assert log.split("$ ")[-1].count("POST /v1/completions") == 6  # one request (n=4) per prompt
+    assert log.split("$ ")[-1].count("POST /v1/completions") == 2 + 6  # the API check, a request (n=4) per prompt
     assert json.loads((run / "summary.json").read_text())["alpaca_eval/n_total"] == 8
 
 

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dno.runtime.config import validate
 from dno.runtime.layout import RunDir
-from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, dno_eval, dno_run, make_cfg, run
+from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, VLLM, dno_eval, dno_run, make_cfg, run
 
 README = (REPO / "README.md").read_text()
 BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
@@ -27,7 +27,8 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             "experiments/table1.sh", "experiments/nash.sh", "experiments/bench.sh", "experiments/table1_seeds.sh",
             "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py", ".venv/bin/dno-report",
             "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py",
-            ".venv/bin/python experiments/judge_bill.py")
+            ".venv/bin/python experiments/judge_bill.py", "experiments/local_slurm.sh",
+            ".venv/bin/python experiments/vllm_cpu.py")
 
 
 def without_env(command: str) -> str:
@@ -212,6 +213,10 @@ def runs_elsewhere(args: list[str]) -> str | None:
         return "test_experiments.py runs every Table 1 row through experiments/table1.sh on SMOKE"
     if args[0].removeprefix("loss=") in VARIANTS_RUN and args[1:3] == ["model=tiny_random", "schedule=smoke"]:
         return "test_loop.py's every-variant sweep runs it on SMOKE"
+    if "hydra/launcher=slurm_cpu" in args:
+        return "test_cluster.py runs it on the local SLURM cluster (make test-cluster)"
+    if "generation/server=vllm_cpu" in args:
+        return "test_vllm.py runs it on vLLM's CPU build (make test-vllm)"
     return None
 
 
@@ -222,7 +227,12 @@ def test_commands_run_elsewhere_are_few_and_named():
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
         "experiment=table1_spin model=tiny_random schedule=smoke",
         " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
-        "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke"]
+        "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke",
+        "-m seed=0,1 model=tiny_random schedule=smoke logger=none hydra/launcher=slurm_cpu "
+        "hydra.sweep.dir=multirun/slurm-smoke",
+        "generation.backend=openai_server generation/server=vllm_cpu schedule=smoke schedule.iterations=1 "
+        "logger=none hydra.run.dir=outputs/vllm-smoke"]
+    assert [*VLLM, "hydra.run.dir=outputs/vllm-smoke"] in DNO_RUNS  # test_vllm.py's command
 
 
 @pytest.mark.slow
@@ -247,15 +257,19 @@ LAUNCHES = [shlex.split(c)[2:] for c in COMMANDS if c.startswith(".venv/bin/acce
 def test_readme_accelerate_commands_compose(args):
     from accelerate.commands.config.config_args import load_config_from_file
 
-    assert args[0] == "--config_file" and args[2:4] == ["-m", "dno.apps.run"], args
-    processes = load_config_from_file(str(REPO / args[1])).num_processes
-    overrides = [a for a in args[4:] if not a.startswith("hydra.")]
+    flags, module = args[:args.index("-m")], args[args.index("-m"):]
+    assert flags[0] == "--config_file" and module[:2] == ["-m", "dno.apps.run"], args
+    options = dict(zip(flags[::2], flags[1::2], strict=True))
+    processes = int(options.get("--num_processes", load_config_from_file(str(REPO / flags[1])).num_processes))
+    overrides = [a for a in module[2:] if not a.startswith("hydra.")]
     assert any(a.startswith("hydra.run.dir=") for a in args), "every process needs the same run directory"
     cfg = make_cfg(*overrides)
     validate(cfg, processes)
     applied(cfg, overrides)
-    if args[1].endswith("cpu_ddp.yaml"):  # run for real by tests/test_distributed.py
+    if flags[1].endswith("cpu_ddp.yaml"):  # run for real by tests/test_distributed.py (one machine and two)
         assert overrides == DDP
+    if "--num_machines" in options:  # the command of test_two_machines_on_loopback_match_one_process
+        assert options["--num_machines"] == "2" and options["--main_process_ip"] == "127.0.0.1"
 
 
 BENCHES = args_of("experiments/bench.sh") + args_of(".venv/bin/dno-bench")
@@ -393,3 +407,14 @@ def test_the_judge_bill_script_runs_and_its_report_reads(tmp_path):
     assert "Batch / direct: **0." in proc.stdout and "planned for iterations 2-2" in proc.stdout
     ratio = float(re.search(r"Batch / direct: \*\*(0\.\d+)\*\*", proc.stdout).group(1))
     assert 0.5 < ratio < 0.6  # half, but for the first question, asked directly to settle the form
+
+
+def test_the_vllm_numbers_in_the_readme_are_results_vllm_cpu_md():
+    report = " ".join((REPO / "results" / "vllm_cpu.md").read_text().split())
+    readme = " ".join(README[README.index("**vLLM on CPU.**"):README.index("## Where the time goes")].split())
+    rates = re.findall(r"\| (\d+\.\d) \| (\d\.\d\d) \|", report)  # tokens/s and mean score per sampler
+    (ours, our_score), (theirs, their_score) = rates
+    assert f"**{theirs}** tokens/s against **{ours}**" in readme and f"({their_score} and {our_score} of 6" in readme
+    for pattern in (r"\*\*(\d\.\d\d)x?\*\*", r"\*\*(\d+ s)\*\*", r"\*\*(\d+\.\d GB)\*\*"):
+        assert re.findall(pattern, readme) and set(re.findall(pattern, readme)) <= set(re.findall(pattern, report))
+    assert "0.36x" in readme and "vLLM / dno tokens/s: **0.36**" in report

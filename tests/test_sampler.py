@@ -162,3 +162,30 @@ def test_static_and_dynamic_caches_draw_the_same_samples(small_vocab):
     finished = [r for r in static if r[-1] == 1]
     assert 3 <= len(finished) < 12 and min(map(len, finished)) < 6  # rows did leave the batch early
     assert run(drop_frac=2.0) == run(drop_frac=1e-9)  # dropping finished rows changes nothing drawn
+
+
+@pytest.mark.parametrize("sampler", ["shared_prefill", "generate"])
+@torch.no_grad()
+def test_three_sampling_jobs_merged_are_one_jobs_file_byte_for_byte(tiny, tmp_path, sampler):
+    """An iteration's sampling split into shards (N processes, a SLURM array, N servers), each its own job with its
+    own loaded model, merged by prompt index: the samples file is one job's, byte for byte, because each sample's
+    random stream is (seed, prompt index, sample index) (shared_prefill) or the batch's start (generate)."""
+    from dno.data import Prompt
+    from dno.runtime.records import Samples, write_rows
+
+    model, tok = tiny
+    prompts = [Prompt(f"p{i}", [{"role": "user", "content": f"Question {i}" + " and more" * (i % 3)}])
+               for i in range(11)]
+    opts = SamplingOptions(max_new_tokens=12, temperature=1.0, top_p=0.95, batch_size=8, sampler=sampler)
+    messages = [p.messages for p in prompts]
+    one, _ = Sampler(model, tok, opts).sample(messages, n=4, seed=9)
+    write_rows(tmp_path / "one.jsonl", [Samples(p, r) for p, r in zip(prompts, one, strict=True)])
+    starts = list(range(0, len(prompts), opts.prompts_per_batch(4)))
+    merged: dict[int, list[str]] = {}
+    for job in range(3):  # job j of 3 takes every third batch, as dno.runtime.distributed.shard assigns them
+        fresh = load_model(make_cfg("model=tiny_random").model, make_cfg().cache_dir, tok)
+        mine, texts, _ = Sampler(fresh, tok, opts).sample_shard(messages, starts[job::3], n=4, seed=9)
+        assert not set(mine) & set(merged)
+        merged.update(zip(mine, texts, strict=True))
+    write_rows(tmp_path / "merged.jsonl", [Samples(p, merged[i]) for i, p in enumerate(prompts)])
+    assert len(starts) >= 3 and (tmp_path / "merged.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()

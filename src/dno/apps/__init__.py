@@ -49,6 +49,14 @@ def job(app: str) -> Job:
                                tuple(hc.overrides.task)))
 
 
+def lost_peer(e: BaseException) -> bool:
+    """The collective failed because a peer process is gone (gloo: "Connection closed by peer"; NCCL: a remote
+    error or a broken connection), not because of this process's own work."""
+    text = str(e)
+    return (type(e).__name__ in ("DistBackendError", "DistNetworkError") or
+            "Connection closed by peer" in text or "Connection reset by peer" in text and "gloo" in text)
+
+
 def exit_codes(app: str, fn: Callable[[], object]):
     """Run `fn`; a ConfigError exits 2, a resumable failure exits 3, SIGTERM or Ctrl-C exits 4 (the same
     command resumes), each with one line on stderr."""
@@ -68,6 +76,11 @@ def exit_codes(app: str, fn: Callable[[], object]):
         print(f"{app}: {e}", file=sys.stderr)
         sys.exit(3)
     except Exception as e:
+        if lost_peer(e):  # a process of this run (on this machine or another) died: this one stops at once
+            log.error("another process of this run is gone: %s", e)
+            print(f"{app}: another process of this run is gone ({str(e).splitlines()[0][:300]}); every finished "
+                  "stage is intact: start the same command again on every machine to resume", file=sys.stderr)
+            sys.exit(3)
         if not is_disk_full(e):
             raise
         log.error("a write failed for lack of space: %s", e)

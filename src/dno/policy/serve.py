@@ -6,7 +6,9 @@ It speaks the part of vLLM's API that `generation.backend=openai_server` uses: G
 GET /v1/models, POST /v1/completions with a prompt given as text or token ids, n, max_tokens,
 temperature, top_p, top_k, seed and vLLM's `stop_token_ids`. Requests are served one at a time. It is
 not a replacement for vLLM: no batching across requests, no paged attention.
-`--exit-after N` makes it crash on the request after the first N (to test the loop's handling of a dead server).
+`--exit-after N` makes it crash on the request after the first N (to test the loop's handling of a dead server);
+`--api text_only` (no token-id prompts) or `--api no_seed` (the seed ignored) make it speak another API, to test
+the client's API check.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 class Engine:
-    def __init__(self, checkpoint: str) -> None:
-        self.name = checkpoint
+    def __init__(self, checkpoint: str, api: str = "vllm") -> None:
+        self.name, self.api = checkpoint, api
         self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
         self.model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
         self.lock = threading.Lock()
@@ -34,13 +36,13 @@ class Engine:
     def complete(self, body: dict) -> dict:
         prompt = body["prompt"]
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"] if isinstance(prompt, str) else prompt
-        if not ids or not all(isinstance(i, int) for i in ids):
-            raise ValueError("prompt must be a string or a list of token ids")
+        if not ids or not all(isinstance(i, int) for i in ids) or (self.api == "text_only" and ids is prompt):
+            raise ValueError("prompt must be a string" + ("" if self.api == "text_only" else " or a list of token ids"))
         n = int(body.get("n", 1))
         eos = list(body.get("stop_token_ids") or []) + [self.tokenizer.eos_token_id]
         temperature = float(body.get("temperature", 1.0))
         with self.lock:
-            torch.manual_seed(int(body.get("seed", 0)))
+            torch.manual_seed(int(body.get("seed", 0)) if self.api != "no_seed" else self.completions)
             out = self.model.generate(
                 input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                 do_sample=temperature > 0, temperature=temperature or None, top_p=float(body.get("top_p", 1.0)),
@@ -104,8 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--exit-after", type=int, default=None)
+    p.add_argument("--api", choices=("vllm", "text_only", "no_seed"), default="vllm")
     args = p.parse_args(argv)
-    engine = Engine(args.checkpoint)
+    engine = Engine(args.checkpoint, args.api)
     server = ThreadingHTTPServer((args.host, args.port), handler(engine, args.exit_after))
     print(f"serving {args.checkpoint} on http://{args.host}:{args.port}/v1", flush=True)
     server.serve_forever()

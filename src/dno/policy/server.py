@@ -7,14 +7,20 @@ what the in-process sampler would; n=K, a seed per prompt, EOS as the stop token
 server before training needs the GPU. A server that exits, never becomes healthy, or stops
 answering is a GenerationError after its timeout; the samples file is written only when complete.
 
-Command placeholders: {checkpoint} {port} {host} {seed} {dtype} {tensor_parallel} {data_parallel}
-{python} (this interpreter). `python -m dno.policy.serve {checkpoint} --port {port}` is the small
-transformers server this project ships for tests.
+Command placeholders: {checkpoint} {port} {seed} {dtype} {python} (this interpreter) {cpus} (this process's
+cores, e.g. 0-1) and every scalar key of `generation.server` ({host} {tensor_parallel} ...; conf/generation/server/:
+`vllm` for `vllm serve` on GPUs, `vllm_cpu` for vLLM's CPU build). `python -m dno.policy.serve {checkpoint}
+--port {port}` is the small transformers server this project ships for tests.
+
+Before sampling, one small request checks that the server speaks the API this client needs: a prompt given as
+token ids, `n`, and a `seed` that makes the draw reproducible (two identical requests give the same texts). The
+request format was checked against vllm-cpu 0.32.0 (`make test-vllm`) and dno.policy.serve.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 import signal
@@ -87,6 +93,42 @@ class Server:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
+    def check_api(self, seed: int) -> None:
+        """One prompt of token ids, n=2 and a seed, asked twice: a server that rejects the request (no token-id
+        prompts, no `seed`, no `n`) or draws differently under the same seed is a GenerationError naming what
+        differs, before any sampling (vLLM has changed its request format between versions)."""
+        import openai
+
+        client = openai.OpenAI(base_url=self.base_url, api_key="EMPTY", timeout=self.cfg.request_timeout_s,
+                               max_retries=self.cfg.max_retries)
+        version = self.version()
+        try:
+            model = client.models.list().data[0].id
+            draws = [[c.text for c in sorted(client.completions.create(
+                model=model, prompt=[1, 2, 3, 4], n=2, seed=seed, max_tokens=8, temperature=1.0).choices,
+                key=lambda c: c.index)] for _ in range(2)]
+        except openai.OpenAIError as e:
+            self.check_alive()
+            raise GenerationError(f"the generation server{version} does not accept the request dno sends (a prompt "
+                                  f"of token ids, n, seed; checked with vllm-cpu 0.32.0): {type(e).__name__}: {e}"
+                                  ) from None
+        if len(draws[0]) != 2:
+            raise GenerationError(f"the generation server{version} returned {len(draws[0])} responses for n=2")
+        if draws[0] != draws[1]:
+            raise GenerationError(f"the generation server{version} ignores `seed`: the same request drew different "
+                                  "texts, so samples would not be reproducible (vLLM: a seed needs "
+                                  "--no-enable-chunked-prefill on CPU)")
+        with open(self.log_file, "a") as log:
+            log.write(f"dno: the server{version} passed the API check (token-id prompt, n, seed)\n")
+
+    def version(self) -> str:
+        """` (vLLM 0.32.0)` from vLLM's GET /version, or "" when the server has none."""
+        try:
+            with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/version", timeout=5) as r:
+                return f" (vLLM {json.loads(r.read())['version']})"
+        except (urllib.error.URLError, OSError, ValueError, KeyError):
+            return ""
+
     def sample(self, tokenizer, prompts: list[list[dict]], sampling: SamplingOptions, *, n: int, seed: int,
                desc: str = "sampling") -> tuple[list[list[str]], int]:
         """`n` answers per prompt (a messages list), in order, and the number of generated tokens."""
@@ -128,6 +170,14 @@ class ServerSampler:
         return self.server.sample(self.tokenizer, prompts, self.options, n=n, seed=seed, desc=desc)
 
 
+def cpu_list() -> str:
+    """The cores this process may run on, as vLLM's VLLM_CPU_OMP_THREADS_BIND wants them: `0-3` or `0,2,5`."""
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if cores == list(range(cores[0], cores[-1] + 1)):
+        return f"{cores[0]}-{cores[-1]}"
+    return ",".join(map(str, cores))
+
+
 class ServerBackend:
     """`generation.server` settings; `serving()` starts and stops one server."""
 
@@ -136,9 +186,9 @@ class ServerBackend:
 
     def command(self, checkpoint: str, port: int, seed: int, dtype: str) -> list[str]:
         c = self.cfg
-        fields = dict(checkpoint=shlex.quote(checkpoint), port=port, host=c.host, seed=seed, dtype=dtype,
-                      tensor_parallel=c.tensor_parallel, data_parallel=c.data_parallel,
-                      python=shlex.quote(sys.executable))
+        keys = {k: shlex.quote(str(v)) for k, v in c.items() if k != "command" and isinstance(v, (str, int, float))}
+        fields = {**keys, **dict(checkpoint=shlex.quote(checkpoint), port=port, seed=seed, dtype=dtype,
+                                 python=shlex.quote(sys.executable), cpus=cpu_list())}
         try:
             return shlex.split(c.command.format(**fields))
         except (KeyError, IndexError) as e:
@@ -160,6 +210,7 @@ class ServerBackend:
         server = Server(process, f"http://{self.cfg.host}:{port}/v1", log_file, self.cfg)
         try:
             server.wait_healthy()
+            server.check_api(seed)
             yield server
         finally:
             server.stop()

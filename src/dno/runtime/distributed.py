@@ -33,9 +33,27 @@ def make_accelerator(timeout_min: float):
         # a SLURM (or submitit_local) job with tasks_per_node=N: N processes of one run
         if submitit.JobEnvironment().num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)  # before CUDA starts
-    # The main process may judge for a long time while the others wait at a barrier.
+    if not torch.cuda.is_available():
+        refuse_sharding_on_cpu()
+    # The main process may judge for a long time while the others wait at a barrier; a rank that died breaks the
+    # others' next collective at once (gloo, NCCL with async error handling), one that hangs after this timeout.
     kwargs = [InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_min))]
     return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=kwargs)
+
+
+def refuse_sharding_on_cpu() -> None:
+    """An accelerate config that asks for FSDP or DeepSpeed, launched without CUDA, is a config error: Accelerate
+    (1.15) shards only on accelerators and would silently train every process as plain DDP on CPU, a different
+    memory profile and checkpoint path from what the config says. PyTorch's FSDP2 itself runs on CPU (gloo): see
+    tests/test_fsdp.py."""
+    import accelerate
+
+    for env, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true":
+            raise ConfigError(
+                f"the accelerate config asks for {name} (distributed_type: {name.upper()}), but this machine has no "
+                f"CUDA GPU and accelerate {accelerate.__version__} shards only on accelerators: on CPU it would "
+                f"train as plain DDP. Use --config_file conf/accelerate/cpu_ddp.yaml here; {name} is for GPUs")
 
 
 def gather(accelerator, obj) -> list:
