@@ -8,6 +8,7 @@
 #   INSTALL=1 experiments/mt_bench_open_judge.sh   # installs the optional extra `llamacpp` first (portable build)
 #   experiments/mt_bench_open_judge.sh             # RUN (default outputs/demo: `make demo` first) on all 80 questions
 #   PER_CATEGORY=2 experiments/mt_bench_open_judge.sh   # the first 2 questions per category: a quick look
+#   MODELS=pi_1 experiments/mt_bench_open_judge.sh      # only pi_1 (default: "pi_1 final")
 #   SERVER_URL=http://127.0.0.1:8000/v1 JUDGE_MODEL=NAME experiments/mt_bench_open_judge.sh   # a judge already served
 #
 # OUT (default outputs/mt_bench_open_judge), REPORT (default results/mt_bench_open_judge.md), PORT (default 8766),
@@ -50,7 +51,8 @@ judge=(eval=[mt_bench] "eval.mt_bench.base_url=$SERVER_URL" "eval.mt_bench.judge
        eval.mt_bench.min_valid_frac=0 "eval.mt_bench.cache_path=$OUT/judge_cache.sqlite"
        "eval.mt_bench.max_concurrency=${JUDGE_CONCURRENCY:-1}" eval.mt_bench.timeout_s=900)
 # llama-cpp-python's server answers one request at a time: more in flight only queue past the client's timeout
-for model in pi_1 final; do
+export MODELS="${MODELS:-pi_1 final}"
+for model in $MODELS; do
   start=$(date +%s) code=0
   checkpoint=()
   [ "$model" = pi_1 ] || checkpoint=("checkpoint=$RUN/iter_$BEST/checkpoint")

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -18,7 +19,7 @@ from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
 from dno.runtime.records import Samples, read_rows
 
-MODELS = ("pi_1", "final")
+MODELS = tuple(os.environ.get("MODELS", "pi_1 final").split())  # what the script evaluated
 
 
 def ratings(out: Path, model: str) -> dict[str, float]:
@@ -55,7 +56,8 @@ def main(out: Path, run: str, best: str) -> str:
     source = {"mt_bench/source": f"{cfg.source} {cfg.wheel if cfg.source == 'wheel' else ''}".strip(),
               "mt_bench/judge": f"{cfg.judge_model}@{cfg.base_url}", **recorded}
     lines = ["# MT-Bench with an open judge (experiments/mt_bench_open_judge.sh)", "",
-             f"The demo run `{run}`: pi_1 (SmolLM2-135M-Instruct) and its final model (`{best}/checkpoint`), on "
+             f"The demo run `{run}`: pi_1 (SmolLM2-135M-Instruct)"
+             f"{f' and its final model (`{best}/checkpoint`)' if 'final' in MODELS else ' only (MODELS=pi_1)'}, on "
              f"{len(rows['pi_1']) // 2} MT-Bench questions ({source.get('mt_bench/source', '?')}), judged by "
              f"`{source.get('mt_bench/judge', '?')}` (SmolLM2-135M-Instruct Q4_1 on llama.cpp) with FastChat's "
              "prompts.", "",
@@ -86,6 +88,11 @@ def main(out: Path, run: str, best: str) -> str:
             line += (f"; ratings {dict(sorted(counts.items()))}, the most common ({top}) {n / len(r):.0%} of them; "
                      f"Spearman correlation of rating with answer length {rho:+.2f}")
         lines.append(line + ".")
+        invalid = next((x for x in rows[m] if x["rating"] is None and x.get("judgment")), None)
+        if invalid:
+            text = " ".join(invalid["judgment"].split())
+            lines.append(f"  The judge's answer to question {invalid['question_id']}, turn {invalid['turn']} "
+                         f"({len(invalid['judgment'])} characters), begins: \"{text[:240]}...\"")
     return "\n".join(lines) + "\n"
 
 

@@ -418,3 +418,13 @@ def test_the_vllm_numbers_in_the_readme_are_results_vllm_cpu_md():
     for pattern in (r"\*\*(\d\.\d\d)x?\*\*", r"\*\*(\d+ s)\*\*", r"\*\*(\d+\.\d GB)\*\*"):
         assert re.findall(pattern, readme) and set(re.findall(pattern, readme)) <= set(re.findall(pattern, report))
     assert "0.36x" in readme and "vLLM / dno tokens/s: **0.36**" in report
+
+
+def test_the_mt_bench_open_judge_numbers_in_the_readme_are_results_mt_bench_open_judge_md():
+    report = " ".join((REPO / "results" / "mt_bench_open_judge.md").read_text().split())
+    start = README.index("**MT-Bench with an open judge, run here.**")
+    readme = " ".join(README[start:README.index("**Arena-Hard-Auto v2.0**")].split())
+    wall, valid, invalid = re.search(r"\*\*(\d+ min \d+ s)\*\* to draw and judge.*?\*\*(\d+ of \d+)\*\* turns "
+                                     r"\(\*\*([\d.]+%)\*\* invalid\)", readme).groups()
+    assert f"| {valid} | {invalid} | 3 | {wall} |" in report
+    assert "On 16 questions" in readme and "on 16 MT-Bench questions" in report and "question 81" in report
