@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import lm_eval
@@ -16,7 +17,7 @@ import torch
 from dno.policy.logps import collate, sequence_logps
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import RunDir
-from helpers import SMOKE, TOKENIZER, dno_eval, make_cfg, tiny_llama
+from helpers import SMOKE, TOKENIZER, dno_eval, make_cfg, run, tiny_llama
 
 TASKS = Path(lm_eval.__file__).parent / "tasks"
 SIX = {  # local stand-in: (the real task's YAML, the splits it reads, its shots here, its metric)
@@ -209,3 +210,12 @@ def test_every_iterate_of_a_finished_run(tmp_path):
     scores = [read_json(RunDir(run_dir).iterate_final(t).summary)["open_llm/arc_challenge_local"] for t in (1, 2, 3)]
     summary = read_json(tmp_path / "eval" / "summary.json")
     assert [summary[f"pi_{t}/open_llm/arc_challenge_local"] for t in (1, 2, 3)] == scores
+
+
+@pytest.mark.slow
+@pytest.mark.experiment
+def test_the_cost_script_times_the_six_tasks_on_stand_ins():
+    out = run([".venv/bin/python", "experiments/open_llm_cost.py", "items=2", "model=tiny_random"], timeout=900).stdout
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", out, flags=re.MULTILINE)
+    assert [r[0] for r in rows] == ["arc_challenge", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande", "gsm8k"]
+    assert [int(r[1]) for r in rows] == [25, 10, 5, 0, 5, 5] and "on 2 stand-in items per task" in out

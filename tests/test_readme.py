@@ -428,3 +428,16 @@ def test_the_mt_bench_open_judge_numbers_in_the_readme_are_results_mt_bench_open
                                      r"\(\*\*([\d.]+%)\*\* invalid\)", readme).groups()
     assert f"| {valid} | {invalid} | 3 | {wall} |" in report
     assert "On 16 questions" in readme and "on 16 MT-Bench questions" in report and "question 81" in report
+
+
+def test_the_open_llm_cost_table_in_the_readme_is_results_open_llm_cost_md():
+    report = (REPO / "results" / "open_llm_cost.md").read_text()
+    start = README.index("What it costs here, for SmolLM2-135M")
+    section = README[start:README.index("A judge server you run yourself")]
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", section, flags=re.MULTILINE)
+    assert len(rows) == 6
+    for task, shots, seconds, hours in rows:
+        row = rf"^\| {task} \| {shots} \| {seconds} \| \d+ \| {hours} \|$"
+        assert re.search(row, report, flags=re.MULTILINE), task
+    total = re.search(r"about \*\*([\d.]+) hours\*\*", section).group(1)
+    assert f"about {total} hours per model evaluated" in report and "on 20 stand-in items per task" in report
