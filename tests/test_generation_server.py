@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 
 from dno.policy.load import load_model, load_tokenizer, prompt_ids
 from dno.policy.sample import SamplingOptions
-from dno.policy.server import GenerationError, ServerBackend
+from dno.policy.server import GenerationError, ServerBackend, cpu_list
 from dno.runtime.records import Samples, read_rows
 from helpers import SMOKE, dno_run, make_cfg
 
@@ -122,3 +122,25 @@ def test_unknown_placeholder_fails_before_compute(tmp_path):
                    f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 2 and "unknown placeholder 'model'" in proc.stderr
     assert not (tmp_path / "init").exists()
+
+
+def test_generation_server_written_with_a_dot_chooses_the_group_option():
+    from dno.apps import groups_spelled_as_keys
+
+    argv = ["generation.server=vllm_cpu", "generation.server.port=8000", "generation.server=no_such_engine"]
+    assert groups_spelled_as_keys(argv) == ["generation/server=vllm_cpu", *argv[1:]]
+    server = make_cfg("generation/server=vllm_cpu").generation.server
+    assert "vllm.entrypoints.openai.api_server" in server.command and "--no-enable-chunked-prefill" in server.command
+    argv = ServerBackend(server).command("/ckpt", 8000, 3, "float32")
+    assert argv[:4] == ["env", "VLLM_CPU_KVCACHE_SPACE=1", f"VLLM_CPU_OMP_THREADS_BIND={cpu_list()}",
+                        "TORCHDYNAMO_DISABLE=1"] and argv[4] == ".venv-vllm/bin/python"
+    assert argv[argv.index("--model") + 1] == "/ckpt" and argv[argv.index("--seed") + 1] == "3"
+
+
+@pytest.mark.slow
+def test_dno_run_takes_the_dotted_spelling(tmp_path):
+    dno_run("generation.backend=openai_server", "generation.server=vllm_cpu", *SMOKE, "plan=true",
+            f"hydra.run.dir={tmp_path}")
+    overrides = (tmp_path / ".hydra" / "overrides.yaml").read_text()
+    assert "generation/server=vllm_cpu" in overrides
+    assert "vllm.entrypoints.openai.api_server" in (tmp_path / ".hydra" / "config.yaml").read_text()

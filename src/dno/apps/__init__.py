@@ -87,3 +87,20 @@ def exit_codes(app: str, fn: Callable[[], object]):
         print(f"{app}: a write failed for lack of space ({e}); every finished file is intact: free space, then "
               "the same command resumes from the unfinished stage", file=sys.stderr)
         sys.exit(3)
+
+
+GROUPS_SPELLED_AS_KEYS = ("generation.server",)  # config groups whose option users also write with a dot
+
+
+def groups_spelled_as_keys(argv: list[str]) -> list[str]:
+    """`generation.server=vllm_cpu` is read as the config group choice `generation/server=vllm_cpu` when the value
+    names one of the group's files (conf/generation/server/vllm_cpu.yaml); any other value is left to Hydra."""
+    from dno.runtime.config import CONF_DIR
+
+    out = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key in GROUPS_SPELLED_AS_KEYS and (Path(CONF_DIR) / key.replace(".", "/") / f"{value}.yaml").exists():
+            arg = f"{key.replace('.', '/')}={value}"
+        out.append(arg)
+    return out

@@ -7,22 +7,29 @@
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
-from dno.apps import exit_codes, job
+from dno.apps import exit_codes, groups_spelled_as_keys, job
 from dno.loop import train_dno
 from dno.run import Run, plan_run
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> None:
     j = job("dno-run")
     if cfg.get("plan"):  # the priced plan only: nothing is sampled, judged or trained
         exit_codes("dno-run", lambda: plan_run(cfg, j.dir))
         return
     exit_codes("dno-run", lambda: train_dno(Run.build(cfg, j.dir, j.launch)))
+
+
+def main() -> None:
+    sys.argv[1:] = groups_spelled_as_keys(sys.argv[1:])  # generation.server=vllm_cpu: the group's option
+    run()
 
 
 if __name__ == "__main__":
