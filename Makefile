@@ -36,7 +36,7 @@ test-experiments: install
 
 # The paths past one process: a real one-node SLURM cluster on this machine (root: apt-get installs slurm-wlm,
 # slurmdbd, munge, MariaDB) with the launcher's sweep, requeue, time limit and scancel; two machines on loopback;
-# FSDP on CPU. The cluster is stopped again afterwards.
+# FSDP on CPU; kill -9, full disks and SIGTERM during a run. The cluster is stopped again afterwards.
 test-cluster: install
 	experiments/local_slurm.sh up
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -m cluster; status=$$?; experiments/local_slurm.sh down; exit $$status

@@ -27,7 +27,7 @@ from dno.runtime.signals import PREEMPTED_EXIT
 from helpers import REPO, make_cfg, program, wandb_records
 from judge_server import JudgeServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]  # make test-cluster (about 2 min)
 CONCURRENCY = 4
 
 

@@ -102,6 +102,7 @@ def test_lora_is_off_by_default():
 
 
 @pytest.mark.slow
+@pytest.mark.cluster  # two processes killed and resumed: make test-cluster
 def test_lora_loop_two_processes_killed_and_resumed_equal_one(tmp_path):
     """dno-run with LoRA: 1 process uninterrupted vs 2 processes killed in iteration 2's update and
     resumed; every checkpoint and adapter agrees, and pi_2 differs from pi_1."""
