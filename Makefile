@@ -29,7 +29,7 @@ TEST_JOBS ?= 2
 test: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not cluster and not vllm and not experiment"
 
-# The tests that run an experiments/ script end to end (each runs several dno-runs: 10 min on the 2-core CI machine
+# The tests that run an experiments/ script end to end (each runs several dno-runs: 3.5 min on a 2-core machine
 # together); CI runs them after `make test`, which stays under 10 minutes without them.
 test-experiments: install
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m experiment
