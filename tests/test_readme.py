@@ -441,3 +441,12 @@ def test_the_open_llm_cost_table_in_the_readme_is_results_open_llm_cost_md():
         assert re.search(row, report, flags=re.MULTILINE), task
     total = re.search(r"about \*\*([\d.]+) hours\*\*", section).group(1)
     assert f"about {total} hours per model evaluated" in report and "on 20 stand-in items per task" in report
+
+
+def test_the_cluster_times_in_the_readme_are_in_the_log():
+    log = " ".join((REPO / "results" / "LOG.md").read_text().split())
+    readme = " ".join(README[README.index("### Running on a cluster\n"):README.index("## Where the time goes")].split())
+    for pattern in (r"`up` ([\d.]+ s)", r"about (\d+ s) more to install", r"`down` ([\d.]+ s)",
+                    r"`make test-cluster` (\d+ min \d+ s)", r"exit 3 within seconds \(([\d.]+ s) here"):
+        value = re.search(pattern, readme).group(1)
+        assert value in log, (pattern, value)
