@@ -4,6 +4,7 @@ effective batch: samples, pairs, reference log-probs and every checkpoint's para
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -60,22 +61,51 @@ def test_two_processes_really_ran(runs):
 
 
 def machine(rank: int, port: int, run_dir: Path) -> subprocess.Popen:
-    """Machine `rank` of two (one process each), meeting machine 0 on 127.0.0.1:`port`: the README's command."""
-    return subprocess.Popen(
+    """Machine `rank` of two (one process each), meeting machine 0 on 127.0.0.1:`port`: the README's command. Its
+    stderr goes to a file beside the run (a pipe nobody reads while the other machine is waited for could fill)."""
+    log = run_dir.parent / f"machine_{rank}.{time.time_ns()}.err"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
         [str(REPO / ".venv/bin/accelerate"), "launch", "--config_file", str(REPO / "conf/accelerate/cpu_ddp.yaml"),
          "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank), "--main_process_ip",
          "127.0.0.1", "--main_process_port", str(port), "-m", "dno.apps.run", *DDP, f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True, start_new_session=True)
+        cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.DEVNULL, stderr=open(log, "w"),
+        start_new_session=True)
+    proc.log = log
+    return proc
+
+
+def finish(m: subprocess.Popen, timeout: float) -> str:
+    """Wait for a machine; its stderr."""
+    m.wait(timeout=timeout)
+    return m.log.read_text()
+
+
+def kill_tree(m: subprocess.Popen) -> None:
+    """A machine gone: its launcher and its workers (torchrun starts each in its own session)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        launcher = psutil.Process(m.pid)
+        for p in [*launcher.children(recursive=True), launcher]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+
+
+@pytest.fixture
+def machines():
+    """The machines a test starts; whatever is left of them is killed when it ends, passed or failed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for m in started:
+        kill_tree(m)
 
 
 @pytest.mark.slow
 @pytest.mark.cluster  # make test-cluster
-def test_two_machines_on_loopback_match_one_process(runs, tmp_path):
+def test_two_machines_on_loopback_match_one_process(runs, tmp_path, machines):
     port = free_port()
-    machines = [machine(rank, port, tmp_path / "two") for rank in (0, 1)]
+    machines += [machine(rank, port, tmp_path / "two") for rank in (0, 1)]
     for m in machines:
-        _, err = m.communicate(timeout=600)
+        err = finish(m, 600)
         assert m.returncode == 0, err[-3000:]
     same_iterations(runs[0], tmp_path / "two")
     train = json.loads((tmp_path / "two" / "iter_1" / "DONE.train").read_text())
@@ -84,25 +114,25 @@ def test_two_machines_on_loopback_match_one_process(runs, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_a_machine_that_dies_stops_the_other_at_once_and_both_resume(runs, tmp_path):
+def test_a_machine_that_dies_stops_the_other_at_once_and_both_resume(runs, tmp_path, machines):
     run_dir, port = tmp_path / "run", free_port()
     first, second = (machine(rank, port, run_dir) for rank in (0, 1))
+    machines += [first, second]
     deadline = time.time() + 300
     while not (run_dir / "iter_1" / "DONE.sample").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    machine_1 = psutil.Process(second.pid)  # machine 1 is gone (power, a node failure): its launcher and its
-    for p in [*machine_1.children(recursive=True), machine_1]:  # worker (torchrun starts it in its own session)
-        p.kill()
+    kill_tree(second)  # machine 1 is gone (power, a node failure): its launcher and its worker
     killed = time.time()
     second.wait()
-    _, err = first.communicate(timeout=120)  # not the 720 minutes of train.process_timeout_min
+    err = finish(first, 120)  # not the 720 minutes of train.process_timeout_min
     assert time.time() - killed < 60, time.time() - killed
-    assert first.returncode != 0 and "dno-run: another process of this run is gone (" in err, err[-3000:]
-    assert "start the same command again on every machine" in err
+    assert "dno-run: another process of this run is gone (" in err, err[-3000:]
+    assert "start the same command again on every machine" in err and first.returncode != 0  # (torchrun's code)
     port = free_port()
-    machines = [machine(rank, port, run_dir) for rank in (0, 1)]  # the same command on both: it resumes
-    for m in machines:
-        _, err = m.communicate(timeout=600)
+    again = [machine(rank, port, run_dir) for rank in (0, 1)]  # the same command on both: it resumes
+    machines += again
+    for m in again:
+        err = finish(m, 600)
         assert m.returncode == 0, err[-3000:]
     assert "skip iter_1/sample (done)" in (run_dir / "run.log").read_text()
     same_iterations(runs[0], run_dir)

