@@ -107,7 +107,7 @@ class Server:
             model = client.models.list().data[0].id
             draws = [[c.text for c in sorted(client.completions.create(
                 model=model, prompt=[1, 2, 3, 4], n=2, seed=seed, max_tokens=16, temperature=1.0,
-                extra_body={"stop_token_ids": [], "skip_special_tokens": True, "top_k": -1}).choices,
+                extra_body={"stop_token_ids": [], "skip_special_tokens": True, "top_k": 50}).choices,
                 key=lambda c: c.index)] for _ in range(2)]  # the fields sample() sends
         except openai.OpenAIError as e:
             self.check_alive()
