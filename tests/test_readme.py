@@ -424,9 +424,12 @@ def test_the_mt_bench_open_judge_numbers_in_the_readme_are_results_mt_bench_open
     report = " ".join((REPO / "results" / "mt_bench_open_judge.md").read_text().split())
     start = README.index("**MT-Bench with an open judge, run here.**")
     readme = " ".join(README[start:README.index("**Arena-Hard-Auto v2.0**")].split())
-    wall, valid, invalid = re.search(r"\*\*(\d+ min \d+ s)\*\* to draw and judge.*?\*\*(\d+ of \d+)\*\* turns "
-                                     r"\(\*\*([\d.]+%)\*\* invalid\)", readme).groups()
-    assert f"| {valid} | {invalid} | 3 | {wall} |" in report
+    valid = re.search(r"\*\*(\d+ of \d+)\*\* turns of pi_1 and \*\*(\d+ of \d+)\*\* of the final model "
+                      r"\(\*\*([\d.]+%)\*\* invalid", readme).groups()
+    walls = re.search(r"\*\*(\d+ min \d+ s)\*\* for pi_1.*?\*\*(\d+ min \d+ s)\*\* for the final", readme).groups()
+    for model, n, wall in zip(("pi_1", "final"), valid[:2], walls, strict=True):
+        row = rf"\| {model} \|[^|]*\|[^|]*\|[^|]*\| {n} \| {re.escape(valid[2])} \| 3 \| {wall} \|"
+        assert re.search(row, report), model
     assert "On 16 questions" in readme and "on 16 MT-Bench questions" in report and "question 81" in report
 
 
