@@ -36,5 +36,5 @@ start=$(date +%s)
 .venv/bin/dno-eval -m "experiment=$ROW" "checkpoint=$CKPT" "seed=$EVAL_SEEDS" \
   schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP/eval_noise" "$@"
 echo "evaluation-only wall time: $(( $(date +%s) - start )) s" | tee "$SWEEP/eval_noise/wall_time.txt"
-.venv/bin/python -c 'import sys; from dno.reports.tables import eval_noise; print(eval_noise(*sys.argv[1:]), end="")' \
+.venv/bin/python -c 'import sys; from dno.reports.comparison import eval_noise; print(eval_noise(*sys.argv[1:]), end="")' \
   "$SWEEP/eval_noise" "$CKPT" >> "$REPORT"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dno.reports.comparison import comparison
 from dno.reports.run_records import RunRecord
 from dno.reports.stats import outcomes, paired_difference, seed_interval, win_rate
-from dno.reports.tables import comparison, write_tables
+from dno.reports.tables import write_tables
 from dno.runtime.config import ConfigError
 from dno.runtime.files import write_json
 

@@ -9,6 +9,8 @@ upstream pools them). A row none of whose seeds ran a benchmark has no interval 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from dno.reports.run_records import RunRecord
@@ -58,3 +60,18 @@ def mt_bench_difference(row: list[RunRecord], reference: list[RunRecord], *, sam
     if not a or not b:
         return None
     return paired_difference(a, b, samples=samples, seed=seed, scale=1.0)
+
+
+NOT_EVALUATED = "not evaluated"  # a table cell of a benchmark a run did not run
+
+
+def fmt(x, digits: int = 1) -> str:
+    """A table cell: `-` for a missing or NaN value."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def with_interval(i: dict, digits: int) -> str:
+    """An interval (mean, lo, hi) as `mean [lo, hi]`."""
+    return f"{i['mean']:.{digits}f} [{i['lo']:.{digits}f}, {i['hi']:.{digits}f}]"

@@ -15,33 +15,26 @@ files (.hydra/config.yaml, metrics.jsonl, summary.json). Writes into `out`:
   differences (dno.reports.stats);
 - win_rate.png (validation win-rate and LC win-rate against pi_1 per iteration) and length.png
   (average answer length per iteration, the paper's length growth).
-Reading the runs is dno.reports.run_records.
+Reading the runs is dno.reports.run_records; comparison.md and the evaluation-only noise are dno.reports.comparison.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from dno.reports.intervals import interval, mt_bench_difference
+from dno.reports.comparison import comparison
+from dno.reports.intervals import NOT_EVALUATED, fmt, interval, with_interval
 from dno.reports.plots import plots
 from dno.reports.run_records import RunRecord, find_runs, read_run, row_label, seed_group, seed_rows
 from dno.runtime.config import ConfigError
-from dno.runtime.layout import RunDir
 
 PAPER_DIR = Path(__file__).resolve().parents[3] / "results" / "paper"
 PUBLIC_ROWS = ("SPPO-Mistral7B-PairRM", "Snorkel-Mistral-PairRM-DPO", "Meta-Llama-3-8B-Instruct",
                "Mistral-7B-Instruct-v0.2", "gpt4_1106_preview")
-
-
-def _fmt(x, digits: int = 1) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "-"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
 def _iteration_label(model: str | None) -> str:
@@ -51,7 +44,6 @@ def _iteration_label(model: str | None) -> str:
     return model or "-"
 
 
-NOT_EVALUATED = "not evaluated"
 
 
 def table1(runs: list[RunRecord], paper_dir: Path) -> str:
@@ -67,9 +59,9 @@ def table1(runs: list[RunRecord], paper_dir: Path) -> str:
              "| source | method | iteration | LC WR | WR | length (chars) | MT-Bench 1st turn | MT-Bench 2nd turn "
              "| MT-Bench avg | judge | baseline |", "|---" * 11 + "|"]
     for r in pd.read_csv(paper_dir / "table1.csv").to_dict("records"):
-        lines.append(f"| paper | {r['method']} | {r['iteration']} | {_fmt(r['lc_win_rate'], 2)} | "
-                     f"{_fmt(r['win_rate'], 2)} | {r['avg_length']} | {_fmt(r['mt_bench_1'], 2)} | "
-                     f"{_fmt(r['mt_bench_2'], 2)} | {_fmt(r['mt_bench_avg'], 2)} | GPT-4-Turbo | GPT-4-Turbo |")
+        lines.append(f"| paper | {r['method']} | {r['iteration']} | {fmt(r['lc_win_rate'], 2)} | "
+                     f"{fmt(r['win_rate'], 2)} | {r['avg_length']} | {fmt(r['mt_bench_1'], 2)} | "
+                     f"{fmt(r['mt_bench_2'], 2)} | {fmt(r['mt_bench_avg'], 2)} | GPT-4-Turbo | GPT-4-Turbo |")
     from dno.benchmarks.alpaca_eval2 import package_leaderboard
 
     board = package_leaderboard()
@@ -84,7 +76,7 @@ def table1(runs: list[RunRecord], paper_dir: Path) -> str:
 
 def _pooled(row: list[RunRecord], key: str, digits: int = 1) -> str:
     values = [r.get(key) for r in row if r.get(key) is not None]
-    return _fmt(float(np.mean(values)), digits) if values else "-"
+    return fmt(float(np.mean(values)), digits) if values else "-"
 
 
 def _table1_row(row: list[RunRecord]) -> str:
@@ -95,20 +87,16 @@ def _table1_row(row: list[RunRecord]) -> str:
     alpaca = [NOT_EVALUATED] * 3
     if any(r.get("alpaca_eval/win_rate") is not None for r in row):
         se, pooled = first.get("alpaca_eval/standard_error"), interval(row, "alpaca_eval") if len(row) > 1 else None
-        wr = (_with_interval(pooled, 1) if pooled else _pooled(row, "alpaca_eval/win_rate") +
+        wr = (with_interval(pooled, 1) if pooled else _pooled(row, "alpaca_eval/win_rate") +
               (f" ± {se:.1f}" if se is not None and len(row) == 1 else ""))
         alpaca = [_pooled(row, "alpaca_eval/lc_win_rate"), wr, _pooled(row, "alpaca_eval/avg_length", 0)]
     mt_bench = [NOT_EVALUATED] * 3
     if any(r.get("mt_bench/avg") is not None for r in row):
         pooled = interval(row, "mt_bench")
         mt_bench = [_pooled(row, "mt_bench/turn1", 2), _pooled(row, "mt_bench/turn2", 2),
-                    _with_interval(pooled, 2) if pooled else _pooled(row, "mt_bench/avg", 2)]
+                    with_interval(pooled, 2) if pooled else _pooled(row, "mt_bench/avg", 2)]
     return (f"| {source} | {row_label(row)} | {_iteration_label(first.get('final/model'))} | {' | '.join(alpaca)} | "
             f"{' | '.join(mt_bench)} | {first.judge} | {first.get('alpaca_eval/baseline', 'pi_1')} |")
-
-
-def _with_interval(i: dict, digits: int) -> str:
-    return f"{i['mean']:.{digits}f} [{i['lo']:.{digits}f}, {i['hi']:.{digits}f}]"
 
 
 def _judge_and_evaluator(run: RunRecord) -> tuple[str, str]:
@@ -163,13 +151,13 @@ def table2(runs: list[RunRecord], paper_dir: Path) -> str:
         for m in run.metrics:
             if "iteration" not in m or "pairs/new" not in m:
                 continue
-            length = (f"{_fmt(m.get('data/student_len_words_mean'), 0)}"
-                      f"±{_fmt(m.get('data/student_len_words_std'), 0)}")
+            length = (f"{fmt(m.get('data/student_len_words_mean'), 0)}"
+                      f"±{fmt(m.get('data/student_len_words_std'), 0)}")
             lines.append(f"| run `{Path(run.name).name}` | {run.label} | {m['iteration'] - 1} | "
                          f"{m.get('data/prompts', '-')} | "
-                         f"{length} | {_fmt(m.get('data/best_of_n_win_rate'))}% | "
-                         f"{_fmt(m.get('data/avg_student_wins'), 2)} | {_fmt(m.get('data/student_score_mean'), 2)} | "
-                         f"{_fmt(m.get('data/teacher_score_mean'), 2)} | {m.get('pairs/teacher_over_student', '-')} | "
+                         f"{length} | {fmt(m.get('data/best_of_n_win_rate'))}% | "
+                         f"{fmt(m.get('data/avg_student_wins'), 2)} | {fmt(m.get('data/student_score_mean'), 2)} | "
+                         f"{fmt(m.get('data/teacher_score_mean'), 2)} | {m.get('pairs/teacher_over_student', '-')} | "
                          f"{m.get('pairs/student_over_teacher', '-')} | {m.get('pairs/student_over_student', '-')} |")
     return "\n".join(lines) + "\n"
 
@@ -185,15 +173,15 @@ def table4(runs: list[RunRecord], paper_dir: Path) -> str:
              "|---" * 8 + "|"]
     for r in pd.read_csv(paper_dir / "table4.csv").to_dict("records"):
         lines.append(f"| paper | {r['model']} | {r['lc_win_rate']:.2f} | {r['win_rate']:.2f} | {r['avg_length']} | "
-                     f"{_fmt(r['mt_bench_1'], 2)} | {_fmt(r['mt_bench_2'], 2)} | {_fmt(r['mt_bench_avg'], 2)} |")
+                     f"{fmt(r['mt_bench_1'], 2)} | {fmt(r['mt_bench_2'], 2)} | {fmt(r['mt_bench_avg'], 2)} |")
     for run in runs:
         name = f"run `{Path(run.name).name}` ({run.label}, {run.judge})"
         if 1 in run.iterates:
             lines.append(f"| {name} | It0 (pi_1) | - | - | - | {_mt_bench_cells(run.iterates[1])} |")
         for m in run.metrics:
             lines.append(f"| {name} | It{m['iteration']} | "
-                         f"{_fmt(m.get('eval/lc_win_rate_vs_init'))} | {_fmt(m.get('eval/win_rate_vs_init'))} | "
-                         f"{_fmt(m.get('eval/avg_length'), 0)} | "
+                         f"{fmt(m.get('eval/lc_win_rate_vs_init'))} | {fmt(m.get('eval/win_rate_vs_init'))} | "
+                         f"{fmt(m.get('eval/avg_length'), 0)} | "
                          f"{_mt_bench_cells(run.iterates.get(m['iteration'] + 1, {}))} |")
     return "\n".join(lines) + "\n"
 
@@ -201,7 +189,7 @@ def table4(runs: list[RunRecord], paper_dir: Path) -> str:
 def _mt_bench_cells(summary: dict) -> str:
     if summary.get("mt_bench/avg") is None:
         return " | ".join([NOT_EVALUATED] * 3)
-    return " | ".join(_fmt(summary[f"mt_bench/{k}"], 2) for k in ("turn1", "turn2", "avg"))
+    return " | ".join(fmt(summary[f"mt_bench/{k}"], 2) for k in ("turn1", "turn2", "avg"))
 
 
 TABLE3_TASKS = ("arc_challenge", "gsm8k", "hellaswag", "mmlu", "truthfulqa_mc2", "winogrande")
@@ -235,128 +223,6 @@ def _open_llm_cells(summary: dict) -> str:
     cells = [f"{scores[t]:.3f}" if t in scores else NOT_EVALUATED for t in TABLE3_TASKS]
     other = ", ".join(f"{t} {v:.3f}" for t, v in scores.items() if t not in TABLE3_TASKS) or "-"
     return " | ".join(cells) + f" | {summary['open_llm/avg']:.3f} | {other}"
-
-
-def comparison(runs: list[RunRecord], *, compare_to: str | None, samples: int, lc_samples: int, seed: int) -> str:
-    """comparison.md: each row's seeds pooled (mean, 95% interval, number of seeds) and its paired win-rate
-    difference with the reference row (see dno.reports.stats); MT-Bench's average the same way when runs ran it."""
-    from dno.reports.stats import outcomes
-
-    rows = seed_rows(runs)
-    labels = [row_label(r) for r in rows]
-    if compare_to is not None and compare_to not in labels:
-        raise ConfigError(f"compare_to={compare_to!r} is not a row; the rows are: {', '.join(labels)}")
-    ref = labels.index(compare_to) if compare_to else (labels.index("DNO") if "DNO" in labels else 0)
-    lines = ["# Rows over seeds, with 95% intervals and paired differences", ""]
-    if any(r.annotations for r in runs):
-        judged = [[r for r in row if r.annotations] for row in rows]
-        per_seed = [[outcomes(r.annotations) for r in done] for done in judged]
-        lines += [f"Each row pools the runs that differ only in `seed`. Intervals: a bootstrap over seeds and, "
-                  f"within each drawn seed, over test prompts ({samples} draws for the win-rate, percentiles; "
-                  f"{lc_samples} for the length-controlled win-rate, whose GLM is refitted per draw: mean ± 1.96 sd). "
-                  f"Δ: the row's win-rate minus {labels[ref]}'s on the same test prompts, paired bootstrap ({samples} "
-                  "draws) with a two-sided p-value; * marks a difference whose interval excludes 0.", "",
-                  f"| method | seeds | WR [95% CI] | LC WR [95% CI] | ΔWR vs {labels[ref]} [95% CI] | p |",
-                  "|---|---|---|---|---|---|"]
-        bootstrap = {"samples": samples, "lc_samples": lc_samples, "seed": seed}
-        for k, (label, done) in enumerate(zip(labels, judged, strict=True)):
-            reference = per_seed[ref] if k != ref and judged[ref] else None
-            lines.append(_comparison_row(label, done, per_seed[k], reference, bootstrap))
-        notes = _seed_notes(runs, labels, rows)
-        if notes:
-            lines += ["", "Missing or unfinished seeds:", *notes]
-    if any(r.mt_bench_ratings for r in runs):
-        lines += _mt_bench_comparison(rows, labels, ref, samples, seed)
-    return "\n".join(lines) + "\n"
-
-
-def _mt_bench_comparison(rows: list[list[RunRecord]], labels: list[str], ref: int, samples: int,
-                         seed: int) -> list[str]:
-    lines = ["", "## MT-Bench", "",
-             f"The average rating (1-10) over seeds with a 95% interval: a bootstrap over seeds and, within each, over "
-             f"the questions' turns ({samples} draws). Δ: the row's average minus {labels[ref]}'s on the same "
-             "questions' turns, paired bootstrap with a two-sided p-value; * marks a difference whose interval "
-             "excludes 0.", "", f"| method | seeds | MT-Bench avg [95% CI] | Δavg vs {labels[ref]} [95% CI] | p |",
-             "|---|---|---|---|---|"]
-    for k, (label, row) in enumerate(zip(labels, rows, strict=True)):
-        pooled = interval(row, "mt_bench", samples=samples, seed=seed)
-        if pooled is None:
-            lines.append(f"| {label} | 0 | {NOT_EVALUATED} | - | - |")
-            continue
-        d = mt_bench_difference(row, rows[ref], samples=samples, seed=seed) if k != ref else None
-        delta = p = "-"
-        if d is not None:
-            mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
-            delta, p = f"{d['diff']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]{mark}", f"{d['p']:.3f}"
-        lines.append(f"| {label} | {pooled['seeds']} | {_with_interval(pooled, 2)} | {delta} | {p} |")
-    return lines
-
-
-def _comparison_row(label: str, done: list[RunRecord], outcomes: list[dict], reference: list[dict] | None,
-                    bootstrap: dict) -> str:
-    """One row of comparison.md: `done`, the row's runs with annotations; `outcomes`, theirs per seed;
-    `reference`, the reference row's (None for the reference row itself)."""
-    from dno.metrics import length_controlled
-    from dno.reports.stats import paired_difference, seed_interval, win_rate
-
-    if not done:
-        return f"| {label} | 0 | - | - | - | - |"
-    samples, seed = bootstrap["samples"], bootstrap["seed"]
-    wr = seed_interval([np.array(list(o.values())) for o in outcomes], win_rate, samples=samples, seed=seed)
-    lc = seed_interval([[a for a in r.annotations if a.get("preference") is not None] for r in done],
-                       lambda a: length_controlled(a)["lc_win_rate"], samples=bootstrap["lc_samples"],
-                       seed=seed, normal=True)
-    delta = p = "-"
-    if reference is not None:
-        d = paired_difference(outcomes, reference, samples=samples, seed=seed)
-        mark = " *" if d["lo"] > 0 or d["hi"] < 0 else ""
-        delta, p = f"{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]{mark}", f"{d['p']:.3f}"
-    return (f"| {label} | {wr['seeds']} | {wr['mean']:.1f} [{wr['lo']:.1f}, {wr['hi']:.1f}] | "
-            f"{lc['mean']:.1f} [{lc['lo']:.1f}, {lc['hi']:.1f}] | {delta} | {p} |")
-
-
-def _seed_notes(runs: list[RunRecord], labels: list[str], rows: list[list[RunRecord]]) -> list[str]:
-    """Which rows lack a seed that other rows have, and which runs have no final annotations."""
-    all_seeds = sorted({r.seed for r in runs if r.seed is not None})
-    notes = []
-    for label, row in zip(labels, rows, strict=True):
-        missing = sorted(set(all_seeds) - {r.seed for r in row})
-        unfinished = [f"seed {r.seed} ({Path(r.name).name})" for r in row if not r.annotations]
-        if missing:
-            notes.append(f"- {label}: no run with seed {', '.join(map(str, missing))} (other rows have it)")
-        if unfinished:
-            notes.append(f"- {label}: {', '.join(unfinished)} has no final annotations (unfinished?): left out")
-    return notes
-
-
-def eval_noise(sweep: Path, checkpoint: str) -> str:
-    """The evaluation-only noise: one checkpoint evaluated by a dno-eval multirun over `seed` (the sampling
-    seed of its answers and of pi_1's baseline answers; the test prompts and the judge stay the same)."""
-    from omegaconf import OmegaConf
-
-    rows = []
-    for job in sorted(Path(sweep).iterdir(), key=lambda p: p.name):
-        run = RunDir(job)
-        if run.summary.exists() and run.hydra_config.exists():
-            rows.append((OmegaConf.load(run.hydra_config).seed, json.loads(run.summary.read_text())))
-    if not rows:
-        raise ConfigError(f"{sweep}: no evaluation with a summary")
-    lines = ["", "## Evaluation-only noise", "",
-             f"The same checkpoint (`{checkpoint}`) evaluated {len(rows)} times on the same test prompts by the "
-             "same judge; only the sampling seed of its answers and of pi_1's baseline answers changes.", "",
-             "| sampling seed | WR | SE (prompts) | LC WR | length | n |", "|---|---|---|---|---|---|"]
-    for seed, s in sorted(rows, key=lambda r: r[0]):
-        lines.append(f"| {seed} | {s['alpaca_eval/win_rate']:.1f} | {s['alpaca_eval/standard_error']:.1f} | "
-                     f"{s['alpaca_eval/lc_win_rate']:.1f} | {s['alpaca_eval/avg_length']:.0f} | "
-                     f"{s['alpaca_eval/n_total']} |")
-    wr, lc = (np.array([s[key] for _, s in rows]) for key in ("alpaca_eval/win_rate", "alpaca_eval/lc_win_rate"))
-    def sd(x: np.ndarray) -> float:
-        return float(x.std(ddof=1)) if len(x) > 1 else float("nan")
-
-    lines += ["", f"Across sampling seeds: WR {wr.mean():.1f} (sd {_fmt(sd(wr))}), LC WR {lc.mean():.1f} "
-                  f"(sd {_fmt(sd(lc))}); the mean standard error over prompts within one evaluation is "
-                  f"{np.mean([s['alpaca_eval/standard_error'] for _, s in rows]):.1f}."]
-    return "\n".join(lines) + "\n"
 
 
 def pulled_records(pulled: list[dict]) -> list[RunRecord]:
