@@ -19,17 +19,12 @@ from pathlib import Path
 PROMPTS, K, MAX_NEW_TOKENS = int(os.environ.get("PROMPTS", "32")), 4, 64  # a test runs PROMPTS=4
 
 
-def group_rss_gb(pgid: int) -> float:
-    """Resident memory of every process in the process group `pgid` (the server and its workers), in GB."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...; rss is field 24 (index 21 here)
-            total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    return total / 1e9
+def group_rss_gb(pid: int) -> float:
+    """Resident memory of the process `pid` and all its descendants (the server and its engine workers), in GB."""
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 1e9
 
 
 def mean_score(oracle, prompts, responses) -> float:

@@ -94,14 +94,20 @@ class Server:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
 
+    def client(self):
+        """The OpenAI client of this server (no key: a local engine)."""
+        import openai
+
+        return openai.OpenAI(base_url=self.base_url, api_key="EMPTY", timeout=self.cfg.request_timeout_s,
+                             max_retries=self.cfg.max_retries)
+
     def check_api(self, seed: int) -> None:
         """One prompt of token ids, n=2 and a seed, asked twice: a server that rejects the request (no token-id
         prompts, no `seed`, no `n`) or draws differently under the same seed is a GenerationError naming what
         differs, before any sampling (vLLM has changed its request format between versions)."""
         import openai
 
-        client = openai.OpenAI(base_url=self.base_url, api_key="EMPTY", timeout=self.cfg.request_timeout_s,
-                               max_retries=self.cfg.max_retries)
+        client = self.client()
         version = self.version()
         try:
             model = client.models.list().data[0].id
@@ -136,8 +142,7 @@ class Server:
         """`n` answers per prompt (a messages list), in order, and the number of generated tokens."""
         import openai
 
-        client = openai.OpenAI(base_url=self.base_url, api_key="EMPTY", timeout=self.cfg.request_timeout_s,
-                               max_retries=self.cfg.max_retries)
+        client = self.client()
         try:
             model = client.models.list().data[0].id
 
