@@ -5,7 +5,7 @@
 #   experiments/table1_seeds.sh                        # 12 runs of the demo schedule: ~2 h on 2 CPU cores
 #   ROWS=table1_dno,table1_spin SEEDS=0,1 experiments/table1_seeds.sh model=tiny_random schedule=smoke
 #
-# SWEEP_DIR: the sweep (default multirun/table1_seeds/<time>); TABLES_DIR: its tables and plots (default
+# SWEEP_DIR: the sweep (default multirun/table1_seeds/<time>); SWEEP_NAME: its W&B group (default table1_seeds); TABLES_DIR: its tables and plots (default
 # results/table1_seeds); REPORT: where comparison.md is copied (default results/table1_seeds.md).
 # Then the evaluation-only noise: the first row's first seed's final model (its best iterate) answers the
 # same test prompts with the sampling seeds EVAL_SEEDS (default 0,1,2; empty: skip), one dno-eval multirun,
@@ -18,7 +18,8 @@ SWEEP="${SWEEP_DIR:-multirun/table1_seeds/$(date +%Y-%m-%d_%H-%M-%S)}"
 TABLES="${TABLES_DIR:-results/table1_seeds}"
 start=$(date +%s)
 # seeds outermost (Hydra's sweep varies the last key fastest): a sweep cut short still has every row
-.venv/bin/dno-run -m "seed=$SEEDS" "experiment=$ROWS" schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP" "$@"
+.venv/bin/dno-run -m "seed=$SEEDS" "experiment=$ROWS" schedule.test_prompts=200 "hydra.sweep.dir=$SWEEP" \
+  "sweep_name=${SWEEP_NAME:-table1_seeds}" "$@"
 echo "sweep wall time: $(( $(date +%s) - start )) s" | tee "$SWEEP/wall_time.txt"
 .venv/bin/dno-tables "runs=$SWEEP" "out=$TABLES" ${TABLES_ARGS:-}
 REPORT="${REPORT:-results/table1_seeds.md}"

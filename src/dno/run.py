@@ -273,6 +273,8 @@ def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sin
         provenance.write(run.path, prov)
     tracker = Tracker(run, sink, enabled=accelerator.is_main_process)  # only the main process logs
     logged = comparison_axes(config, launch) | {"cfg": config, "provenance": provenance.environment_summary(prov)}
+    if launch.sweep_dir:
+        logged["sweep_dir"] = launch.sweep_dir
     tracker.start(logged, launch,
                   logged_iterations={t for t in range(1, cfg.schedule.iterations + 1) if run.iteration(t).done("log")})
     return tracker

@@ -40,13 +40,15 @@ class Job(NamedTuple):
     launch: Launch  # the sweep (W&B group), the job's name, the app, Hydra's choices and overrides
 
 
-def job(app: str) -> Job:
-    """This Hydra job of `app` (dno-run, dno-eval, ...), as the library needs it."""
+def job(app: str, cfg=None) -> Job:
+    """This Hydra job of `app` (dno-run, dno-eval, ...), as the library needs it. A multirun's W&B group is the
+    config's `sweep_name`, else the sweep directory's own name (its absolute path goes into W&B's `sweep_dir`)."""
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
-    group = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+    sweep = hc.mode == RunMode.MULTIRUN
+    group = ((cfg.get("sweep_name") if cfg is not None else None) or Path(hc.sweep.dir).name) if sweep else None
     return Job(run_dir, Launch(group, hc.job.override_dirname or run_dir.name, app, dict(hc.runtime.choices),
-                               tuple(hc.overrides.task)))
+                               tuple(hc.overrides.task), str(Path(hc.sweep.dir).resolve()) if sweep else None))
 
 
 def lost_peer(e: BaseException) -> bool:

@@ -19,7 +19,7 @@ from dno.runtime.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    j = job("dno-bench")
+    j = job("dno-bench", cfg)
     report = exit_codes("dno-bench", lambda: run_bench(cfg, j.dir, j.launch.choices))
     print(markdown(report))
     print(json.dumps({k: report[k] for k in ("machine",)}, default=str))

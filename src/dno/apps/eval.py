@@ -17,7 +17,7 @@ from dno.runtime.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    j = job("dno-eval")
+    j = job("dno-eval", cfg)
     summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, j.dir, j.launch))
     print("\n".join(f"{k}: {v}" for k, v in summary.items()))
 

@@ -20,7 +20,7 @@ from dno.runtime.config import CONF_DIR
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> None:
-    j = job("dno-run")
+    j = job("dno-run", cfg)
     if cfg.get("plan"):  # the priced plan only: nothing is sampled, judged or trained
         exit_codes("dno-run", lambda: plan_run(cfg, j.dir))
         return

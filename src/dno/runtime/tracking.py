@@ -38,11 +38,12 @@ class Launch:
     """What started a run, as W&B groups and filters runs: the sweep (group), the job's name, the app (job type),
     Hydra's chosen option per config group and the command line's overrides."""
 
-    group: str | None = None  # the sweep directory under multirun
+    group: str | None = None  # a multirun's name: `sweep_name`, else its directory's own name
     name: str | None = None  # the job's overrides, or the run directory's name
     job_type: str = "dno-run"  # dno-run, dno-eval, dno-bench
     choices: dict = field(default_factory=dict)  # e.g. {"loss": "dno_prct", "model": "tiny_random"}
     overrides: tuple[str, ...] = ()
+    sweep_dir: str | None = None  # a multirun's directory, absolute
 
 
 AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "experiment",
