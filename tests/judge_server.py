@@ -111,6 +111,10 @@ class JudgeServer:
         self.batches: dict[str, dict] = {}
         self.batch_faults: list[str | None] = []
         self.batch_answered: list[dict] = []  # the bodies of the requests that batches answered (paid)
+        # hold_batch_step(step): the Batch API's `upload`, `create` or `read` is done on the server, its reply held
+        # until release(): a client killed then has lost the reply, not the server's work
+        self.held_step: str | None = None
+        self.held_reached = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -128,14 +132,18 @@ class JudgeServer:
             def do_GET(self) -> None:
                 with server.lock:
                     status, payload = server.batch_api_get(self.path)
+                server.wait_if_held("read" if self.path.split("?")[0].endswith("/content") and
+                                    not server.is_error_file(self.path) else "poll")
                 self.reply(status, payload, "application/octet-stream" if isinstance(payload, bytes)
                            else "application/json")
 
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path.endswith(("/files", "/batches")):
+                if self.path.endswith(("/files", "/batches", "/cancel")):
                     with server.lock:
-                        self.reply(*server.batch_api_post(self.path, raw, self.headers["Content-Type"]))
+                        answer = server.batch_api_post(self.path, raw, self.headers["Content-Type"])
+                    server.wait_if_held("upload" if self.path.endswith("/files") else "create")
+                    self.reply(*answer)
                     return
                 body = json.loads(raw)
                 with server.lock:
@@ -180,7 +188,24 @@ class JudgeServer:
     def release(self) -> None:
         with self.lock:
             self.held_from = None
+            self.held_step = None
             self.released.set()
+
+    def hold_batch_step(self, step: str) -> None:
+        """Do the Batch API's `step` (upload, create, poll, read) and hold its reply until release()."""
+        with self.lock:
+            self.held_step = step
+            self.held_reached.clear()
+            self.released.clear()
+
+    def wait_if_held(self, step: str) -> None:
+        if self.held_step == step:
+            self.held_reached.set()
+            self.released.wait(timeout=600)
+
+    def is_error_file(self, path: str) -> bool:
+        file_id = path.split("?")[0].rstrip("/").split("/")[-2]
+        return any(b.get("error_file_id") == file_id for b in self.batches.values())
 
     def __enter__(self) -> JudgeServer:
         self.thread.start()
@@ -206,6 +231,10 @@ class JudgeServer:
             return 200, {"id": file_id, "object": "file", "bytes": len(parts["file"]), "created_at": now,
                          "filename": "input.jsonl", "purpose": parts.get("purpose", b"batch").decode(),
                          "status": "processed"}
+        if path.endswith("/cancel"):
+            batch = self.batches[path.rstrip("/").split("/")[-2]]
+            batch["status"] = "cancelled"
+            return 200, self.batch_view(batch["id"])
         body = json.loads(raw)
         batch_id = f"batch_{len(self.batches) + 1}"
         total = len([line for line in self.files[body["input_file_id"]].split(b"\n") if line.strip()])
@@ -229,7 +258,9 @@ class JudgeServer:
         if parts[-2] == "batches":
             batch = self.batches[parts[-1]]
             steps = ("validating", "in_progress", "finalizing", "completed")
-            if batch["status"] in steps[:-1]:
+            if batch["fault"] == "stuck" and batch["status"] == "validating":
+                batch["status"] = "in_progress"  # and there it stays
+            elif batch["fault"] != "stuck" and batch["status"] in steps[:-1]:
                 batch["status"] = steps[steps.index(batch["status"]) + 1]
                 if batch["status"] == "completed":
                     self.run_batch(batch)

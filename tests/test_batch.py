@@ -134,7 +134,7 @@ def test_cached_prompt_tokens_are_priced_at_the_cached_rate():
     chat = ChatAPI(ClientOptions(model="gpt-4o", **PRICES))
     assert chat.price({"prompt_tokens": 1000, "completion_tokens": 100}) == pytest.approx((10_000 + 3_000) / 1e6)
     assert chat.price({"prompt_tokens": 1000, "cached_tokens": 800, "completion_tokens": 100}) == pytest.approx(
-        (200 * 10 + 800 * 5 + 100 * 30) / 1e6)  # cached at half the input price unless set
+        (1000 * 10 + 100 * 30) / 1e6)  # prices from the config without a cached rate: no discount assumed
     set_rate = ChatAPI(ClientOptions(model="gpt-4o", price_cached_input_per_1m=1.0, **PRICES))
     assert set_rate.price({"prompt_tokens": 1000, "cached_tokens": 1000}) == pytest.approx(1000 / 1e6)
 
@@ -160,3 +160,113 @@ def test_the_judge_stage_through_batches_gives_the_direct_runs_judgements_at_hal
     assert len(server.requests) - direct_requests <= 2 + 8 + 8  # form probe + the direct stages (evaluation)
     journal = read_json(batch.iteration(1).batch_journal("judge"))
     assert journal[0]["read"] and journal[0]["status"] == "completed"
+
+
+@pytest.fixture
+def bill(tmp_path):
+    """The run's ledger, active for the test's judges (and no other test's)."""
+    from dno.oracles import ledger
+
+    yield ledger.activate(tmp_path / "ledger.jsonl")
+    ledger.activate(None)
+
+
+def batch_usd(server: JudgeServer, chat: ChatAPI) -> float:
+    """What the server billed for its batches' answers: their tokens at half the direct price."""
+    total = 0.0
+    for body in server.batch_answered:
+        _, payload, _ = server.answer(body, None)
+        total += chat.price(payload["usage"]) / 2
+    return total
+
+
+KILL_SCRIPT = """import os, signal, sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_batch import api, questions
+from dno.oracles import batch, ledger
+ledger.activate(Path(sys.argv[2]) / "ledger.jsonl")
+if sys.argv[3] == "stored":  # killed after the answers are stored, before the journal marks the batch read
+    write = batch.write_json
+    def write_json(path, entries):
+        if any(e.get("read") for e in entries):
+            os.kill(os.getpid(), signal.SIGKILL)
+        write(path, entries)
+    batch.write_json = write_json
+class Remote:
+    url = sys.argv[1]
+batch.complete_many(api(Remote, Path(sys.argv[2])), questions(5), "batch")
+"""
+
+
+@pytest.mark.parametrize("step", ["upload", "create", "read", "stored"])
+def test_a_kill_at_any_step_of_a_batch_pays_nothing_twice(tmp_path, bill, step):
+    """kill -9 while the input file is uploaded, the batch created, its output read, or just after its answers were
+    stored: the same call again submits no second batch, asks nothing directly, and the ledger bills each question
+    once, at the batch price the server billed."""
+    with JudgeServer() as server:
+        if step != "stored":
+            server.hold_batch_step(step)
+        proc = subprocess.Popen([program("python"), "-c", KILL_SCRIPT.format(tests=str(REPO / "tests")), server.url,
+                                 str(tmp_path), step], cwd=REPO, start_new_session=True)
+        if step == "stored":
+            assert proc.wait(timeout=120) == -signal.SIGKILL
+        else:
+            assert server.held_reached.wait(timeout=120), f"the client never reached {step}"
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            server.release()
+        replies = complete_many(api(server, tmp_path), questions(5), "batch")
+        assert len(server.batches) == 1 and len(server.batch_answered) == 5 and not server.requests
+        assert all(r.batch or r.cached for r in replies) and all(r.error is None for r in replies)
+        rows = read_jsonl(tmp_path / "ledger.jsonl")
+        assert len(rows) == len({r["key"] for r in rows}) == 5 and all(r["batch"] for r in rows)
+        chat = api(server, tmp_path, batch=False)
+        assert sum(r["usd"] for r in rows) == pytest.approx(batch_usd(server, chat)) and rows[0]["usd"] > 0
+        assert read_json(tmp_path / "batches.judge.json")[-1]["read"] or step == "stored"
+
+
+def test_unreadable_and_error_lines_are_paid_reported_and_asked_once_directly(tmp_path, bill):
+    with JudgeServer() as server:
+        server.batch_faults = ["malformed_line"]
+        complete_many(api(server, tmp_path), questions(4), "batch")
+        rows = read_jsonl(tmp_path / "ledger.jsonl")
+        unreadable = [r for r in rows if r.get("unreadable")]
+        assert len(unreadable) == 1 and unreadable[0]["usd_unknown"]  # billed: counted, though its price is not known
+        assert sum(not r["batch"] for r in rows) == 1 and len(server.requests) == 1  # its question, once, directly
+        server.batch_faults = ["expire_half"]
+        complete_many(api(server, tmp_path), questions(6, start=10), "batch")
+        entry = read_json(tmp_path / "batches.judge.json")[-1]
+        assert entry["errors"] == {"batch_expired": 3} and entry["answered"] == 3  # the error file was read
+        assert len(server.requests) == 1 + 3
+    from dno.oracles.ledger import cost_metrics
+
+    bill_rows = read_jsonl(tmp_path / "ledger.jsonl")
+    assert cost_metrics(bill_rows)["cost/unreadable_requests"] == 1 and len(bill_rows) == 4 + 1 + 6
+
+
+def test_a_batch_past_its_completion_window_is_cancelled_and_its_questions_asked_directly(tmp_path, monkeypatch):
+    from dno.oracles import batch
+
+    monkeypatch.setattr(batch, "BATCH_GRACE_S", 0.0)
+    with JudgeServer() as server:
+        server.batch_faults = ["stuck"]
+        replies = complete_many(api(server, tmp_path, batch_window="1s"), questions(3), "batch")
+        assert server.batches["batch_1"]["status"] == "cancelled" and len(server.requests) == 3
+        assert all(r.error is None and not r.batch for r in replies)
+
+
+def test_the_request_counter_stays_whole_after_a_resume(tmp_path):
+    """A batch submitted by a killed process and read by the next: its answers count as paid requests (the counter
+    went negative: the unanswered part was released though this process never reserved it)."""
+    with JudgeServer() as server:
+        server.hold_batch_step("read")
+        proc = subprocess.Popen([program("python"), "-c", KILL_SCRIPT.format(tests=str(REPO / "tests")), server.url,
+                                 str(tmp_path), "read"], cwd=REPO, start_new_session=True)
+        assert server.held_reached.wait(timeout=120)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        server.release()
+        chat = api(server, tmp_path)
+        complete_many(chat, questions(5), "batch")
+        assert chat.requests == 5

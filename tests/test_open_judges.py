@@ -15,7 +15,7 @@ import helpers
 from dno.benchmarks.base import EvalError, Evaluated
 from dno.benchmarks.local import LocalBenchmark
 from dno.data import Prompt
-from dno.oracles.api import OPENAI_LIST_PRICE, ChatAPI, ClientOptions, OracleError
+from dno.oracles.api import ChatAPI, ClientOptions, OracleError
 from dno.oracles.base import INVALID, OK
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, response_format
 from dno.runtime.files import read_jsonl
@@ -119,14 +119,36 @@ def test_mostly_invalid_judgements_stop_before_pairs_quoting_three_answers(tmp_p
         assert {r.judgement.status for r in read_rows(out, Judged)} == {INVALID}
 
 
-def test_prices_are_the_list_price_on_the_openai_api_only():
-    def prices(**options):
-        return ChatAPI(ClientOptions(model="m", **options)).prices
+def test_prices_come_from_the_table_by_exact_name_on_the_openai_api_only():
+    def prices(model="gpt-4-turbo", **options):
+        return ChatAPI(ClientOptions(model=model, **options)).prices
 
-    assert prices() == OPENAI_LIST_PRICE == (10.0, 30.0)
+    assert prices() == prices("gpt-4-turbo-2024-04-09") == (10.0, 30.0)
+    # exact names first: a prefix priced gpt-4o-mini as gpt-4o and gpt-4.1-mini/nano as gpt-4.1
+    assert prices("gpt-4o") == (2.5, 10.0) and prices("gpt-4o-mini") == (0.15, 0.6)
+    assert prices("gpt-4o-mini-2024-07-18") == (0.15, 0.6)  # a snapshot date is taken off
+    assert prices("gpt-4.1-mini") == (0.4, 1.6) and prices("gpt-4.1-nano") == (0.1, 0.4)
+    assert prices("gpt-4o-2024-05-13") == (5.0, 15.0)  # a snapshot of its own price
     assert prices(base_url="http://127.0.0.1:8765/v1") == (0.0, 0.0)
     assert prices(base_url="http://127.0.0.1:8765/v1", price_input_per_1m=0.2) == (0.2, 0.0)
-    assert prices(price_output_per_1m=15.0) == (10.0, 15.0)
+    assert prices(price_input_per_1m=10.0, price_output_per_1m=15.0) == (10.0, 15.0)
+    # the cached-input rate is the model's own: a quarter of gpt-4.1's input price, half of gpt-4o's
+    assert ChatAPI(ClientOptions(model="gpt-4.1")).price({"prompt_tokens": 1000, "cached_tokens": 1000}) == \
+        pytest.approx(1000 * 0.5 / 1e6)
+    assert ChatAPI(ClientOptions(model="gpt-4o")).price({"prompt_tokens": 1000, "cached_tokens": 1000}) == \
+        pytest.approx(1000 * 1.25 / 1e6)
+
+
+def test_a_model_without_a_price_is_an_error_for_a_paid_run_unless_prices_are_given():
+    unknown = ChatAPI(ClientOptions(model="gpt-99-omni", api_key_env=None))
+    with pytest.raises(ValueError, match="no price for the judge model 'gpt-99-omni' in .*openai.yaml"):
+        unknown.check()
+    with pytest.raises(ValueError, match="gpt-99-omni"):
+        unknown.price({"prompt_tokens": 1})
+    given = ChatAPI(ClientOptions(model="gpt-99-omni", api_key_env=None, price_input_per_1m=1.0,
+                                  price_output_per_1m=2.0))
+    given.check()
+    assert given.price({"prompt_tokens": 1000, "completion_tokens": 1000}) == pytest.approx(3000 / 1e6)
 
 
 def test_validation_win_rates_carry_their_counts_and_skip_what_was_not_judged():

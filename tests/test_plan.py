@@ -60,7 +60,8 @@ def test_a_run_logs_its_plan_beside_what_it_paid_and_a_resumed_plan_counts_the_c
         asked = len(server.requests)
         dno_run(*LISTWISE, *judge, "plan=true", f"hydra.run.dir={run_dir}")
         assert len(server.requests) == asked  # planning asks nothing
-    again = read_json(RunDir(run_dir).plan)
+    assert read_json(RunDir(run_dir).plan)["iterations"] == planned  # the first plan is kept
+    again = read_json(RunDir(run_dir).plans / "plan_2.json")
     assert [r["judge_requests_cached"] for r in again["iterations"]] == [6, 6]  # every question is in the cache
     assert again["total"]["judge_usd"] == 0
     assert again["estimates"]["judge_tokens_per_request"]["source"] == "measured in this run's earlier iterations"

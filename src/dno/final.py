@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dno.benchmarks.base import Evaluated
 from dno.benchmarks.local import LocalBenchmark
+from dno.oracles.ledger import cost_metrics, read_ledger
 from dno.run import Run
 from dno.runtime import provenance
 from dno.runtime.config import ConfigError, upgrade_config
@@ -84,7 +85,7 @@ def evaluate_checkpoint(cfg: DictConfig, out: Path, launch: Launch | None = None
     generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"
     target = Evaluated(lambda: run.policies.get(ckpt), run.tokenizer, run.sampling, cfg.seed, generator,
                        ckpt is None, run.splits.test, baseline_answers(run, final), run.oracle, ckpt)
-    summary = run_benchmarks(run, target, final)
+    summary = run_benchmarks(run, target, final) | cost_metrics(read_ledger(run.dir.ledger))
     run.tracker.summary(summary)
     run.tracker.finish()
     return summary
@@ -134,6 +135,7 @@ def evaluate_iterates(cfg: DictConfig, out: Path, launch: Launch | None = None) 
         write_json(final.summary, metrics)
         run.tracker.log(metrics, t - 1)
         summary |= {f"pi_{t}/{k}": v for k, v in metrics.items()}
+    summary |= cost_metrics(read_ledger(run.dir.ledger))
     run.tracker.summary(summary)
     run.tracker.finish()
     return summary

@@ -25,10 +25,11 @@ from omegaconf import OmegaConf
 
 from dno.data import Prompt
 from dno.final import final_stage, headline
+from dno.oracles.ledger import cost_metrics, read_ledger
 from dno.reports.plan import plan_metrics
 from dno.run import Run
 from dno.runtime.files import read_json, write_json
-from dno.runtime.layout import IterationDir
+from dno.runtime.layout import IterationDir, RunDir
 from dno.runtime.records import Judged, PairRow, read_rows, write_rows
 from dno.runtime.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
@@ -127,11 +128,26 @@ def validate(run: Run, policy: Path, d: IterationDir, previous: Path, seed: int)
 def log_iteration(run: Run, t: int, metrics: dict) -> dict:
     """The iteration's metrics to metrics.jsonl and W&B (with what reading the prompt set dropped, once)."""
     d = run.dir.iteration(t)
-    metrics = metrics | (run.data_stats if t == 1 else {}) | plan_metrics(run.plan, t, metrics)
+    metrics = metrics | (run.data_stats if t == 1 else {}) | plan_metrics(run.plan, t, metrics) | \
+        iteration_bill(run, t)
     run.tracker.table(f"samples/{d.name}", sample_table(d.judgements), t)
     run.tracker.artifact("pairs", d.pairs, alias=d.name, metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
     run.tracker.log(metrics, t)
     return metrics
+
+
+def iteration_bill(run: Run, t: int) -> dict:
+    """What iteration t paid its judges, from the run's ledger: `cost/judge/*`, `cost/validation/*` (and at t = 1
+    the teacher's, paid before it), `cost/total_usd` the iteration's."""
+    rows = [r for r in read_ledger(run.dir.ledger) if r.get("iteration") == t or (t == 1 and r.get("iteration") == 0)]
+    return cost_metrics(rows)
+
+
+def run_bill(run_dir) -> dict:
+    """The whole run's judge bill from its ledger: `cost/<stage>/*`, `cost/total_usd`; and `oracle/usd`, whose W&B
+    summary was the last iteration's, as the training judge's total."""
+    bill = cost_metrics(read_ledger(RunDir(run_dir).ledger))
+    return bill | {"oracle/usd": bill.get("cost/judge/usd", 0.0)}
 
 
 def sample_table(judgements: Path) -> list[dict]:
@@ -242,6 +258,7 @@ def _train_dno(run: Run) -> dict:
         summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
         summary |= final_stage(run, f"pi_{best + 1}", run.checkpoint(best))
     summary["final/iterations"] = T
+    summary |= run_bill(run.run_dir)
     run.tracker.summary(summary)
     run.tracker.finish()
     print(results_table(per_iteration, summary))
@@ -258,4 +275,7 @@ def results_table(per_iteration: list[dict], summary: dict) -> str:
                     f"{m['pairs/total']} | {m.get('data/student_score_mean', float('nan')):.2f} | "
                     f"{m['eval/avg_length']:.0f} |")
     rows += ["", f"Final: {summary['final/model']}", *headline(summary)]
+    if summary.get("cost/total_requests"):
+        rows.append(f"Judge bill: ${summary['cost/total_usd']:,.4f} for {summary['cost/total_requests']} paid requests "
+                    "(the run's ledger)")
     return "\n".join(rows)

@@ -20,12 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 from dno.benchmarks import benchmarks
 from dno.data import Prompt
 from dno.data.splits import Splits, make_splits
+from dno.oracles import ledger
 from dno.policy.sample import Sampler, SamplingOptions
-from dno.reports.plan import make_plan, plan_table
+from dno.reports.plan import make_plan, plan_table, save_plan
 from dno.runtime import provenance
 from dno.runtime.config import ConfigError, grad_accumulation, validate
 from dno.runtime.distributed import gather, make_accelerator, same_run_dir
-from dno.runtime.files import write_json
 from dno.runtime.layout import RunDir, StageDir
 from dno.runtime.stages import run_stage, stage_seed
 from dno.runtime.tracking import Launch, Tracker, comparison_axes, redact
@@ -133,9 +133,11 @@ class Run:
         same_run_dir(accelerator, run_dir)
         take_lock(accelerator, run_dir)
         tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, launch)
-        plan = make_plan(cfg, oracle, teacher, splits, run_dir) if launch.job_type == "dno-run" else {}
+        if accelerator.is_main_process:  # the main process judges: every paid answer into the run's ledger
+            ledger.activate(RunDir(run_dir).ledger)
+        plan = make_plan(cfg, oracle, teacher, splits, run_dir, final) if launch.job_type == "dno-run" else {}
         if plan and accelerator.is_main_process:
-            write_json(RunDir(run_dir).plan, plan)
+            save_plan(run_dir, plan)
         return cls(cfg, RunDir(run_dir), splits, oracle, variant, teacher, final, SamplingOptions.of(cfg.sampling),
                    train_options(cfg, accelerator.num_processes), tracker, accelerator, tokenizer,
                    Policies(cfg, tokenizer, accelerator.device), data_stats, plan)
@@ -239,9 +241,13 @@ def plan_run(cfg: DictConfig, run_dir: Path) -> dict:
         oracle, teacher = instantiate(cfg.oracle), instantiate(cfg.teacher)
     except InstantiationException as e:
         raise ConfigError(str(e)) from None
+    try:
+        final = benchmarks(cfg.eval, check=False)  # no key needed to plan
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     splits = None if (cfg.get("plan_inputs") or {}).get("prompts_per_iteration") else prompt_splits(cfg)[1]
-    plan = make_plan(cfg, oracle, teacher, splits, run_dir)
-    write_json(RunDir(run_dir).plan, plan)
+    plan = make_plan(cfg, oracle, teacher, splits, run_dir, final)
+    save_plan(run_dir, plan)
     print(plan_table(plan))
     return plan
 

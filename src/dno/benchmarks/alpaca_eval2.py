@@ -32,6 +32,11 @@ from dno.stages.sample import sample_responses
 log = logging.getLogger(__name__)
 REFERENCE_FILE = "alpaca_eval_gpt4_baseline.json"
 OFFICIAL_ANNOTATOR, OFFICIAL_ANNOTATOR_MODEL = "weighted_alpaca_eval_gpt4_turbo", "gpt-4-1106-preview"
+ALPACA_EVAL_INSTRUCTIONS = 805
+# for the plan: the annotator's template (alpaca_eval_clf_gpt4_turbo's system and user text) and the mean lengths of
+# an AlpacaEval instruction and of its GPT-4-Turbo reference answer, in characters
+ANNOTATOR_TEMPLATE_CHARS = 1_900
+ALPACA_EVAL_MEANS = (420, 1_960)
 
 
 def _package_dir() -> Path:
@@ -71,6 +76,16 @@ class AlpacaEval2:
                 raise ValueError(f"eval.{key}={getattr(self, key)} does not exist")
         if self.api_key_env and not os.environ.get(self.api_key_env):
             raise ValueError(f"eval.alpaca_eval2.api_key_env: the environment variable {self.api_key_env} is not set")
+
+    def plan_questions(self, n_test: int, instruction: float, answer: float) -> dict:
+        """What the plan prices: one annotation (one completion token, read from its log-probabilities) per
+        instruction, the template with the instruction, the GPT-4-Turbo reference and the model's answer."""
+        from dno.oracles.api import ChatAPI, ClientOptions
+
+        n = self.num_instructions or ALPACA_EVAL_INSTRUCTIONS
+        api = ChatAPI(ClientOptions(model=self.annotator_model, base_url=self.base_url, api_key_env=None))
+        return {"requests": n, "prompt_chars": ANNOTATOR_TEMPLATE_CHARS + ALPACA_EVAL_MEANS[0] + ALPACA_EVAL_MEANS[1]
+                + min(answer, self.max_new_tokens * 4), "completion_tokens": 1, "api": api}
 
     def run(self, target: Evaluated, out: BenchmarkDir) -> dict:
         """The 805 instructions answered by the target (stage `sample`), annotated by alpaca_eval (`evaluate`)."""
@@ -128,6 +143,7 @@ class AlpacaEval2:
                 name=generator, output_path=str(out.path), precomputed_leaderboard=None, is_cache_leaderboard=False,
                 is_return_instead_of_print=True, fn_metric="get_length_controlled_winrate",
                 metric_kwargs={"save_weights_dir": str(out.glm_weights)}, caching_path=str(out.annotator_cache))
+        self.bill(out)
         row = board.loc[generator].to_dict()
         if int(row["n_total"]) != len(outputs):
             raise EvalError(f"alpaca_eval annotated {int(row['n_total'])} of {len(outputs)} instructions (failed or "
@@ -144,6 +160,49 @@ class AlpacaEval2:
         }
         write_json(out.summary, summary)
         return summary
+
+
+    def bill(self, out: BenchmarkDir) -> None:
+        """alpaca_eval's annotator pays through its own client and writes the price of each annotation into
+        annotations.json (`preference_price_per_example`: its total tokens at its own price per token): each goes
+        into the run's ledger, once per (instruction, outputs). Re-priced with conf/prices when the package's rate
+        is known (its tokens recovered from its price); 0 on another server (base_url); a price the package could
+        not make (NaN) is counted as a request with `usd_unknown`."""
+        import math
+
+        from dno.oracles.cache import cache_key
+        from dno.oracles.ledger import pay_priced
+        from dno.oracles.prices import UnknownPrice, price_of
+
+        if not out.annotations.exists():
+            return
+        try:
+            card = None if self.base_url else price_of(self.annotator_model)
+        except UnknownPrice:
+            card = None
+        per_token = package_price_per_token(self.annotator_model)
+        for a in read_json(out.annotations):
+            price = a.get("preference_price_per_example", a.get("price_per_example"))
+            known = isinstance(price, int | float) and math.isfinite(price)
+            tokens = round(price / per_token) if known and per_token else 0
+            usage = {"prompt_tokens": max(tokens - 1, 0), "completion_tokens": 1 if tokens else 0}
+            usd = 0.0 if self.base_url else card.usd(usage) if card and tokens else float(price) if known else 0.0
+            key = cache_key(benchmark="alpaca_eval2", annotator=self.annotator, model=self.annotator_model,
+                            instruction=a.get("instruction"), output_1=a.get("output_1"), output_2=a.get("output_2"))
+            pay_priced(key, model=self.annotator_model, usd=usd, usage=usage, priced_by="alpaca_eval",
+                       **({} if known or self.base_url else {"usd_unknown": True}))
+
+
+def package_price_per_token(model: str) -> float | None:
+    """alpaca_eval's own USD per token of `model` (None when it does not know it)."""
+    import math
+
+    from alpaca_eval.decoders.openai import _get_price_per_token
+
+    with contextlib.suppress(Exception):
+        value = float(_get_price_per_token(model))
+        return value if math.isfinite(value) and value > 0 else None
+    return None
 
 
 @contextlib.contextmanager

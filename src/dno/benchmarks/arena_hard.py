@@ -100,6 +100,12 @@ class Data:
     source: str
 
 
+# for the plan: Arena-Hard-Auto v2.0's prompts per category, the judge's system prompt and a prompt (characters), the
+# baseline's answer (characters) and a game's judgement (tokens: the judge's own answer, then the verdict)
+ARENA_HARD_PROMPTS = (("hard_prompt", 500), ("creative_writing", 250))
+GAME_PROMPT_CHARS, BASELINE_ANSWER_CHARS, GAME_TOKENS = 2_600, 3_000, 900
+
+
 @dataclass(frozen=True)
 class ArenaHard:
     """`eval=arena_hard` (conf/eval/arena_hard.yaml): the keys of that file, under `eval.arena_hard.`."""
@@ -132,6 +138,15 @@ class ArenaHard:
     question_file: str | None = None  # source=local: question.jsonl
     answers_dir: str | None = None  # source=local: the baselines' model_answer/<model>.jsonl
     judge_prompts_file: str | None = None  # source=local: a .py defining JUDGE_SETTINGS, DEFAULT_PROMPT_TEMPLATE
+
+    def plan_questions(self, n_test: int, instruction: float, answer: float) -> dict:
+        """What the plan prices: two games per prompt (both orders), upstream's template with the prompt, the
+        baseline's answer and the model's; the judge writes its own answer before its verdict."""
+        per_category = dict(ARENA_HARD_PROMPTS)
+        n = sum(min(per_category.get(c, 0), self.per_category or per_category.get(c, 0)) for c in self.categories)
+        answer_chars = min(answer, self.max_new_tokens * 4)
+        return {"requests": 2 * n, "prompt_chars": GAME_PROMPT_CHARS + BASELINE_ANSWER_CHARS + answer_chars,
+                "completion_tokens": GAME_TOKENS, "api": ChatAPI(client_options(self, self.judge_model))}
 
     def check(self) -> None:
         if self.source not in ("wheel", "local"):

@@ -75,6 +75,10 @@ class LocalBenchmark:
         if not 0.0 <= self.min_valid_frac <= 1.0:
             raise ValueError(f"eval.local.min_valid_frac must be in [0, 1], got {self.min_valid_frac}")
 
+    def plan_questions(self, n_test: int, instruction: float, answer: float) -> dict:
+        """What the plan prices (dno.reports.plan): a judgement of two answers per test prompt, by the run's oracle."""
+        return {"requests": n_test, "oracle": True, "candidates": 2}
+
     def run(self, target: Evaluated, out: BenchmarkDir) -> dict:
         """The target's test answers (stage `sample`), annotated against the baseline (stage `evaluate`)."""
         def sample() -> dict:

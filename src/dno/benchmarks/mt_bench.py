@@ -60,6 +60,12 @@ def prompt_name(category: str, turn: int) -> str:
     return ("single-math-v1" if category in NEED_REFERENCE else "single-v1") + ("-multi-turn" if turn == 2 else "")
 
 
+MT_BENCH_QUESTIONS, MT_BENCH_CATEGORIES = 80, 8
+# for the plan: FastChat's single-grading prompt with a question (and a reference), in characters, and the tokens
+# of a judgement (an explanation, then "Rating: [[n]]")
+JUDGE_PROMPT_CHARS, JUDGEMENT_TOKENS = 1_400, 250
+
+
 @dataclass(frozen=True)
 class Data:
     """MT-Bench's questions, FastChat's judge prompts (by name), GPT-4's reference answers (by question id), and
@@ -109,6 +115,14 @@ class MTBench:
             raise ValueError(f"eval.mt_bench.per_category must be at least 1 or null, got {self.per_category}")
         self.client().check()
         self.data()  # the files are there (or downloadable) before any model loads
+
+    def plan_questions(self, n_test: int, instruction: float, answer: float) -> dict:
+        """What the plan prices: a rating per question and turn (80 questions, 8 categories), FastChat's prompt with
+        the question, the model's answer(s) and for math, reasoning and coding GPT-4's reference."""
+        n = 2 * (MT_BENCH_CATEGORIES * self.per_category if self.per_category else MT_BENCH_QUESTIONS)
+        answer_chars = min(answer, self.max_new_tokens * 4)
+        return {"requests": n, "prompt_chars": JUDGE_PROMPT_CHARS + 1.5 * answer_chars, "completion_tokens":
+                JUDGEMENT_TOKENS, "api": ChatAPI(client_options(self, self.judge_model))}
 
     def client(self) -> ChatAPI:
         return ChatAPI(client_options(self, self.judge_model), "mt_bench-fastchat-single-v1")

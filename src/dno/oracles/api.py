@@ -11,17 +11,21 @@ What this module adds to the client, and what it leaves to it:
 - a budget (`max_requests` and/or `budget_usd`, priced per million prompt and completion tokens):
   past it the next request raises `BudgetExceeded`; everything paid for is already in the cache,
   so the same command with a larger budget resumes without paying twice. Prices left null are the
-  list price on the OpenAI API (`base_url` null) and 0 on any other server (a local vLLM or llama.cpp);
+  model's row of conf/prices/openai.yaml on the OpenAI API (`base_url` null; a model it lacks is an error
+  until prices are given) and 0 on any other server (a local vLLM or llama.cpp);
+- the bill: every paid answer is written to the run's ledger when it is paid (dno.oracles.ledger);
 - the API key is read from the environment variable named by `api_key_env` when the client is
   made, and is never stored in the config, the cache, a log or a result (errors are scrubbed);
 - prompt tokens the provider served from its prompt cache (`usage.prompt_tokens_details.cached_tokens`)
-  are counted (`cached_tokens`) and priced at `price_cached_input_per_1m` (null: half the input price);
+  are counted (`cached_tokens`) and priced at `price_cached_input_per_1m` (null: the table's cached rate, or the
+  input price when the prices come from the config or the model has no cached rate);
 - with `batch`, `dno.oracles.batch.complete_many` asks the questions that are not cached through the Batch
   API at `batch_price_factor` times the price.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -34,23 +38,11 @@ from urllib.parse import urlsplit
 
 from tqdm.auto import tqdm
 
+from dno.oracles import ledger
 from dno.oracles.cache import JudgeCache, cache_key
+from dno.oracles.prices import Price, UnknownPrice, price_of
 
 log = logging.getLogger(__name__)
-
-
-# USD per million prompt and completion tokens on api.openai.com when no price is configured: GPT-4-Turbo's
-# list price (the paper's judge; alpaca_eval's annotator has its own prices), and the other judges' whose names
-# begin as these (the longest prefix wins)
-OPENAI_LIST_PRICE = (10.0, 30.0)
-LIST_PRICES = {"gpt-4-turbo": OPENAI_LIST_PRICE, "gpt-4-1106": OPENAI_LIST_PRICE, "gpt-4-0125": OPENAI_LIST_PRICE,
-               "gpt-4": (30.0, 60.0), "gpt-4.1": (2.0, 8.0), "gpt-4o": (2.5, 10.0)}
-
-
-def list_price(model: str) -> tuple[float, float]:
-    """The OpenAI API's list price of `model`, GPT-4-Turbo's for a name it does not know."""
-    known = [p for p in LIST_PRICES if model.startswith(p)]
-    return LIST_PRICES[max(known, key=len)] if known else OPENAI_LIST_PRICE
 
 
 class BudgetExceeded(RuntimeError):
@@ -80,9 +72,8 @@ class Reply:
             return {"cache_hits": 1}
         if self.error is not None:
             return {}
-        factor = api.options.batch_price_factor if self.batch else 1.0
         return {"requests": 1, **({"batch_requests": 1} if self.batch else {}), **self.usage,
-                "usd": api.price(self.usage) * factor}
+                "usd": api.paid_usd(self.usage, self.batch)}
 
 
 def usage_of(usage) -> dict:
@@ -140,10 +131,10 @@ class ClientOptions:
     budget_usd: float | None = None  # stop past this spend (what was paid for is cached)
     max_requests: int | None = None  # ... or past this many paid requests
     cache_path: str | None = None  # the SQLite answer cache (None: no cache)
-    price_input_per_1m: float | None = None  # USD per million prompt tokens (None: list price on OpenAI, else 0)
+    price_input_per_1m: float | None = None  # USD per million prompt tokens (None: conf/prices on OpenAI, else 0)
     price_output_per_1m: float | None = None  # USD per million completion tokens (likewise)
     server_log: str | None = None  # the log of a judge server you started (base_url): its tail if the server dies
-    price_cached_input_per_1m: float | None = None  # prompt tokens from the provider's cache (None: half of input)
+    price_cached_input_per_1m: float | None = None  # prompt tokens from the provider's cache (None: module docstring)
     batch: bool = False  # ask a stage's questions through the Batch API (dno.oracles.batch)
     batch_price_factor: float = 0.5  # the Batch API's price, as a fraction of the direct price (OpenAI's: half)
     batch_window: str = "24h"  # the batch's completion window
@@ -159,16 +150,33 @@ class ChatAPI:
         self.model, self.base_url, self.api_key_env = o.model, o.base_url, o.api_key_env
         self.max_concurrency, self.max_retries, self.timeout_s = o.max_concurrency, o.max_retries, o.timeout_s
         self.budget_usd, self.max_requests = o.budget_usd, o.max_requests
-        default = (0.0, 0.0) if o.base_url else list_price(o.model)  # another server is not billed by OpenAI
-        self.prices = tuple(d if p is None else p for p, d in zip((o.price_input_per_1m, o.price_output_per_1m),
-                                                                  default, strict=True))
-        self.cached_price = self.prices[0] / 2 if o.price_cached_input_per_1m is None else o.price_cached_input_per_1m
+        self.price_error: str | None = None
+        self.rate_card = self._rate_card(o)
+        self.prices = (self.rate_card.input, self.rate_card.output)
+        self.cached_price = self.rate_card.input if self.rate_card.cached_input is None else self.rate_card.cached_input
         self.template_version = template_version
         self.cache = JudgeCache(o.cache_path) if o.cache_path else None
         self.rate = RateLimit(o.requests_per_minute)
         self.lock = threading.Lock()
         self.requests, self.usd = 0, 0.0  # paid by this process
         self._client = None
+
+    def _rate_card(self, o: ClientOptions) -> Price:
+        """The prices this judge is billed at: the config's, else 0 on another server than OpenAI's, else the table's
+        row of the model (an unknown model: `price_error`, raised by `check` and by any paid request)."""
+        given = (o.price_input_per_1m, o.price_output_per_1m)
+        if any(p is not None for p in given) or o.base_url:
+            cached = o.price_cached_input_per_1m
+            return Price(float(given[0] or 0.0), float(given[1] or 0.0), None if cached is None else float(cached),
+                         "config" if any(p is not None for p in given) else "not billed (base_url)")
+        try:
+            card = price_of(o.model)
+        except UnknownPrice as e:
+            self.price_error = str(e)
+            return Price(0.0, 0.0, None, "unknown")
+        if o.price_cached_input_per_1m is not None:
+            card = Price(card.input, card.output, float(o.price_cached_input_per_1m), card.model, card.date)
+        return card
 
     def check(self) -> None:
         if self.cache is not None:
@@ -181,6 +189,8 @@ class ChatAPI:
             raise ValueError(f"oracle.api_key_env: the environment variable {self.api_key_env} is not set; "
                              f"export it with the judge's API key (or set oracle.api_key_env=null for a "
                              f"server without authentication)")
+        if self.price_error:
+            raise ValueError(self.price_error)
 
     def _key(self) -> str:
         return os.environ.get(self.api_key_env, "") if self.api_key_env else ""
@@ -196,20 +206,32 @@ class ChatAPI:
 
     def price(self, usage: dict) -> float:
         """USD of one answer's tokens at the direct price (cached prompt tokens at the cached rate)."""
-        cached = usage.get("cached_tokens", 0)
-        return ((usage.get("prompt_tokens", 0) - cached) * self.prices[0] + cached * self.cached_price
-                + usage.get("completion_tokens", 0) * self.prices[1]) / 1e6
+        if self.price_error:
+            raise UnknownPrice(self.price_error)
+        return self.rate_card.usd(usage)
 
     def key(self, messages: list[dict], params: dict) -> str:
         """The cache key of a question: the judge, the template version, the messages and the decoding."""
         return cache_key(model=self.model, template=self.template_version, messages=messages, params=params)
 
+    def paid_usd(self, usage: dict, batch: bool) -> float:
+        """USD of one paid answer: its tokens at the direct price, times `batch_price_factor` through a batch."""
+        return self.price(usage) * (self.options.batch_price_factor if batch else 1.0)
+
     def store(self, key: str, reply: Reply) -> None:
-        """An answer paid for: into the cache, and its price into this process's spend."""
+        """An answer paid for: into the cache (marked with the ledger that pays it), then into the run's ledger, and
+        its price into this process's spend."""
+        bill = ledger.active()
         if self.cache is not None:
-            self.cache.put(key, {"text": reply.text, "top_logprobs": reply.top_logprobs, "usage": reply.usage})
+            self.cache.put(key, {"text": reply.text, "top_logprobs": reply.top_logprobs, "usage": reply.usage,
+                                 "batch": reply.batch, "paid_by": bill.id if bill else None})
+        usd = self.paid_usd(reply.usage, reply.batch)
+        if bill is not None:
+            # without a cache a question asked again is paid again: its line must not be taken for the first one's
+            bill.pay(key if self.cache is not None else f"{key}#{time.time_ns()}", model=self.model,
+                     usage=reply.usage, usd=usd, batch=reply.batch)
         with self.lock:
-            self.usd += self.price(reply.usage) * (self.options.batch_price_factor if reply.batch else 1.0)
+            self.usd += usd
 
     def remembered(self, what: str) -> str | None:
         """A fact about this judge on this server kept in the cache (e.g. the structured-output form it takes)."""
@@ -222,8 +244,18 @@ class ChatAPI:
                                 value)
 
     def cached(self, key: str) -> Reply | None:
+        """The cached answer of `key`, free. An answer this run's ledger paid for but has no line of (a kill between
+        the cache's write and the ledger's) gets its line now."""
         hit = self.cache.get(key) if self.cache is not None else None
-        return Reply(**hit, cached=True) if hit is not None else None
+        if hit is None:
+            return None
+        bill = ledger.active()
+        if bill is not None and hit.get("paid_by") == bill.id and key not in bill:
+            bill.pay(key, model=self.model, usage=hit.get("usage") or {},
+                     usd=self.paid_usd(hit.get("usage") or {}, bool(hit.get("batch"))), batch=bool(hit.get("batch")),
+                     recovered=True)
+        return Reply(text=hit.get("text"), top_logprobs=hit.get("top_logprobs"), usage=hit.get("usage") or {},
+                     cached=True)
 
     def reserve(self, n: int = 1) -> None:
         """Room in the budget for `n` more paid requests (a batch reserves all of its own at once)."""
@@ -242,6 +274,22 @@ class ChatAPI:
         """Requests reserved and not paid (they failed)."""
         with self.lock:
             self.requests -= n
+
+    def count_paid(self, n: int) -> None:
+        """Requests paid that this process did not reserve (a batch submitted before a resume)."""
+        with self.lock:
+            self.requests += n
+
+    def pay_unreadable(self, key: str, usage: dict) -> None:
+        """A batch output line the server billed but that holds no readable answer: paid, in the ledger (priced from
+        its usage where that was readable, else 0 with `usd_unknown`)."""
+        usd = self.paid_usd(usage, True)
+        with self.lock:
+            self.usd += usd
+        bill = ledger.active()
+        if bill is not None:
+            bill.pay(key, model=self.model, usage=usage, usd=usd, batch=True, unreadable=True,
+                     **({"usd_unknown": True} if not usage else {}))
 
     def cache_path(self) -> str:
         return str(self.cache.path) if self.cache else "(no cache: oracle.cache_path is null)"
@@ -314,7 +362,8 @@ def run_concurrently(fn, items: list, max_workers: int, desc: str) -> list:
     pool = ThreadPoolExecutor(max_workers=max_workers)
     try:
         with tqdm(total=len(items), desc=desc, unit="call", leave=False) as bar:
-            futures = [pool.submit(fn, x) for x in items]
+            # each call sees the caller's context (the running stage, which the ledger names)
+            futures = [pool.submit(contextvars.copy_context().run, fn, x) for x in items]
             for f in futures:
                 f.add_done_callback(lambda _: bar.update())
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)

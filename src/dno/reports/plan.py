@@ -4,8 +4,9 @@ Per iteration and in total: prompts, samples, the judge's requests (those the ju
 taken off, where the iteration's samples exist), its prompt and completion tokens, their cost at the direct and
 at the Batch API's price, the validation judge's requests and cost, and the sampling and training hours from a
 dno-bench report of the same model and device when one is given (`plan_inputs.bench`); then the final stage's
-judge requests. Tokens are characters / 4 (OpenAI's rule of thumb for English: the judge's tokenizer is not the
-policy's). Every estimate says where it comes from:
+judge requests of every benchmark of `eval=[...]` (`final`), and a grand total (`total.requests`, `total.usd`,
+`total.usd_batch`) of every stage. Tokens are characters / 4 (OpenAI's rule of thumb for English: the judge's
+tokenizer is not the policy's). Every estimate says where it comes from:
 - the instruction's length: the iteration's own prompts (or `plan_inputs.instruction_chars`);
 - an answer's length: the samples already drawn (a resumed run), else `plan_inputs.answer_chars`, else the
   data's teacher answers, else `sampling.max_new_tokens` x 4 characters (an upper bound);
@@ -14,9 +15,11 @@ policy's). Every estimate says where it comes from:
 `plan_inputs.prompts_per_iteration` plans without reading the data (a setting too large to hold, e.g. the
 paper's 600k prompts): every length then comes from plan_inputs.
 
-dno-run writes the plan made at its start into plan.json, and each iteration's log holds the planned judge cost
-and tokens (`plan/judge_usd`, `plan/judge_prompt_tokens`, ...) beside the paid ones (`oracle/usd`, ...), and the
-remaining iterations planned again from what this one measured (`plan/remaining_judge_usd`).
+A committee's plan is its members' plans added up. dno-run writes the plan made at its first start into plan.json
+and the plan of every later start (a resume) into plans/plan_<n>.json (`save_plan`), and each iteration's log
+holds the planned judge cost and tokens (`plan/judge_usd`, `plan/judge_prompt_tokens`, ...) beside the paid ones
+(`oracle/usd`, ...), and the remaining iterations planned again from what this one measured
+(`plan/remaining_judge_usd`).
 """
 
 from __future__ import annotations
@@ -59,6 +62,14 @@ class Judge:
 
     def usd(self, prompt: float, completion: float) -> float:
         return (prompt * self.prices[0] + completion * self.prices[1]) / 1e6
+
+
+def judges_of(oracle, completion_per_candidate: float) -> list[Judge]:
+    """The plan's view of an oracle: one Judge, or a committee's members' (each asked every question)."""
+    members = getattr(oracle, "members", None)
+    if members is not None:
+        return [j for m in members for j in judges_of(m, completion_per_candidate)]
+    return [judge_of(oracle, completion_per_candidate)]
 
 
 def judge_of(oracle, completion_per_candidate: float) -> Judge:
@@ -151,23 +162,114 @@ def hours_source(bench: dict | None, path: str | None, model: str) -> str:
     return f"dno-bench report {path} ({bench['machine'].get('device', '?')}, {measured_model}){same}"
 
 
-def iteration_row(judge: Judge, n: int, per_request: tuple[float, float], cached: int, extra: dict) -> dict:
-    """One iteration's judge bill: `n` prompts, `per_request` (prompt, completion) tokens, `cached` answered."""
-    requests = n * extra["requests_per_prompt"]
-    paid = max(requests - cached, 0)
-    prompt, completion = paid * per_request[0], paid * per_request[1]
-    usd = judge.usd(prompt, completion)
-    return {"prompts": n, "samples": n * extra["k"], "judge_requests": requests, "judge_requests_cached": cached,
+def iteration_row(judges: list[Judge], n: int, per_request: list[tuple[float, float]], cached: int,
+                  extra: dict) -> dict:
+    """One iteration's judge bill: `n` prompts, each judge's (prompt, completion) tokens per request, `cached`
+    questions the (first) judge's cache answers."""
+    requests = paid_requests = prompt = completion = usd = usd_batch = 0.0
+    for k, (judge, tokens) in enumerate(zip(judges, per_request, strict=True)):
+        asked = n * judge.requests(extra["candidates"])
+        paid = max(asked - (cached if k == 0 else 0), 0)
+        cost = judge.usd(paid * tokens[0], paid * tokens[1])
+        requests, paid_requests = requests + asked, paid_requests + paid
+        prompt, completion = prompt + paid * tokens[0], completion + paid * tokens[1]
+        usd, usd_batch = usd + cost, usd_batch + cost * judge.batch_factor
+    return {"prompts": n, "samples": n * extra["k"], "judge_requests": round(requests), "judge_requests_cached": cached,
             "judge_prompt_tokens": round(prompt), "judge_completion_tokens": round(completion), "judge_usd": usd,
-            "judge_usd_batch": usd * judge.batch_factor}
+            "judge_usd_batch": usd_batch}
 
 
-def make_plan(cfg, oracle, teacher, splits, run_dir: Path) -> dict:
-    """The plan of the run `cfg` (module docstring); `splits` None when plan_inputs.prompts_per_iteration is set."""
+def final_rows(benchmarks: dict, judges: list[Judge], n_test: int, instruction: float, answer: float) -> dict:
+    """Each benchmark's judge bill. A benchmark says what it asks (`plan_questions`): requests, and either
+    `oracle: True` (the run's judges, on `candidates` answers) or its own judge's prompt characters, completion
+    tokens and client (`api`)."""
+    rows = {}
+    for name, benchmark in (benchmarks or {}).items():
+        ask = getattr(benchmark, "plan_questions", None)
+        q = ask(n_test, instruction, answer) if ask else {"requests": 0}
+        if q.get("oracle"):
+            n = q["requests"]
+            tokens = [j.tokens(q["candidates"], instruction, answer) for j in judges]
+            row = iteration_row(judges, n, tokens, 0, {"k": 0, "candidates": q["candidates"]})
+            rows[name] = {"judge": "the run's oracle", **{k.removeprefix("judge_"): v for k, v in row.items()
+                                                           if k.startswith("judge_") and k != "judge_requests_cached"}}
+            continue
+        api = q.get("api")
+        prompt, completion = q["requests"] * q.get("prompt_chars", 0) / CHARS_PER_TOKEN, \
+            q["requests"] * q.get("completion_tokens", 0)
+        usd = None
+        if api is not None and not api.price_error:
+            usd = (prompt * api.prices[0] + completion * api.prices[1]) / 1e6
+        rows[name] = {"judge": api.model if api is not None else "none", "requests": q["requests"],
+                      "prompt_tokens": round(prompt), "completion_tokens": round(completion), "usd": usd,
+                      "usd_batch": None if usd is None else usd * (api.options.batch_price_factor
+                                                                   if api.options.batch else 1.0),
+                      **({"price": api.price_error} if api is not None and api.price_error else {})}
+    return rows
+
+
+def validation_plan(judges: list[Judge], n_val: int, instruction: float, answer: float) -> dict:
+    """An iteration's validation: pi_{t+1}'s answer against pi_1's and pi_t's, one judgement of the three
+    (listwise) or the two pairs in both orders (pairwise)."""
+    val = iteration_row(judges, n_val, [j.tokens(3 if j.kind == "listwise" else 2, instruction, answer)
+                                        for j in judges], 0, {"k": 0, "candidates": 3})
+    requests = sum(n_val * (1 if j.kind == "listwise" else 4 if j.kind == "pairwise" else 0) for j in judges)
+    scale = requests / val["judge_requests"] if val["judge_requests"] else 0.0  # pairwise: 2 pairs, not 3
+    return {"requests_per_iteration": requests, "usd_per_iteration": val["judge_usd"] * scale,
+            "usd_batch_per_iteration": val["judge_usd_batch"] * scale,
+            "prompt_tokens_per_iteration": round(val["judge_prompt_tokens"] * scale),
+            "completion_tokens_per_iteration": round(val["judge_completion_tokens"] * scale)}
+
+
+def teacher_plan(judges: list[Judge], n: int, prompts: int, instruction: float, answer: float) -> dict:
+    """The best-of-n teacher (n > 0) judges n samples of pi_1 per prompt, once."""
+    if not n:
+        return {"teacher_requests": 0, "teacher_usd": 0.0, "teacher_usd_batch": 0.0}
+    row = iteration_row(judges, prompts, [j.tokens(n, instruction, answer) for j in judges], 0,
+                        {"k": 0, "candidates": n})
+    return {"teacher_requests": row["judge_requests"], "teacher_usd": row["judge_usd"],
+            "teacher_usd_batch": row["judge_usd_batch"]}
+
+
+def grand_total(total: dict, final: dict, batch: bool) -> dict:
+    """Every stage's paid requests and USD added up (`requests`, `usd`, and `usd_batch` with oracle.batch=true)."""
+    final_usd = [r["usd"] for r in final.values()]
+    out = {"final_requests": sum(r["requests"] for r in final.values()),
+           "final_usd": sum(u for u in final_usd if u is not None),
+           "final_usd_batch": sum(r["usd_batch"] or 0.0 for r in final.values())}
+    out["requests"] = round(total.get("judge_requests", 0) - total.get("judge_requests_cached", 0)
+                            + total["validation_requests"] + total["teacher_requests"] + out["final_requests"])
+    out["usd"] = total.get("judge_usd", 0.0) + total["validation_usd"] + total["teacher_usd"] + out["final_usd"]
+    if batch:
+        out["usd_batch"] = (total.get("judge_usd_batch", 0.0) + total["validation_usd_batch"]
+                            + total["teacher_usd_batch"] + out["final_usd_batch"])
+    if not all(u is not None for u in final_usd):
+        out["usd_incomplete"] = "a benchmark's judge has no price: see final"
+    return out
+
+
+def save_plan(run_dir: Path, plan: dict) -> Path:
+    """plan.json at a run's first start; plans/plan_<n>.json at the n-th (the first is never overwritten)."""
+    from dno.runtime.files import write_json
+
+    run = RunDir(run_dir)
+    if not run.plan.exists():
+        write_json(run.plan, plan)
+        return run.plan
+    n = 2 + (len(list(run.plans.glob("plan_*.json"))) if run.plans.exists() else 0)
+    path = run.plans / f"plan_{n}.json"
+    write_json(path, plan)
+    return path
+
+
+def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | None = None) -> dict:
+    """The plan of the run `cfg` (module docstring); `splits` None when plan_inputs.prompts_per_iteration is set;
+    `benchmarks`: the final stage's (eval=[...]) objects."""
     inputs = dict(cfg.get("plan_inputs") or {})
     run, k, iterations = RunDir(run_dir), cfg.schedule.samples_per_prompt, cfg.schedule.iterations
     found = measured(run)
-    judge = judge_of(oracle, inputs.get("judge_tokens_per_candidate") or 140)
+    judges = judges_of(oracle, inputs.get("judge_tokens_per_candidate") or 140)
+    judge = judges[0]
     parts = [[] for _ in range(iterations)] if splits is None else splits.iterations
     counts = [inputs["prompts_per_iteration"]] * iterations if splits is None else [len(p) for p in parts]
     every = getattr(teacher, "answers_every_prompt", False)
@@ -178,11 +280,11 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path) -> dict:
     sizes = lengths(parts, inputs, found, cfg.sampling.max_new_tokens)
     instruction, answer = sizes["instruction_chars"][0], sizes["answer_chars"][0]
     candidates = k + round(share)
-    if "judge_prompt_tokens" in found:
-        per_request = (found["judge_prompt_tokens"], found["judge_completion_tokens"])
+    if "judge_prompt_tokens" in found and len(judges) == 1:
+        per_request = [(found["judge_prompt_tokens"], found["judge_completion_tokens"])]
         source = "measured in this run's earlier iterations"
     else:
-        per_request = judge.tokens(candidates, instruction, answer)
+        per_request = [j.tokens(candidates, instruction, answer) for j in judges]
         source = "the judge's template with the lengths above"
     bench = read_json(Path(inputs["bench"])) if inputs.get("bench") else None
     pairs = found.get("pairs_per_prompt") or inputs.get("pairs_per_prompt") or math.comb(candidates, 2)
@@ -190,31 +292,30 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path) -> dict:
                     if inputs.get("pairs_per_prompt") else "every pair of the candidates (upper bound)")
     rows = []
     for t, n in enumerate(counts, start=1):
-        row = iteration_row(judge, n, per_request, cached_questions(oracle, run, t),
-                            {"k": k, "requests_per_prompt": judge.requests(candidates)})
+        row = iteration_row(judges, n, per_request, cached_questions(oracle, run, t),
+                            {"k": k, "candidates": candidates})
         train_tokens = n * pairs * 2 * (instruction + answer) / CHARS_PER_TOKEN
         rows.append({"iteration": t, **row, **hours(bench, n * k, answer / CHARS_PER_TOKEN, train_tokens)})
     n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
-    val_tokens = judge.tokens(3 if judge.kind == "listwise" else 2, instruction, answer)
-    val_requests = n_val * (1 if judge.kind == "listwise" else 4 if judge.kind == "pairwise" else 0)
-    validation = {"requests_per_iteration": val_requests,
-                  "usd_per_iteration": judge.usd(val_requests * val_tokens[0], val_requests * val_tokens[1])}
+    n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
+    validation = validation_plan(judges, n_val, instruction, answer)
     total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "iteration"} if rows else {}
-    total["validation_usd"] = validation["usd_per_iteration"] * iterations
-    if every and judge.kind != "local":  # the best-of-n teacher judges n samples of pi_1 per prompt, once
-        n = getattr(teacher, "n", 8)
-        tokens = judge.tokens(n, instruction, answer)
-        requests = sum(counts) * judge.requests(n)
-        total["teacher_usd"] = judge.usd(requests * tokens[0], requests * tokens[1])
+    total |= {f"validation_{k}": validation[f"{k}_per_iteration"] * iterations
+              for k in ("requests", "usd", "usd_batch")}
+    total |= teacher_plan(judges, getattr(teacher, "n", 8) if every else 0, sum(counts), instruction, answer)
+    n_test = inputs.get("test_prompts") or (len(splits.test) if splits is not None else cfg.schedule.test_prompts)
+    final = final_rows(benchmarks, judges, n_test, instruction, answer)
+    batch = getattr(getattr(oracle, "api", None), "options", None)
+    total |= grand_total(total, final, batch is not None and batch.batch)
     model = getattr(getattr(oracle, "api", None), "model", type(oracle).__name__)
     return {"judge": {"kind": judge.kind, "model": model, "price_per_1m": list(judge.prices),
-                      "batch_price_factor": judge.batch_factor},
+                      "batch_price_factor": judge.batch_factor, "judges": len(judges)},
             "candidates_per_prompt": candidates, "teacher_share": share,
             "estimates": {**{k_: {"value": v, "source": s} for k_, (v, s) in sizes.items()},
-                          "judge_tokens_per_request": {"value": list(per_request), "source": source},
+                          "judge_tokens_per_request": {"value": list(per_request[0]), "source": source},
                           "pairs_per_prompt": {"value": pairs, "source": pairs_source}},
             "hours_from": hours_source(bench, inputs.get("bench"), cfg.model.name),
-            "iterations": rows, "validation": validation, "total": total}
+            "iterations": rows, "validation": validation, "final": final, "total": total}
 
 
 def plan_table(plan: dict) -> str:
@@ -231,7 +332,14 @@ def plan_table(plan: dict) -> str:
                      f"{r['judge_completion_tokens']:,} | {r['judge_usd']:,.2f} | {r['judge_usd_batch']:,.2f} | "
                      f"{h[0]} | {h[1]} |")
     lines += ["", f"validation: {plan['validation']['requests_per_iteration']:,} judge requests per iteration, "
-                  f"${plan['validation']['usd_per_iteration']:,.2f} direct", f"hours: {plan['hours_from']}",
+                  f"${plan['validation']['usd_per_iteration']:,.2f} direct"]
+    for name, r in plan.get("final", {}).items():
+        usd = "no price" if r["usd"] is None else f"${r['usd']:,.2f} direct"
+        lines.append(f"final {name}: {r['requests']:,} judge requests ({r['judge']}), {usd}")
+    t = plan["total"]
+    lines += [f"total: {t['requests']:,} paid judge requests, ${t['usd']:,.2f} direct"
+              + (f", ${t['usd_batch']:,.2f} through the Batch API" if "usd_batch" in t else ""),
+              f"hours: {plan['hours_from']}",
               "estimates: " + "; ".join(f"{k} {json.dumps(v['value'])} ({v['source']})"
                                         for k, v in plan["estimates"].items())]
     return "\n".join(lines)

@@ -287,6 +287,17 @@ class RunDir:
         return self.path / "plan.json"
 
     @property
+    def ledger(self) -> Path:
+        """The judge's bill: a line per paid answer (stage, cache key, tokens, USD, batch or direct), written when
+        it is paid (dno.oracles.ledger)."""
+        return self.path / "ledger.jsonl"
+
+    @property
+    def plans(self) -> Path:
+        """Every later start's plan (plan.json keeps the first): plan_2.json, plan_3.json, ..."""
+        return self.path / "plans"
+
+    @property
     def lock(self) -> Path:
         """The owner's lock (PID, host, start time), released when it exits or dies."""
         return self.path / ".lock"
@@ -338,6 +349,24 @@ class RunDir:
 
     def stage_dirs(self) -> list[StageDir]:
         return [self.init, *(self.iteration(t) for t in self.iterations()), self.lookahead, self.final]
+
+
+def bill_name(directory: StageDir, stage: str) -> tuple[str, int | None]:
+    """A stage's name in the judge's bill and its iteration (dno.runtime.stages.bill_stage)."""
+    def iteration_of(path: Path) -> int | None:
+        found = re.fullmatch(rf"{ITERATION_PREFIX}(\d+)", path.name)
+        return int(found.group(1)) if found else None
+
+    path = directory.path
+    if path.parent.name == "final":
+        return f"final/{path.name}", iteration_of(path.parent.parent)
+    if path.name == "init":
+        return stage, 0
+    if path.name == "lookahead":
+        return "lookahead" if stage == "evaluate" else f"lookahead/{stage}", None
+    if (t := iteration_of(path)) is not None:
+        return {"evaluate": "validation"}.get(stage, stage), t
+    return f"{path.name}/{stage}", None
 
 
 def describe() -> str:

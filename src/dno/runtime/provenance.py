@@ -35,9 +35,9 @@ PACKAGES = ("dno", "torch", "transformers", "accelerate", "datasets", "alpaca_ev
             "peft", "vllm", "hydra-core")
 # Keys that cannot change a run's results, so a resume may change them: where metrics are logged, how
 # long the other processes wait for the main one, where caches live (they are keyed by content), the
-# run's label in tables, the resume policy itself, and a judge's budget, which only decides where a
-# run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each one changed.
-HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "oracle.max_requests",
+# run's label in tables and its sweep's W&B group, the resume policy itself, and a judge's budget, which only
+# decides where a run stops (what was paid is cached). tests/test_cluster_accidents.py resumes with each changed.
+HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resume", "sweep_name", "oracle.max_requests",
             "oracle.budget_usd", "oracle.max_concurrency", "oracle.max_retries", "oracle.timeout_s",
             # a judge client's limits, patience, prices and way of paying (direct or the Batch API) change what
             # is paid and when, never a label; so do the plan's inputs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dno.runtime.commit import commit
 from dno.runtime.files import read_json, readable, write_json
-from dno.runtime.layout import StageDir
+from dno.runtime.layout import StageDir, bill_name
 
 log = logging.getLogger(__name__)
 _RUNNING: contextvars.ContextVar = contextvars.ContextVar("running_stage", default=None)
@@ -27,6 +27,17 @@ def running_stage() -> tuple[StageDir, str] | None:
     """The stage whose function is running in this thread (its folder and name), for what it leaves behind
     besides its outputs (a Batch API journal)."""
     return _RUNNING.get()
+
+
+def bill_stage() -> tuple[str, int | None]:
+    """The running stage as the judge's bill names it (`dno.oracles.ledger`), with its iteration: `judge` and
+    `validation` of iteration t, `lookahead`, `teacher` (iteration 0), `final/<benchmark>` (the iteration whose
+    iterate dno-eval run_dir=RUN evaluates, else None); `other` outside a stage."""
+    running = running_stage()
+    if running is None:
+        return "other", None
+    directory, name = running
+    return bill_name(directory, name)
 
 
 def stage_seed(seed: int, iteration: int, stage: str) -> int:
