@@ -64,6 +64,8 @@ def test_official_path_end_to_end_with_the_packages_lc_metric(fake_alpaca_eval, 
         assert len(server.requests) == N and all(r["authorization"] == f"Bearer {KEY}" for r in server.requests)
         assert "model_identifier" in server.requests[0]["body"]["messages"][-1]["content"]  # the package's prompt
     summary = read_json(tmp_path / "eval" / "summary.json")
+    assert summary["cost/final/alpaca_eval2/requests"] == N  # the annotator's calls, in the run's bill (on a
+    assert summary["cost/total_usd"] == 0  # server of our own: free)
     out = RunDir(tmp_path / "eval").final.benchmark("alpaca_eval2")  # the benchmark's own folder
     assert read_json(out.summary)["alpaca_eval/lc_win_rate"] == summary["alpaca_eval/lc_win_rate"]
     assert summary["alpaca_eval/n_total"] == N
@@ -113,3 +115,27 @@ def test_local_path_on_a_smoke_checkpoint(smoke_run, tmp_path):
     # pi_1's answers here are the run's own (same model, split and seed): the baseline is the same
     run_baseline = read_json(RunDir(smoke_run).final.benchmark("local").reference_outputs)
     assert [a["output_1"] for a in annotations] == [r["output"] for r in run_baseline]
+
+
+def test_the_annotators_price_goes_into_the_ledger_once_per_annotation(tmp_path):
+    """alpaca_eval prices an annotation at its total tokens x its own rate ($10 per million for gpt-4-1106): the
+    ledger recovers the tokens and prices them with conf/prices (the one completion token at the output price);
+    a second reading of the same annotations (a resumed stage) adds nothing."""
+    from dno.benchmarks.alpaca_eval2 import AlpacaEval2
+    from dno.oracles import ledger
+    from dno.runtime.layout import BenchmarkDir
+
+    out = BenchmarkDir(tmp_path / "final" / "alpaca_eval2")
+    out.path.mkdir(parents=True)
+    rows = [{"instruction": f"q{i}", "output_1": "ref", "output_2": f"ours {i}",
+             "preference_price_per_example": (1000 + i) * 0.01 / 1000} for i in range(3)]
+    out.annotations.write_text(json.dumps(rows))
+    bill = ledger.activate(tmp_path / "ledger.jsonl")
+    try:
+        AlpacaEval2(api_key_env=None).bill(out)
+        AlpacaEval2(api_key_env=None).bill(out)
+    finally:
+        ledger.activate(None)
+    paid = bill.rows()
+    assert [r["prompt_tokens"] for r in paid] == [999, 1000, 1001] and all(r["completion_tokens"] == 1 for r in paid)
+    assert [r["usd"] for r in paid] == pytest.approx([(999 + i) * 10 / 1e6 + 30 / 1e6 for i in range(3)])
