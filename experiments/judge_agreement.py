@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from dno.oracles.base import all_pairs
 from dno.runtime.config import CONF_DIR
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, read_rows
+from dno.stages.records import Judged, read_rows
 
 
 def main(argv: list[str]) -> dict:

@@ -17,7 +17,7 @@ from scipy.stats import spearmanr
 from dno.reports.stats import paired_difference
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 
 MODELS = tuple(os.environ.get("MODELS", "pi_1 final").split())  # what the script evaluated
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, read_rows
+from dno.stages.records import Judged, read_rows
 
 
 def row(run: Path) -> str:

@@ -11,11 +11,12 @@ import time
 import pytest
 
 from dno.data import Prompt
-from dno.oracles.api import BudgetExceeded, JudgeServerGone, OracleError, run_concurrently
+from dno.oracles.api import BudgetExceeded, JudgeServerGone, OracleError
 from dno.oracles.base import FAILED, INVALID, OK
 from dno.oracles.cache import JudgeCache
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, parse_scores, presentation_order
 from dno.oracles.openai_pairwise import OpenAIPairwiseOracle, label_probability
+from dno.runtime.concurrency import run_concurrently
 from judge_server import JudgeServer, score
 
 KEY_ENV, KEY = "DNO_TEST_JUDGE_KEY", "sk-test-0123456789-secret"

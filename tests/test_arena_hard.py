@@ -13,7 +13,7 @@ import pytest
 from dno.benchmarks.arena_hard import ArenaHard, Data, bootstrap_score, outcomes, verdict_of
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 from helpers import SMOKE, dno_eval, make_cfg
 from judge_server import JudgeServer, arena_answers, verdict
 

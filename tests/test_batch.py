@@ -20,7 +20,7 @@ from dno.oracles.batch import complete_many
 from dno.oracles.openai_listwise import OpenAIListwiseOracle
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, read_rows
+from dno.stages.records import Judged, read_rows
 from helpers import REPO, dno_run, program
 from judge_server import JudgeServer
 

@@ -13,7 +13,7 @@ from dno.data import Prompt
 from dno.policy.load import load_tokenizer
 from dno.reports.bench import bench_pairs, matmul_flops, token_counts
 from dno.runtime.layout import IterationDir
-from dno.runtime.records import Samples, read_rows, write_rows
+from dno.stages.records import Samples, read_rows, write_rows
 from helpers import SMOKE, make_cfg, run
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from dno.policy.server import free_port
 from dno.runtime.config import ConfigError, grad_accumulation, validate
-from dno.runtime.records import PairRow, read_rows
+from dno.stages.records import PairRow, read_rows
 from helpers import DDP, REPO, make_cfg, run
 
 

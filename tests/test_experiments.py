@@ -8,7 +8,7 @@ import pytest
 
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, PairRow, read_rows
+from dno.stages.records import Judged, PairRow, read_rows
 from helpers import REPO, make_cfg, run
 
 

@@ -14,7 +14,7 @@ from dno.reports.export import export_run
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_jsonl, write_json, write_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, read_rows
+from dno.stages.records import Judged, read_rows
 from helpers import run
 
 

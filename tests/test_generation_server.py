@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from dno.policy.load import load_model, load_tokenizer, prompt_ids
 from dno.policy.sample import SamplingOptions
 from dno.policy.server import GenerationError, ServerBackend, cpu_list
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 from helpers import SMOKE, dno_run, make_cfg
 
 

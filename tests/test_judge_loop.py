@@ -10,7 +10,7 @@ import pytest
 from dno.oracles.cache import JudgeCache
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, PairRow, read_rows
+from dno.stages.records import Judged, PairRow, read_rows
 from helpers import dno_run
 from judge_server import JudgeServer, score
 

@@ -20,7 +20,7 @@ from dno.pairs import (
 )
 from dno.runtime.files import read_json
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, read_rows
+from dno.stages.records import Judged, read_rows
 from helpers import TOKENIZER, dno_run, tiny_model_config
 
 TINY = tiny_model_config(num_hidden_layers=1)  # one layer is enough to judge

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, PairRow, Samples, read_rows
+from dno.stages.records import Judged, PairRow, Samples, read_rows
 from helpers import SMOKE, VARIANTS_RUN, dno_run, make_cfg
 
 pytestmark = pytest.mark.slow

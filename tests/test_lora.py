@@ -23,7 +23,7 @@ from dno.policy.logps import encode_pairs, pair_batch, sequence_logps
 from dno.policy.server import free_port
 from dno.run import Run
 from dno.runtime.config import ConfigError
-from dno.runtime.records import PairRow, read_rows, write_rows
+from dno.stages.records import PairRow, read_rows, write_rows
 from helpers import DDP, LORA_RUN, REPO, SMOKE, dno_run, make_cfg, program
 
 LORA = LORA_RUN[len(DDP):]  # model.lora.r=4 model.lora.alpha=8 logger=none

@@ -18,7 +18,7 @@ import torch
 from dno.benchmarks.mt_bench import NEED_REFERENCE, MTBench, prompt_name, rating_of
 from dno.runtime.files import read_json, read_jsonl, write_json
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 from helpers import REPO, SMOKE, dno_eval, make_cfg, program, run, tiny_llama
 from judge_server import JudgeServer, score
 

@@ -14,7 +14,7 @@ import pytest
 
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import VERSION, PairRow, read_rows
+from dno.stages.records import VERSION, PairRow, read_rows
 from helpers import REPO, dno_run
 
 FIXTURE = REPO / "tests" / "fixtures" / "run_made_at_1d0c6b8"

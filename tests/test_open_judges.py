@@ -20,9 +20,9 @@ from dno.oracles.base import INVALID, OK
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, response_format
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import BenchmarkDir
-from dno.runtime.records import Judged, Samples, read_rows, write_rows
 from dno.stages.evaluate import validation_win_rates
 from dno.stages.judge import judge_samples
+from dno.stages.records import Judged, Samples, read_rows, write_rows
 from helpers import dno_run, wandb_history
 from judge_server import JudgeServer, score
 

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from dno.oracles.openai_listwise import SYSTEM, user_message
-from dno.reports.plan import CHARS_PER_TOKEN
+from dno.plan import CHARS_PER_TOKEN
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
 from helpers import dno_run

@@ -9,7 +9,7 @@ from dno.data import Prompt
 from dno.policy.load import load_model, load_tokenizer, prompt_ids, response_ids
 from dno.policy.logps import collate, encode_pairs, length_batches, pair_batch, sequence_logps
 from dno.policy.sample import Sampler, SamplingOptions
-from dno.runtime.records import PairRow
+from dno.stages.records import PairRow
 from helpers import make_cfg
 
 

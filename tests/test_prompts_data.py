@@ -11,7 +11,7 @@ from dno.data.prompts import PromptFile, drop_too_long
 from dno.policy.load import load_tokenizer, prompt_ids
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import PairRow, read_rows
+from dno.stages.records import PairRow, read_rows
 from helpers import SMOKE, TOKENIZER, dno_run, make_cfg
 
 SYSTEM = "You answer like a pirate."

@@ -12,11 +12,12 @@ import subprocess
 import pytest
 import torch
 
+from dno.policy.load import model_identity
 from dno.run import Run
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_json
 from dno.runtime.layout import StageDir
-from dno.runtime.provenance import HARMLESS, config_sha256, harmless, model_identity
+from dno.runtime.provenance import HARMLESS, config_sha256, harmless
 from dno.runtime.stages import read_marker, run_stage
 from helpers import REPO, SMOKE, make_cfg
 

@@ -1,4 +1,4 @@
-"""The typed rows of a run's files (dno.runtime.records): round trips, the teacher's candidate named in the row,
+"""The typed rows of a run's files (dno.stages.records): round trips, the teacher's candidate named in the row,
 rows of the formats of earlier versions read into today's types, and clear errors for rows this code cannot
 read."""
 
@@ -9,7 +9,7 @@ import pytest
 from dno.data import Prompt
 from dno.oracles.base import Judgement
 from dno.runtime.files import write_jsonl
-from dno.runtime.records import VERSION, Judged, PairRow, RecordError, Samples, Validation, read_rows, write_rows
+from dno.stages.records import VERSION, Judged, PairRow, RecordError, Samples, Validation, read_rows, write_rows
 
 FISH = Prompt.of("a", "Name a fish.", "Be brief.", teacher="A cod.", meta={"keywords": ["fish"]})
 

@@ -171,7 +171,7 @@ def test_three_sampling_jobs_merged_are_one_jobs_file_byte_for_byte(tiny, tmp_pa
     own loaded model, merged by prompt index: the samples file is one job's, byte for byte, because each sample's
     random stream is (seed, prompt index, sample index) (shared_prefill) or the batch's start (generate)."""
     from dno.data import Prompt
-    from dno.runtime.records import Samples, write_rows
+    from dno.stages.records import Samples, write_rows
 
     model, tok = tiny
     prompts = [Prompt(f"p{i}", [{"role": "user", "content": f"Question {i}" + " and more" * (i % 3)}])

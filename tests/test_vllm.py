@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 from helpers import REPO, VLLM, dno_run, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm,

@@ -26,15 +26,15 @@ from omegaconf import OmegaConf
 from dno.data import Prompt
 from dno.final import final_stage, headline
 from dno.oracles.ledger import cost_metrics, read_ledger
-from dno.reports.plan import plan_metrics
+from dno.plan import plan_metrics
 from dno.run import Run
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import IterationDir, RunDir
-from dno.runtime.records import Judged, PairRow, read_rows, write_rows
 from dno.runtime.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
 from dno.stages.judge import judge_samples
 from dno.stages.make_pairs import make_pairs
+from dno.stages.records import Judged, PairRow, read_rows, write_rows
 from dno.teacher import TeacherCache
 
 log = logging.getLogger(__name__)

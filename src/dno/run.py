@@ -21,8 +21,9 @@ from dno.benchmarks import benchmarks
 from dno.data import Prompt
 from dno.data.splits import Splits, make_splits
 from dno.oracles import ledger
+from dno.plan import make_plan, plan_table, save_plan
+from dno.policy.load import model_identity
 from dno.policy.sample import Sampler, SamplingOptions
-from dno.reports.plan import make_plan, plan_table, save_plan
 from dno.runtime import provenance
 from dno.runtime.config import ConfigError, grad_accumulation, validate
 from dno.runtime.distributed import gather, make_accelerator, same_run_dir
@@ -117,7 +118,7 @@ class Run:
     tokenizer: object
     policies: Policies
     data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
-    plan: dict = field(default_factory=dict)  # the priced plan made at the start (dno.reports.plan)
+    plan: dict = field(default_factory=dict)  # the priced plan made at the start (dno.plan)
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, launch: Launch | None = None) -> Run:
@@ -234,7 +235,7 @@ def _instantiate(cfg: DictConfig) -> tuple[tuple, list[Prompt], dict]:
 
 
 def plan_run(cfg: DictConfig, run_dir: Path) -> dict:
-    """dno-run plan=true: the run's priced plan (dno.reports.plan) before any model loads (the judge's key is not
+    """dno-run plan=true: the run's priced plan (dno.plan) before any model loads (the judge's key is not
     needed; with plan_inputs.prompts_per_iteration not even the data), printed and written to plan.json."""
     validate(cfg)
     try:
@@ -273,7 +274,8 @@ def _start(cfg: DictConfig, run: RunDir, accelerator, records: list[Prompt], sin
     """Provenance checked against a resumed run's and written, then the tracker started (main process only)."""
     config = redact(OmegaConf.to_container(cfg, resolve=True))
     prov = provenance.start(run.path, config, resume=cfg.get("resume", "check"), accelerator=accelerator,
-                            model_cfg=cfg.model, cache_dir=cfg.cache_dir, records=records, data_cfg=cfg.data)
+                            model_cfg=cfg.model, identify_model=lambda: model_identity(cfg.model, cfg.cache_dir),
+                            records=records, data_cfg=cfg.data)
     accelerator.wait_for_everyone()  # every process has read the record before the main one rewrites it
     if accelerator.is_main_process:
         provenance.write(run.path, prov)

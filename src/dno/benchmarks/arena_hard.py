@@ -34,8 +34,8 @@ from dno.oracles.api import ChatAPI
 from dno.oracles.batch import complete_many
 from dno.runtime.files import write_json, write_jsonl
 from dno.runtime.layout import BenchmarkDir
-from dno.runtime.records import Samples, read_rows, write_rows
 from dno.runtime.stages import run_stage
+from dno.stages.records import Samples, read_rows, write_rows
 
 TASK = "eval_framework/tasks/"
 DATA = TASK + "arena_hard/data/arena-hard-v2.0/"

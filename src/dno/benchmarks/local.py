@@ -76,7 +76,7 @@ class LocalBenchmark:
             raise ValueError(f"eval.local.min_valid_frac must be in [0, 1], got {self.min_valid_frac}")
 
     def plan_questions(self, n_test: int, instruction: float, answer: float) -> dict:
-        """What the plan prices (dno.reports.plan): a judgement of two answers per test prompt, by the run's oracle."""
+        """What the plan prices (dno.plan): a judgement of two answers per test prompt, by the run's oracle."""
         return {"requests": n_test, "oracle": True, "candidates": 2}
 
     def run(self, target: Evaluated, out: BenchmarkDir) -> dict:

@@ -32,8 +32,8 @@ from dno.oracles.api import ChatAPI, ClientOptions
 from dno.oracles.batch import complete_many
 from dno.runtime.files import write_json, write_jsonl
 from dno.runtime.layout import BenchmarkDir
-from dno.runtime.records import Samples, read_rows, write_rows
 from dno.runtime.stages import run_stage
+from dno.stages.records import Samples, read_rows, write_rows
 
 TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
                "stem": 0.1, "humanities": 0.1}

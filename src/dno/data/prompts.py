@@ -147,11 +147,16 @@ def _teacher(value, where: str) -> str | None:
 def drop_too_long(records: list[Prompt], tokenizer, max_prompt_tokens: int) -> tuple[list[Prompt], dict]:
     """The records whose chat-templated prompt fits in `max_prompt_tokens`, and the data statistics
     (`data/dropped_too_long`, `data/duplicates`) for the log and W&B."""
-    from dno.policy.load import prompt_ids
-
     duplicates = getattr(records, "duplicates", 0)
     kept = [r for r in records if len(prompt_ids(tokenizer, r.messages)) <= max_prompt_tokens]
     stats = {"data/dropped_too_long": len(records) - len(kept), "data/duplicates": duplicates}
     if stats["data/dropped_too_long"]:
         log.info("data: %d prompts longer than %d tokens dropped", stats["data/dropped_too_long"], max_prompt_tokens)
     return kept, stats
+
+
+def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
+    """Token ids of the chat-templated prompt: a user instruction, or a list of messages."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)

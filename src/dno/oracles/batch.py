@@ -34,7 +34,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from dno.oracles.api import ChatAPI, OracleError, Reply, reply_of, run_concurrently, usage_of
+from dno.oracles.api import ChatAPI, OracleError, Reply, reply_of, usage_of
+from dno.runtime.concurrency import run_concurrently
 from dno.runtime.files import read_json, write_json
 
 log = logging.getLogger(__name__)

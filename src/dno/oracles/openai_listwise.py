@@ -31,9 +31,10 @@ import re
 import threading
 
 from dno.data import Prompt
-from dno.oracles.api import ChatAPI, ClientOptions, Reply, run_concurrently
+from dno.oracles.api import ChatAPI, ClientOptions, Reply
 from dno.oracles.base import FAILED, INVALID, Judgement, Oracle
 from dno.oracles.batch import complete_many
+from dno.runtime.concurrency import run_concurrently
 
 TEMPLATE_VERSION = "listwise-v1"
 STRUCTURED_OUTPUTS = ("json_schema", "json_object_schema", "json_object", "none")  # strongest first

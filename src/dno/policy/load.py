@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from dno.data.prompts import prompt_ids as prompt_ids  # where it lives: the data's own tokenisation
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +119,44 @@ def load_model(model_cfg, cache_dir: str, tokenizer=None, path: str | None = Non
     return auto_class.from_pretrained(source, dtype=dtype)
 
 
-def prompt_ids(tokenizer, prompt: str | list[dict]) -> list[int]:
-    """Token ids of the chat-templated prompt: a user instruction, or a list of messages."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
-
-
 def response_ids(tokenizer, response: str, max_tokens: int) -> list[int]:
     ids = tokenizer(response, add_special_tokens=False)["input_ids"][: max_tokens - 1]
     return ids + [tokenizer.eos_token_id]
+
+
+def _sha256_file(path: Path, cache_dir: str) -> str:
+    """sha256 of a file, cached by (path, size, mtime) under cache_dir: a 14 GB model is read once."""
+    cached = Path(cache_dir) / "sha256" / file_cache_key(str(path))
+    if cached.exists():
+        return cached.read_text().strip()
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(h.hexdigest())
+    return h.hexdigest()
+
+
+def model_identity(model_cfg, cache_dir: str) -> dict:
+    if not model_cfg.get("path"):
+        random_init = json.dumps(dict(model_cfg.random_init), sort_keys=True, default=str)
+        return {"random_init_sha256": hashlib.sha256(random_init.encode()).hexdigest(),
+                "init_seed": model_cfg.get("init_seed", 0)}
+    path = model_cfg.path
+    local = Path(resolve_path(path))
+    if local.is_file():
+        return {"path": path, "sha256": _sha256_file(local, cache_dir)}
+    if local.is_dir():
+        weights = sorted(p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+        return {"path": path, "sha256": {p.name: _sha256_file(p, cache_dir) for p in weights}}
+    revision = model_cfg.get("revision")
+    try:  # the snapshot in the local hub cache, when there is one (no network)
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(path, "config.json", revision=revision)
+        if isinstance(found, str):
+            revision = Path(found).parent.name
+    except Exception:  # noqa: BLE001 - an identity is best effort for hub ids not yet downloaded
+        pass
+    return {"hub_id": path, "revision": revision}

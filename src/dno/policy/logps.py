@@ -7,11 +7,11 @@ from __future__ import annotations
 import torch
 
 from dno.policy.load import prompt_ids, response_ids
-from dno.runtime.records import PairRow
 
 
-def encode_pairs(tokenizer, pairs: list[PairRow], max_length: int) -> list[tuple]:
-    """(prompt, chosen, rejected) token ids per pair; answers end with EOS and are cut to fit `max_length`."""
+def encode_pairs(tokenizer, pairs: list, max_length: int) -> list[tuple]:
+    """(prompt, chosen, rejected) token ids per pair (rows with `.prompt`, `.chosen`, `.rejected`: the run's
+    `PairRow`s); answers end with EOS and are cut to fit `max_length`."""
     encoded = []
     for p in pairs:
         prompt = prompt_ids(tokenizer, p.prompt.messages)

@@ -34,9 +34,9 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dno.oracles.api import run_concurrently
 from dno.policy.load import prompt_ids
 from dno.policy.sample import SamplingOptions
+from dno.runtime.concurrency import run_concurrently
 
 
 class GenerationError(RuntimeError):

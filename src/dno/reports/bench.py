@@ -38,7 +38,7 @@ from dno.policy.sample import SAMPLERS, Sampler, SamplingOptions
 from dno.reports.bench_report import markdown
 from dno.runtime.files import write_json
 from dno.runtime.layout import IterationDir
-from dno.runtime.records import PairRow, Samples, read_rows, write_rows
+from dno.stages.records import PairRow, Samples, read_rows, write_rows
 
 log = logging.getLogger("dno.bench")
 BENCH_JSON, BENCH_MD = "bench.json", "bench.md"  # dno-bench's report, beside the run directory of its iteration

@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 from dno.runtime.config import ConfigError
 from dno.runtime.files import replace_dir
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, PairRow, read_rows
+from dno.stages.records import Judged, PairRow, read_rows
 
 log = logging.getLogger(__name__)
 CONFIGS = ("pairs", "samples")

@@ -19,8 +19,8 @@ from omegaconf import OmegaConf
 from dno.runtime.config import CONF_DIR
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Validation, read_rows
 from dno.stages.evaluate import first_responses, validation_lc
+from dno.stages.records import Validation, read_rows
 
 
 @dataclass

@@ -82,48 +82,6 @@ def harmless(key: str) -> bool:
     return any(fnmatch.fnmatchcase(key, h) or fnmatch.fnmatchcase(key, h + ".*") for h in HARMLESS)
 
 
-def _sha256_file(path: Path, cache_dir: str) -> str:
-    """sha256 of a file, cached by (path, size, mtime) under cache_dir: a 14 GB model is read once."""
-    from dno.policy.load import file_cache_key
-
-    cached = Path(cache_dir) / "sha256" / file_cache_key(str(path))
-    if cached.exists():
-        return cached.read_text().strip()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            h.update(block)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(h.hexdigest())
-    return h.hexdigest()
-
-
-def model_identity(model_cfg, cache_dir: str) -> dict:
-    from dno.policy.load import resolve_path
-
-    if not model_cfg.get("path"):
-        random_init = json.dumps(dict(model_cfg.random_init), sort_keys=True, default=str)
-        return {"random_init_sha256": hashlib.sha256(random_init.encode()).hexdigest(),
-                "init_seed": model_cfg.get("init_seed", 0)}
-    path = model_cfg.path
-    local = Path(resolve_path(path))
-    if local.is_file():
-        return {"path": path, "sha256": _sha256_file(local, cache_dir)}
-    if local.is_dir():
-        weights = sorted(p for p in local.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
-        return {"path": path, "sha256": {p.name: _sha256_file(p, cache_dir) for p in weights}}
-    revision = model_cfg.get("revision")
-    try:  # the snapshot in the local hub cache, when there is one (no network)
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(path, "config.json", revision=revision)
-        if isinstance(found, str):
-            revision = Path(found).parent.name
-    except Exception:  # noqa: BLE001 - an identity is best effort for hub ids not yet downloaded
-        pass
-    return {"hub_id": path, "revision": revision}
-
-
 def prompts_identity(records: list, data_cfg) -> dict:
     """The prompt set's size, hash and revision (a one-turn prompt hashes as it did before prompts were messages)."""
     fields = [[r.id, r.instruction, r.system, r.teacher] if len(r.turns) == 1 else [r.id, r.messages, r.teacher]
@@ -132,14 +90,15 @@ def prompts_identity(records: list, data_cfg) -> dict:
             "revision": data_cfg.get("revision")}
 
 
-def record(config: dict, *, accelerator, model_cfg, cache_dir: str, records: list[dict], data_cfg) -> dict:
+def record(config: dict, *, accelerator, model_cfg, identify_model, records: list[dict], data_cfg) -> dict:
     """What provenance.json holds for a run started now (the config itself included, redacted). The model's
-    and prompts' identities are the main process's work (it writes the file): hashing weights once."""
+    and prompts' identities are the main process's work (it writes the file): hashing weights once.
+    `identify_model()`: the model's identity (dno.policy.load.model_identity, given by the caller)."""
     main = accelerator.is_main_process
     return {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(), **git_state(),
             "versions": versions(),
             "device": device(accelerator, model_cfg.dtype), "config_sha256": config_sha256(config),
-            "model": model_identity(model_cfg, cache_dir) if main else None,
+            "model": identify_model() if main else None,
             "prompts": prompts_identity(records, data_cfg) if main else None,
             "config": config, "resumes": []}
 

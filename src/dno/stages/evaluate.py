@@ -8,7 +8,7 @@ from pathlib import Path
 from dno.data import Prompt
 from dno.metrics import length_controlled, win_rate
 from dno.runtime.layout import IterationDir
-from dno.runtime.records import Samples, Validation, read_rows, write_rows
+from dno.stages.records import Samples, Validation, read_rows, write_rows
 from dno.stages.sample import sample_responses
 
 

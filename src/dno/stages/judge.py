@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dno.oracles.api import OracleError
 from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
-from dno.runtime.records import Judged, Samples, read_rows, write_rows
+from dno.stages.records import Judged, Samples, read_rows, write_rows
 
 
 def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5,

@@ -8,7 +8,7 @@ import random
 from dno.oracles.base import OK
 from dno.pairs import Candidate, PairRule, count_types, replay
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Judged, PairRow, read_rows, write_rows
+from dno.stages.records import Judged, PairRow, read_rows, write_rows
 from dno.variant import Variant
 
 

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
 from dno.runtime.distributed import gather_by_index, shard
-from dno.runtime.records import PairRow, read_rows, write_rows
+from dno.stages.records import PairRow, read_rows, write_rows
 from dno.stages.train import TrainOptions
 
 

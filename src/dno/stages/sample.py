@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dno.data import Prompt
 from dno.data.constraints import words
-from dno.runtime.records import Samples, write_rows
+from dno.stages.records import Samples, write_rows
 
 
 def sample_responses(sampler, prompts: list[Prompt], out: Path, *, k: int, seed: int, desc: str = "sampling") -> dict:

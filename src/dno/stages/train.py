@@ -24,7 +24,7 @@ from dno.losses import Loss, PairLogps
 from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
 from dno.runtime.distributed import gather
 from dno.runtime.files import replace_dir
-from dno.runtime.records import PairRow, read_rows
+from dno.stages.records import PairRow, read_rows
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
-from dno.runtime.records import Samples, read_rows
+from dno.stages.records import Samples, read_rows
 
 CHARS_PER_TOKEN = 4
 
@@ -112,7 +112,7 @@ def cached_questions(oracle, run: RunDir, t: int) -> int:
     if api is None or api.cache is None or not oracle.is_listwise or not d.samples.exists():
         return 0
     from dno.oracles.openai_listwise import STRUCTURED_OUTPUTS, response_format
-    from dno.runtime.records import Judged
+    from dno.stages.records import Judged
 
     mode = oracle.mode or api.remembered("structured_output") or STRUCTURED_OUTPUTS[0]
     hits = 0
