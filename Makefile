@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast test-experiments test-cluster vllm test-vllm lint clean
+.PHONY: install demo test test-fast test-experiments test-cluster vllm test-vllm docs lint clean
 
 install: $(STAMP)
 
@@ -65,8 +65,12 @@ vllm: .venv-vllm/.installed-stamp
 test-vllm: install vllm
 	$(BIN)/python -m pytest -q -m vllm
 
+# The documentation site (docs/, mkdocs.yml) into site/: strict (a broken link or reference fails), offline.
+docs: install
+	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 lint: install
 	$(BIN)/ruff check src tests
 
 clean:
-	rm -rf $(VENV) outputs multirun
+	rm -rf $(VENV) outputs multirun site

@@ -1,7 +1,8 @@
-"""Every command in the README runs: make targets by CI, dno-run, dno-eval and dno-tables lines here.
+"""Every command in README.md and docs/ runs: make targets by CI, dno-run, dno-eval and dno-tables lines here;
+every number quoted in their prose is its file's under results/.
 
 Commands on the tiny model run for real (into a temporary directory); commands that need the
-model hub or a GPU are composed and checked, which catches a README naming a config that is gone.
+model hub or a GPU are composed and checked, which catches a page naming a config that is gone.
 """
 
 from __future__ import annotations
@@ -19,8 +20,22 @@ from dno.runtime.layout import RunDir
 from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, VLLM, dno_eval, dno_run, make_cfg, run
 
 README = (REPO / "README.md").read_text()
-BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.DOTALL)
-COMMANDS = [line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines() if line.strip()]
+# README.md and every page of the documentation site (docs/), by path
+PAGES = {"README.md": README,
+         **{p.relative_to(REPO).as_posix(): p.read_text() for p in sorted((REPO / "docs").rglob("*.md"))}}
+BLOCKS = [b for text in PAGES.values() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)]
+COMMANDS = list(dict.fromkeys(line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines()
+                              if line.strip()))
+
+
+def section(start: str, end: str | None = None, page: str | None = None) -> str:
+    """The text from `start` to `end` (or the page's end) of `page`, else of the one page that has `start`."""
+    pages = [page] if page else [name for name, text in PAGES.items() if start in text]
+    assert len(pages) == 1, (start, pages)
+    text = PAGES[pages[0]]
+    i = text.index(start)
+    j = text.find(end, i + len(start)) if end else -1
+    return text[i:j if j >= 0 else len(text)]
 PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/python -m pytest tests/",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             ".venv/bin/dno-export",
@@ -65,9 +80,10 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_them():
     makes = [c for c in COMMANDS if c.startswith("make ")]
     assert makes[:2] == ["make demo", "make test"] and set(makes[2:]) <= {"make test-fast", "make test-experiments",
                                                                         "make test-cluster", "make vllm",
-                                                                        "make test-vllm"}
+                                                                        "make test-vllm", "make docs"}
     ci = (REPO / ".ci" / "run").read_text()
-    assert all(m in ci for m in ("make test\n", "make test-experiments", "make test-cluster", "make demo"))
+    assert all(m in ci for m in ("make test\n", "make test-experiments", "make test-cluster", "make demo",
+                                 "make docs"))
     assert all(without_env(c).startswith(PROGRAMS) for c in COMMANDS), COMMANDS
 
 
@@ -105,8 +121,8 @@ def test_a_test_file_runs_on_its_own_as_the_readme_says():
 def test_the_paper_to_code_table_names_code_that_exists():
     import importlib
 
-    section = README[README.index("## From the paper to the code"):README.index("## Working on dno")]
-    refs = set(re.findall(r"`(dno\.[\w.]+)`", section))
+    text = section("# From the paper to the code", "## Departures")
+    refs = set(re.findall(r"`(dno\.[\w.]+)`", text))
     assert len(refs) >= 15
     for ref in refs:
         try:
@@ -115,7 +131,7 @@ def test_the_paper_to_code_table_names_code_that_exists():
             module, _, attr = ref.rpartition(".")
             assert hasattr(importlib.import_module(module), attr), ref
     for key in ("loss.beta", "loss.replay", "schedule.samples_per_prompt", "loss.pairs"):
-        assert OmegaConf.select(make_cfg(), key) is not None or key in section, key
+        assert OmegaConf.select(make_cfg(), key) is not None or key in text, key
 
 
 def numbers(text: str) -> list[str]:
@@ -132,9 +148,10 @@ def table_rows(text: str, first_cell: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_the_demo_numbers_in_the_readme_are_results_demo_md():
+@pytest.mark.parametrize("page", ["README.md", "docs/getting-started/demo.md"])
+def test_the_demo_numbers_in_the_readme_are_results_demo_md(page):
     demo = (REPO / "results" / "demo.md").read_text()
-    readme = README[README.index("## What `make demo` shows"):README.index("### The offline task")]
+    readme = section("## What `make demo` shows", "\n## ", page=page)
     ours, theirs = table_rows(readme, r"\d"), table_rows(demo, r"\d")
     assert len(ours) == 3 and ours.keys() == theirs.keys()
     for t, cells in ours.items():  # WR vs pi_1, WR vs pi_t, pairs new + replayed, then the length
@@ -152,7 +169,7 @@ def test_the_table1_numbers_in_the_readme_are_results_table1_md():
 
     results = table_rows((REPO / "results" / "table1.md").read_text(), r"run `\d+`")
     by_method = {cells[0]: cells for cells in results.values()}
-    readme = table_rows(README, r"`table1_\w+`")
+    readme = table_rows(PAGES["docs/guides/paper-tables.md"], r"`table1_\w+`")
     rows = {k: v for k, v in readme.items() if len(v) == 4}  # the results table, not the list of rows
     assert len(rows) == 7
     for row, (_tested, wr, lc, length) in rows.items():
@@ -165,18 +182,18 @@ def test_the_bench_table_in_the_readme_is_results_bench_md():
     bench = (REPO / "results" / "bench.md").read_text()
     for line in bench.splitlines():
         if line.startswith(("| sampling", "| reference", "| update", "Machine limit")):
-            assert line in README, line
+            assert line in PAGES["docs/guides/performance.md"], line
 
 
 def test_the_sampler_levers_table_in_the_readme_is_results_sampler_levers_md():
     levers = json.loads((REPO / "results" / "sampler_levers.json").read_text())
     for line in (REPO / "results" / "sampler_levers.md").read_text().splitlines():
         if line.startswith("| ") and not line.startswith("| lever"):
-            assert line in README, line
+            assert line in PAGES["docs/guides/performance.md"], line
     before = next(r for r in levers["rows"] if r["lever"].startswith("`sampler=generate`"))
     # measured when shared_prefill was named `dno`: results/sampler_levers.md keeps the name it was measured under
     ours = next(r for r in levers["rows"] if r["lever"].startswith(("= `sampler=dno`", "= `sampler=shared_prefill`")))
-    assert f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x" in README
+    assert f"{ours['tokens_per_s'] / before['tokens_per_s']:.2f}x" in PAGES["docs/guides/performance.md"]
 
 
 @pytest.mark.parametrize("args", TABLE1, ids=[" ".join(a) or "default" for a in TABLE1])
@@ -223,7 +240,7 @@ def runs_elsewhere(args: list[str]) -> str | None:
 def test_commands_run_elsewhere_are_few_and_named():
     plain = make_cfg("model=tiny_random", "schedule=smoke")  # the README's smoke run ...
     assert OmegaConf.to_container(plain) == OmegaConf.to_container(make_cfg(*SWEEP[1:-1], "seed=0"))  # = sweep job 0
-    assert [" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)] == [
+    assert sorted(" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)) == sorted([
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
         "experiment=table1_spin model=tiny_random schedule=smoke",
         " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
@@ -231,7 +248,7 @@ def test_commands_run_elsewhere_are_few_and_named():
         "-m seed=0,1 model=tiny_random schedule=smoke logger=none hydra/launcher=slurm_cpu "
         "hydra.sweep.dir=multirun/slurm-smoke",
         "generation.backend=openai_server generation/server=vllm_cpu schedule=smoke schedule.iterations=1 "
-        "logger=none hydra.run.dir=outputs/vllm-smoke"]
+        "logger=none hydra.run.dir=outputs/vllm-smoke"])
     assert [*VLLM, "hydra.run.dir=outputs/vllm-smoke"] in DNO_RUNS  # test_vllm.py's command
 
 
@@ -342,10 +359,10 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 def test_the_worked_example_in_the_readme_is_the_shipped_code():
-    section = README[README.index("## Working on dno"):README.index("## Variants")]
-    yaml_block = re.search(r"```yaml\n(.*?)```", section, flags=re.DOTALL).group(1)
+    section_ = section("## A new variant", "## The documentation")
+    yaml_block = re.search(r"```yaml\n(.*?)```", section_, flags=re.DOTALL).group(1)
     assert OmegaConf.create(yaml_block) == OmegaConf.load(REPO / "conf" / "loss" / "best_vs_worst.yaml")
-    python_block = re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+    python_block = re.search(r"```python\n(.*?)```", section_, flags=re.DOTALL).group(1)
     shipped = (REPO / "src" / "dno" / "pairs.py").read_text()
     for line in python_block.splitlines():
         assert line.split("#")[0].strip() in shipped, line
@@ -353,16 +370,16 @@ def test_the_worked_example_in_the_readme_is_the_shipped_code():
 
 def test_the_seeded_table1_numbers_in_the_readme_are_results_table1_seeds_md():
     report = (REPO / "results" / "table1_seeds.md").read_text()
-    section = README[README.index("One seed says little"):README.index("## Your own data and model")]
+    text = section("One seed says little")
     rows = [line for line in report.splitlines() if line.startswith(("| DNO", "| SPIN", "| Offline DPO"))]
     assert [r.split(" | ")[0][2:] for r in rows] == ["DNO", "DNO-Restrictive", "SPIN", "Offline DPO"]
     for row in rows:  # the comparison table, as dno-tables wrote it
-        assert row in section, row
+        assert row in text and row in README, row
     seeds = sum(int(r.split(" | ")[1]) for r in rows)
     wall = re.search(r"(\d+) of 12 runs in (\d+) min", report)
-    assert wall and int(wall.group(1)) == seeds and f"{seeds} of 12 runs in {wall.group(2)} min" in section
+    assert wall and int(wall.group(1)) == seeds and f"{seeds} of 12 runs in {wall.group(2)} min" in text
     noise = re.search(r"Across sampling seeds: WR (\S+) \(sd (\S+)\), LC WR (\S+) \(sd (\S+)\)", report)
-    assert noise and f"WR {noise.group(1)} (sd {noise.group(2)})" in section
+    assert noise and f"WR {noise.group(1)} (sd {noise.group(2)})" in text
 
 
 def test_the_open_judge_results_in_the_readme_are_results_open_judge_md():
@@ -374,22 +391,13 @@ def test_the_open_judge_results_in_the_readme_are_results_open_judge_md():
     assert rows["json_object_schema"][2] == "0.00 / 0.00" and rows["json_object_schema"][7].startswith("finished")
     assert float(rows["json_object_schema"][4]) == pytest.approx(7, abs=0.5)
     assert rows["json_object"][2] == rows["none"][2] == "1.00 / 1.00"
-    assert "refuses to report a win-rate" in README and "0% invalid answers (about 7 s per prompt" in README
-
-
-def test_the_run_directory_section_is_the_layouts_own_description():
-    """The README lists the run directory as dno.runtime.layout names it: a file added there shows here."""
-    from dno.runtime.layout import describe
-
-    section = README[README.index("## The run directory"):README.index("## Departures from the paper")]
-    block = re.search(r"```\n(.*?)```", section, flags=re.DOTALL).group(1)
-    assert block.rstrip("\n") == describe()
-    assert "<run_dir>/iter_<t>/pairs.jsonl" in block and "<run_dir>/init/val_samples.jsonl" in block
+    judges = PAGES["docs/guides/judges.md"]
+    assert "refuses to report a win-rate" in judges and "0% invalid answers (about 7 s per prompt" in judges
 
 
 def test_the_judge_bill_numbers_in_the_readme_are_results_judge_bill_md():
     bill = " ".join((REPO / "results" / "judge_bill.md").read_text().split())
-    readme = " ".join(README[README.index("### The judge's bill"):README.index("### An open-model judge")].split())
+    readme = " ".join(section("## The judge's bill", "## An open-model judge").split())
     for pattern in (r"(\d+M) prompt and (\d+M) completion tokens", r"\*\*(\$[\d,]+)\*\* direct",
                     r"\*\*(\$[\d,]+)\*\* (?:through the Batch API|batch)", r"\*\*(0\.\d+)\*\*",
                     r"off by \*\*([+-]\d+%)\*\*"):
@@ -411,7 +419,7 @@ def test_the_judge_bill_script_runs_and_its_report_reads(tmp_path):
 
 def test_the_vllm_numbers_in_the_readme_are_results_vllm_cpu_md():
     report = " ".join((REPO / "results" / "vllm_cpu.md").read_text().split())
-    readme = " ".join(README[README.index("**vLLM on CPU.**"):README.index("## Where the time goes")].split())
+    readme = " ".join(section("**vLLM on CPU.**").split())
     rates = re.findall(r"\| (\d+\.\d) \| (\d\.\d\d) \|", report)  # tokens/s and mean score per sampler
     (ours, our_score), (theirs, their_score) = rates
     assert f"**{theirs}** tokens/s against **{ours}**" in readme and f"({their_score} and {our_score} of 6" in readme
@@ -422,8 +430,7 @@ def test_the_vllm_numbers_in_the_readme_are_results_vllm_cpu_md():
 
 def test_the_mt_bench_open_judge_numbers_in_the_readme_are_results_mt_bench_open_judge_md():
     report = " ".join((REPO / "results" / "mt_bench_open_judge.md").read_text().split())
-    start = README.index("**MT-Bench with an open judge, run here.**")
-    readme = " ".join(README[start:README.index("**Arena-Hard-Auto v2.0**")].split())
+    readme = " ".join(section("**MT-Bench with an open judge, run here.**", "**Arena-Hard-Auto v2.0**").split())
     valid = re.search(r"\*\*(\d+ of \d+)\*\* turns of pi_1 and \*\*(\d+ of \d+)\*\* of the final model "
                       r"\(\*\*([\d.]+%)\*\* invalid", readme).groups()
     walls = re.search(r"\*\*(\d+ min \d+ s)\*\* for pi_1.*?\*\*(\d+ min \d+ s)\*\* for the final", readme).groups()
@@ -435,20 +442,19 @@ def test_the_mt_bench_open_judge_numbers_in_the_readme_are_results_mt_bench_open
 
 def test_the_open_llm_cost_table_in_the_readme_is_results_open_llm_cost_md():
     report = (REPO / "results" / "open_llm_cost.md").read_text()
-    start = README.index("What it costs here, for SmolLM2-135M")
-    section = README[start:README.index("A judge server you run yourself")]
-    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", section, flags=re.MULTILINE)
+    text = section("What it costs here, for SmolLM2-135M", "A judge server you run yourself")
+    rows = re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \| ([\d.]+) \|$", text, flags=re.MULTILINE)
     assert len(rows) == 6
     for task, shots, seconds, hours in rows:
         row = rf"^\| {task} \| {shots} \| {seconds} \| \d+ \| {hours} \|$"
         assert re.search(row, report, flags=re.MULTILINE), task
-    total = re.search(r"about \*\*([\d.]+) hours\*\*", section).group(1)
+    total = re.search(r"about \*\*([\d.]+) hours\*\*", text).group(1)
     assert f"about {total} hours per model evaluated" in report and "on 20 stand-in items per task" in report
 
 
 def test_the_cluster_times_in_the_readme_are_in_the_log():
     log = " ".join((REPO / "results" / "LOG.md").read_text().split())
-    readme = " ".join(README[README.index("### Running on a cluster\n"):README.index("## Where the time goes")].split())
+    readme = " ".join(section("## Tested here: SLURM, two machines, FSDP, vLLM on CPU").split())
     for pattern in (r"`up` ([\d.]+ s)", r"about (\d+ s) more to install", r"`down` ([\d.]+ s)",
                     r"`make test-cluster` (\d+ min \d+ s)", r"within seconds \(([\d.]+ s) here"):
         value = re.search(pattern, readme).group(1)
