@@ -127,3 +127,9 @@ def wandb_history(run_dir: Path) -> list[dict]:
             rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
                          for item in record.history.item})
     return rows
+
+
+def documented_commands() -> list[str]:
+    """Every line of README.md's and docs/'s pages (where the commands users run are written)."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+    return [line for page in pages for line in page.read_text().splitlines()]

@@ -69,6 +69,7 @@ def test_the_ledger_counts_every_stage_and_equals_the_invoice(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.cluster  # a kill, as tests/test_cluster_accidents.py's: make test-cluster
 def test_a_killed_and_resumed_run_pays_what_an_uninterrupted_one_pays(tmp_path):
     with JudgeServer() as server:
         whole = RunDir(tmp_path / "whole")

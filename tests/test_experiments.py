@@ -9,7 +9,7 @@ import pytest
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import RunDir
 from dno.stages.records import Judged, PairRow, read_rows
-from helpers import REPO, make_cfg, run
+from helpers import REPO, documented_commands, make_cfg, run
 
 
 def pairs_of(job, t: int = 1) -> list[PairRow]:
@@ -143,8 +143,7 @@ def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
     then the first row's seed-0 model evaluated with two sampling seeds, all in the report."""
     import shlex
 
-    readme = (REPO / "README.md").read_text()
-    command = next(line for line in readme.splitlines()
+    command = next(line for line in documented_commands()
                    if "experiments/table1_seeds.sh" in line and "model=tiny_random" in line)
     words = shlex.split(command)
     at = words.index("experiments/table1_seeds.sh")
@@ -160,6 +159,11 @@ def test_table1_seeds_pools_seeds_and_measures_the_evaluation_noise(tmp_path):
     assert len(rows) == 2 and all(line.endswith("| 200 |") for line in rows)  # 200 test prompts each
     assert "Across sampling seeds: WR " in noise and (tmp_path / "sweep" / "wall_time.txt").exists()
     assert (tmp_path / "tables" / "win_rate.png").exists()
+    records = sorted(p.name for p in (tmp_path / "tables" / "runs").iterdir())  # the runs' records, then the report
+    assert records == ["0", "1", "2", "3"] and (tmp_path / "tables" / "runs" / "0" / "wandb_run.json").exists()
+    assert not list((tmp_path / "tables" / "runs").rglob("*.safetensors"))  # records only, no checkpoint
+    check = json.loads((tmp_path / "tables" / "report" / "report_check.json").read_text())
+    assert len(check["runs"]) == 4 and {r["group"] for r in check["runs"]} == {"table1_seeds"}
 
 
 def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
@@ -169,8 +173,7 @@ def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
     generator."""
     import shlex
 
-    readme = (REPO / "README.md").read_text()
-    command = next(line for line in readme.splitlines()
+    command = next(line for line in documented_commands()
                    if "experiments/sampler_levers.py" in line and "model=tiny_random" in line)
     out = tmp_path / "levers.md"
     words = [w for w in shlex.split(command.split("#")[0]) if not w.startswith("out=")] + [f"out={out}"]

@@ -90,10 +90,10 @@ def test_multirun_gives_one_wandb_run_per_job_in_one_group(smoke_sweep):
     assert len(jobs) == 2
     records = [json.loads((j / "wandb_run.json").read_text()) for j in jobs]
     assert records[0]["id"] != records[1]["id"]
-    assert records[0]["group"] == records[1]["group"] == str(sweep)
+    assert records[0]["group"] == records[1]["group"] == sweep.name  # the sweep's name, readable in W&B's UI
     assert "seed=0" in records[0]["name"] and "seed=1" in records[1]["name"]
     for j in jobs:
-        assert str(sweep).encode() in wandb_log(j)  # the group reached W&B's own log
+        assert str(sweep).encode() in wandb_log(j)  # the sweep's path reached W&B too (config: sweep_dir)
     assert read_rows(RunDir(jobs[0]).iteration(1).samples, Samples) != \
         read_rows(RunDir(jobs[1]).iteration(1).samples, Samples)
 

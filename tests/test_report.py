@@ -64,7 +64,8 @@ def test_every_run_logs_the_axes_users_group_by_as_plain_top_level_keys(sweep):
         assert f"loss={config['loss']}" in overrides
         assert config["cfg"]["schedule"]["iterations"] == 1  # the composed config, nested under cfg
         record = wandb_run_record(job)
-        assert record.run_group == str(sweep) and record.job_type == "dno-run"
+        assert record.run_group == sweep.name and record.job_type == "dno-run"  # the sweep's name, not its path
+        assert config["sweep_dir"] == str(sweep.resolve())
 
 
 def test_the_report_names_exactly_the_sweeps_runs_and_draws_what_they_logged(sweep, tmp_path):
