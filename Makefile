@@ -27,7 +27,7 @@ demo: install
 TEST_JOBS ?= 2
 
 test: install
-	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not cluster and not vllm and not experiment"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not cluster and not vllm and not experiment and not docs"
 
 # The tests that run an experiments/ script end to end (each runs several dno-runs: 3.5 min on a 2-core machine
 # together); CI runs them after `make test`, which stays under 10 minutes without them.
@@ -65,9 +65,11 @@ vllm: .venv-vllm/.installed-stamp
 test-vllm: install vllm
 	$(BIN)/python -m pytest -q -m vllm
 
-# The documentation site (docs/, mkdocs.yml) into site/: strict (a broken link or reference fails), offline.
+# The documentation site (docs/, mkdocs.yml) into site/: strict (a broken link or reference fails), offline; then
+# its checks (tests/test_docs.py: generated pages, metrics named, the README's length, the layers).
 docs: install
 	DISABLE_MKDOCS_2_WARNING=true NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest -q -m docs
 
 lint: install
 	$(BIN)/ruff check src tests

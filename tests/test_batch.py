@@ -199,6 +199,7 @@ batch.complete_many(api(Remote, Path(sys.argv[2])), questions(5), "batch")
 """
 
 
+@pytest.mark.cluster  # kills, as tests/test_cluster_accidents.py's: make test-cluster (CI runs it)
 @pytest.mark.parametrize("step", ["upload", "create", "read", "stored"])
 def test_a_kill_at_any_step_of_a_batch_pays_nothing_twice(tmp_path, bill, step):
     """kill -9 while the input file is uploaded, the batch created, its output read, or just after its answers were
@@ -256,6 +257,7 @@ def test_a_batch_past_its_completion_window_is_cancelled_and_its_questions_asked
         assert all(r.error is None and not r.batch for r in replies)
 
 
+@pytest.mark.cluster
 def test_the_request_counter_stays_whole_after_a_resume(tmp_path):
     """A batch submitted by a killed process and read by the next: its answers count as paid requests (the counter
     went negative: the unanswered part was released though this process never reserved it)."""

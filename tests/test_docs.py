@@ -2,7 +2,8 @@
 reference fails), reference pages generated from the code that owns them, a metrics page that names every key a
 run logs, and the layers the contributing page states being what the imports show.
 
-Every command and number of README.md and docs/ is tests/test_readme.py's."""
+Every command and number of README.md and docs/ is tests/test_readme.py's. These run in `make docs` (marked docs),
+beside the strict build CI runs there, not in `make test`."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from dno.runtime.layout import RunDir, describe
 from helpers import REPO, make_cfg
 
 DOCS = REPO / "docs"
+pytestmark = pytest.mark.docs
 
 
 @pytest.fixture(scope="module")
