@@ -59,8 +59,11 @@ PAID = ("oracle/requests", "oracle/cache_hits", "oracle/calls", "oracle/prompt_t
 
 
 def without_times(rows: list[dict]) -> list[dict]:
-    """Without times, what an attempt paid, and its plan (made when that attempt started: what was left then)."""
-    return [{k: v for k, v in r.items() if not k.startswith(("time/", "plan/")) and k not in PAID} for r in rows]
+    """Without times, what an attempt paid, and its plan (made when that attempt started: what was left then). The
+    run's ledger (`cost/*`) stays: its requests and tokens are an uninterrupted run's, each question billed once;
+    only its dollars differ, since step 7 changes the price of what is paid after it."""
+    return [{k: v for k, v in r.items() if not k.startswith(("time/", "plan/")) and k not in PAID
+             and not (k.startswith("cost/") and k.endswith("usd"))} for r in rows]
 
 
 def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
@@ -127,7 +130,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
                     "oracle.max_requests=1000", "oracle.budget_usd=5", "resume=continue", "oracle.max_concurrency=3",
                     "oracle.max_retries=4", "oracle.timeout_s=50", "oracle.price_input_per_1m=3",
                     "oracle.batch_poll_s=5", f"oracle.server_log={tmp_path / 'server.log'}",
-                    "plan_inputs.judge_tokens_per_candidate=150"]
+                    "plan_inputs.judge_tokens_per_candidate=150", "sweep_name=renamed-sweep"]
         assert start([*cmd, *harmless]).wait(timeout=300) == 0
 
         asked = questions(server.requests)
