@@ -252,7 +252,6 @@ def test_commands_run_elsewhere_are_few_and_named():
     assert [*VLLM, "hydra.run.dir=outputs/vllm-smoke"] in DNO_RUNS  # test_vllm.py's command
 
 
-@pytest.mark.slow
 def distinct_runs(runs: list[list[str]]) -> list[list[str]]:
     """Commands that differ only in where they write (hydra.*) run once."""
     seen, out = set(), []
@@ -264,6 +263,7 @@ def distinct_runs(runs: list[list[str]]) -> list[list[str]]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", distinct_runs([a for a in DNO_RUNS if "model=tiny_random" in a
                                                 and not runs_elsewhere(a)]),
                          ids=lambda a: " ".join(a))
