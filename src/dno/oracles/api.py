@@ -149,7 +149,6 @@ class ChatAPI:
         self.price_error: str | None = None
         self.rate_card = self._rate_card(o)
         self.prices = (self.rate_card.input, self.rate_card.output)
-        self.cached_price = self.rate_card.input if self.rate_card.cached_input is None else self.rate_card.cached_input
         self.template_version = template_version
         self.cache = JudgeCache(o.cache_path) if o.cache_path else None
         self.rate = RateLimit(o.requests_per_minute)
