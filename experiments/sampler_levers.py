@@ -34,7 +34,7 @@ from hydra.utils import instantiate
 from dno.data.splits import make_splits
 from dno.policy.load import load_model, load_tokenizer, prompt_ids
 from dno.policy.sample import DecodeOptions, Sampler, SamplingOptions, decode, row_seed
-from dno.reports.bench import bare_generate, matmul_flops
+from dno.reports.bench import bare_generate, machine_limit
 from dno.runtime.config import CONF_DIR
 
 OURS = ("prompts", "repeats", "compile", "out", "from_batch")
@@ -168,7 +168,7 @@ def main(argv: list[str]) -> dict:
             best[name] = max(best.get(name, 0.0), n / secs)
             print(f"{n / secs:8.1f} tokens/s  {name}", file=sys.stderr)
     wall = time.perf_counter() - start
-    limit = matmul_flops(1024 if n_params < 1e7 else 2048)
+    limit = machine_limit(1024 if n_params < 1e7 else 2048)
     base = best[table[0][0]]
     before = best[table[1][0]]
     report = {"model": cfg.model.name, "prompts": len(prompts), "k": k, "repeats": repeats, "parameters": n_params,

@@ -12,6 +12,7 @@ import torch
 from dno.data import Prompt
 from dno.policy.load import load_tokenizer
 from dno.reports.bench import bench_pairs, matmul_flops, token_counts
+from dno.runtime.precision import bf16_hardware
 from dno.runtime.layout import IterationDir
 from dno.stages.records import Samples, read_rows, write_rows
 from helpers import SMOKE, make_cfg, run
@@ -31,7 +32,9 @@ def report(tmp_path_factory) -> tuple[dict, Path]:
 @pytest.mark.slow
 def test_report_fields(report):
     r, out = report
-    assert r["machine"]["device"] == "cpu" and r["machine"]["dtype"] == "float32" and r["machine"]["flops"] > 1e8
+    best = "bfloat16" if bf16_hardware() else "float32"  # the machine's best dtype, fp32's limit beside it
+    assert r["machine"]["device"] == "cpu" and r["machine"]["dtype"] == best and r["machine"]["flops"] > 1e8
+    assert r["machine"]["fp32_flops"] > 1e8 and r["mixed_precision"] == "no"  # the run's default: accelerate's
     # bench.prompts=4, then an iteration's 6 prompts (schedule=smoke), K=4 each
     assert [(s["prompts"], s["k"], s["repeats"]) for s in r["sampling"]] == [(4, 4, 2), (6, 4, 2)]
     for s in r["sampling"]:
@@ -88,8 +91,9 @@ def test_token_counts_by_hand():
 
 
 def test_matmul_flops_is_a_rate():
-    m = matmul_flops(128, seconds=0.2)
+    m = matmul_flops(128, torch.float32, seconds=0.2)
     assert m["size"] == 128 and m["flops"] > 1e7 and m["threads"] == torch.get_num_threads()
+    assert matmul_flops(64, torch.bfloat16, seconds=0.1)["dtype"] == "bfloat16"
 
 
 def test_judge_costs_of_an_api_judge_and_its_cache(tmp_path, monkeypatch):

@@ -111,6 +111,14 @@ def test_a_recorded_config_with_old_names_upgrades_to_todays():
                                  "loss.objective._target_": "dno.losses.DNOPrctLoss", "oracle.model": "dno"}
 
 
+def test_a_recorded_config_from_before_a_key_was_added_had_its_default():
+    """train.mixed_precision came later; null (accelerate's choice, fp32 unless launched otherwise) is what runs
+    before it did: a run recorded without it resumes, one recorded with bf16 does not under null."""
+    assert upgrade({"train.micro_batch_size": 4}) == {"train.micro_batch_size": 4, "train.mixed_precision": None}
+    assert upgrade({"train.mixed_precision": "bf16"}) == {"train.mixed_precision": "bf16"}
+    assert upgrade({"eval.local.samples": 1}) == {"eval.local.samples": 1}  # no train group: nothing added
+
+
 def test_table1_rows_hold_only_the_choices_that_define_them():
     for path in sorted((Path(CONF_DIR) / "experiment").glob("table1_*.yaml")):
         raw = OmegaConf.load(path)

@@ -125,7 +125,7 @@ class Run:
         """The run of `cfg` in `run_dir`, every check done before any compute; `launch`: what started it (the
         sweep, the app, Hydra's choices: how W&B groups it)."""
         launch = launch or Launch()
-        accelerator = make_accelerator(cfg.train.process_timeout_min)
+        accelerator = make_accelerator(cfg.train.process_timeout_min, cfg.train.get("mixed_precision"))
         validate(cfg, accelerator.num_processes)
         check_model(cfg, accelerator)
         parts, records, data_stats = _instantiate(cfg)

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from dno.policy.load import prompt_ids
 from dno.runtime.distributed import gather, gather_by_index, shard
+from dno.runtime.precision import autocast
 
 SHARED_PREFILL, GENERATE = "shared_prefill", "generate"
 SAMPLERS = (SHARED_PREFILL, GENERATE)
@@ -121,7 +122,8 @@ class Sampler:
         per_batch = self.options.prompts_per_batch(n)
         mine = [i for s in starts for i in range(s, min(s + per_batch, len(encoded)))]
         draw_rows = self._generate if self.options.sampler == GENERATE else self._shared_prefill
-        rows = draw_rows(encoded, starts, mine, n=n, seed=seed, desc=desc)
+        with autocast():  # the run's mixed precision (train.mixed_precision)
+            rows = draw_rows(encoded, starts, mine, n=n, seed=seed, desc=desc)
         return mine, *self._texts([rows[i] for i in mine])
 
     def _generate(self, encoded, starts, mine, *, n, seed, desc) -> dict[int, list[list[int]]]:

@@ -4,7 +4,8 @@
     dno-bench model=tiny_random schedule=smoke  # seconds
 
 On fixed, seeded inputs, in one process on one machine (so that ratios hold on a noisy machine):
-1. the machine's limit: fp32 (CPU) or bf16 (GPU) matmul FLOP/s;
+1. the machine's limit: matmul FLOP/s in the best dtype it has (bf16 on a GPU or a CPU with AMX/AVX512-BF16,
+   else fp32), with fp32's beside it;
 2. sampling: tokens/s and model FLOP/s (2N per generated token) of both samplers (sampling.sampler=dno,
    =generate) against a bare batched `model.generate`, same prompts and settings, at bench.prompts x K
    and at an iteration's prompts x K;
@@ -38,6 +39,7 @@ from dno.policy.sample import SAMPLERS, Sampler, SamplingOptions
 from dno.reports.bench_report import markdown
 from dno.runtime.files import write_json
 from dno.runtime.layout import IterationDir
+from dno.runtime.precision import autocast, running
 from dno.stages.records import PairRow, Samples, read_rows, write_rows
 
 log = logging.getLogger("dno.bench")
@@ -68,10 +70,24 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(size: int, seconds: float = 2.0) -> dict:
-    """Best FLOP/s of size x size matmuls: fp32 on CPU, bf16 on GPU."""
+def best_dtype() -> torch.dtype:
+    """The fastest dtype this machine computes in: bf16 on a GPU or a CPU with bf16 units (AMX, AVX512-BF16),
+    fp32 elsewhere (on AVX2, bf16 is emulated and slower than fp32)."""
+    from dno.runtime.precision import bf16_hardware
+
+    return torch.bfloat16 if bf16_hardware() else torch.float32
+
+
+def machine_limit(size: int) -> dict:
+    """The limit in the best dtype the machine has, with fp32's beside it (`fp32_flops`) where that differs."""
+    best = matmul_flops(size, best_dtype())
+    fp32 = best["flops"] if best["dtype"] == "float32" else matmul_flops(size, torch.float32)["flops"]
+    return best | {"fp32_flops": fp32}
+
+
+def matmul_flops(size: int, dtype: torch.dtype, seconds: float = 2.0) -> dict:
+    """Best FLOP/s of size x size matmuls in `dtype`."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
     a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     torch.matmul(a, b)
     best, end = 0.0, time.perf_counter() + seconds
@@ -92,7 +108,13 @@ def bare_generate(model, tokenizer, prompts: list[list[dict]], *, n: int, sampli
     goes to generate as it is (a cache implementation, a compile config)."""
     from dno.policy.load import prompt_ids
 
-    encoded = [prompt_ids(tokenizer, s) for s in prompts]
+    with autocast():  # the same precision as the samplers'
+        return _bare_generate(model, tokenizer, [prompt_ids(tokenizer, s) for s in prompts], n=n, sampling=sampling,
+                              seed=seed, **extra)
+
+
+def _bare_generate(model, tokenizer, encoded: list[list[int]], *, n: int, sampling: SamplingOptions, seed: int,
+                   **extra) -> int:
     per_batch, n_tokens = sampling.prompts_per_batch(n), 0
     for start in range(0, len(encoded), per_batch):
         enc = tokenizer.pad({"input_ids": encoded[start : start + per_batch]}, padding_side="left",
@@ -168,7 +190,8 @@ def trl_update(cfg, tokenizer, pairs: list[PairRow], out: Path, beta: float) -> 
         weight_decay=s.weight_decay,
         max_grad_norm=s.max_grad_norm, beta=beta, loss_type=["sigmoid"], max_length=cfg.model.max_length,
         precompute_ref_log_probs=True, report_to=[], save_strategy="no", logging_steps=10**6, seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available() and cfg.model.dtype == "bfloat16",
+        use_cpu=not torch.cuda.is_available(),  # the same precision as ours: bf16 autocast where the run has it
+        bf16=running() == "bf16" or (torch.cuda.is_available() and cfg.model.dtype == "bfloat16"),
         dataloader_num_workers=0, disable_tqdm=True)
     trainer, init_s, init_mb = timed(lambda: DPOTrainer(model=model, args=args, train_dataset=data,
                                                         processing_class=tokenizer))
@@ -261,7 +284,7 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[Prompt], out: IterationDir,
     from dno.stages.train import train_policy
 
     options = replace(train_options(cfg, 1), seed=cfg.seed)
-    accelerator = make_accelerator(cfg.train.process_timeout_min)
+    accelerator = make_accelerator(cfg.train.process_timeout_min, cfg.train.get("mixed_precision"))
     model = load_model(cfg.model, cfg.cache_dir, tok).to(accelerator.device)
     n_params = sum(p.numel() for p in model.parameters())  # shared (tied) tensors counted once
     responses, sampling = measure_sampling(cfg, model, tok, [p.messages for p in prompts], n_params)
@@ -279,7 +302,7 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[Prompt], out: IterationDir,
     full = {"tokens": trained, "tokens_per_s": trained / upd_s}
     lora = measure_lora(cfg, tok, out.pairs, objective, (options, accelerator), full) if cfg.bench.lora_r else None
     return {
-        "sampling": sampling, "parameters": n_params,
+        "sampling": sampling, "parameters": n_params, "mixed_precision": running(),
         "reference": {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
                       "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb, "padding_frac": padding},
         "update": {"pairs": len(pairs), "tokens": trained, "tokens_per_s": trained / upd_s,
@@ -321,7 +344,7 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     choices = choices or {}
     report: dict = {"model": cfg.model.name, "schedule": choices.get("schedule"),
-                    "machine": matmul_flops(b.matmul_size)}
+                    "machine": machine_limit(b.matmul_size)}
     splits = make_splits(instantiate(cfg.data)(), iterations=s.iterations, per_iteration=s.prompts_per_iteration,
                          n_val=s.val_prompts, n_test=s.test_prompts, seed=cfg.split_seed)
     prompts = splits.iterations[0]  # bench.prompts of them for the pairs, all for sampling's larger shape
@@ -343,7 +366,7 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
     if b.iteration:
         report["iteration"] = iteration_times(cfg, out, choices.get("loss", "?"))
     # the limit again at the end: on a machine that drifts, the better of the two is what it can do
-    start, end = report["machine"]["flops"], matmul_flops(b.matmul_size)["flops"]
+    start, end = report["machine"]["flops"], matmul_flops(b.matmul_size, best_dtype())["flops"]
     report["machine"] |= {"flops_start": start, "flops_end": end, "flops": max(start, end)}
     for part in (*report["sampling"], report["reference"], report["update"]):
         part["flops_frac"] = part["flops"] / report["machine"]["flops"]

@@ -22,7 +22,7 @@ def markdown(r: dict) -> str:
     rows = [f"# dno-bench: {r['model']}, schedule {r['schedule']}, {r['parameters'] / 1e6:.1f}M parameters", "",
             f"Machine limit: {_gf(m['flops'])} ({m['dtype']} {m['size']}x{m['size']} matmul on {m['device']}, "
             f"{m['threads']} threads; the better of {_gf(m['flops_start'])} at the start and {_gf(m['flops_end'])} "
-            "at the end).", "",
+            f"at the end). {_precision(r)}", "",
             "| stage | ours | baseline | ours / baseline | achieved FLOP/s | of limit | padding | peak memory |",
             "|---|---|---|---|---|---|---|---|", *_sampling_rows(r), *_update_rows(r), "", _notes(r)]
     if "iteration" in r:
@@ -32,6 +32,15 @@ def markdown(r: dict) -> str:
                  f"| {it['init_s']:.1f} | " + " | ".join(f"{it[f'{n}_s']:.1f}" for n in STAGES)
                  + f" | {it['iteration_s']:.1f} |"]
     return "\n".join(rows) + "\n"
+
+
+def _precision(r: dict) -> str:
+    """The dtype of the limit against fp32's, and the precision the stages ran in."""
+    m, ran = r["machine"], r.get("mixed_precision", "no")
+    stages = "bf16 mixed precision (fp32 weights)" if ran == "bf16" else "fp32"
+    if m["dtype"] == "float32":
+        return f"No bf16 units here (no AMX or AVX512-BF16, no CUDA): fp32 is this machine's best; stages in {stages}."
+    return f"fp32: {_gf(m['fp32_flops'])} ({m['flops'] / m['fp32_flops']:.2f}x less); stages in {stages}."
 
 
 def _sampling_rows(r: dict) -> list[str]:

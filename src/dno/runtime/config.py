@@ -33,8 +33,15 @@ RENAMED_VALUES = {
 }
 
 
+# Keys added since, with the value that does what the code did before them: a config recorded without one
+# had that value, so that a new key alone never stops a resume.
+ADDED_KEYS = {"train.mixed_precision": None}
+
+
 def upgrade(flat: dict) -> dict:
-    """A flattened config ({"a.b": value}) as today's code names it (RENAMED_VALUES)."""
+    """A flattened config ({"a.b": value}) as today's code names it (RENAMED_VALUES, ADDED_KEYS)."""
+    groups = {key.split(".")[0] for key in flat}
+    flat = {**{k: v for k, v in ADDED_KEYS.items() if k.split(".")[0] in groups}, **flat}  # where its group is
     def renamed(key: str, value):
         for suffix, names in RENAMED_VALUES.items():
             if (key == suffix or key.endswith("." + suffix)) and isinstance(value, str) and value in names:

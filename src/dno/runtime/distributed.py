@@ -21,9 +21,10 @@ from pathlib import Path
 from dno.runtime.config import ConfigError
 
 
-def make_accelerator(timeout_min: float):
+def make_accelerator(timeout_min: float, mixed_precision: str | None = None):
     """The Accelerator of a run. On a machine without CUDA every launched process joins a gloo
-    group on CPU (without `cpu=True` each process of `accelerate launch` would train alone)."""
+    group on CPU (without `cpu=True` each process of `accelerate launch` would train alone).
+    `mixed_precision`: `train.mixed_precision` (dno.runtime.precision; None: accelerate's launch flag or config)."""
     import torch
     from accelerate import Accelerator, InitProcessGroupKwargs
 
@@ -38,7 +39,10 @@ def make_accelerator(timeout_min: float):
     # The main process may judge for a long time while the others wait at a barrier; a rank that died breaks the
     # others' next collective at once (gloo, NCCL with async error handling), one that hangs after this timeout.
     kwargs = [InitProcessGroupKwargs(timeout=timedelta(minutes=timeout_min))]
-    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=kwargs)
+    from dno.runtime.precision import resolve
+
+    return Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=kwargs,
+                       mixed_precision=resolve(mixed_precision))
 
 
 def refuse_sharding_on_cpu() -> None:

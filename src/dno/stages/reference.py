@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
 from dno.runtime.distributed import gather_by_index, shard
+from dno.runtime.precision import autocast
 from dno.stages.records import PairRow, read_rows, write_rows
 from dno.stages.train import TrainOptions
 
@@ -28,7 +29,8 @@ def reference_logps(model, tokenizer, pairs_path: Path, options: TrainOptions, a
     logps_of = {}
     for idx in tqdm(batches, desc="reference log-probs", leave=False):
         batch = {k: v.to(device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
-        logps = sequence_logps(model, batch).cpu()
+        with autocast():  # the run's mixed precision, as the update's forward passes
+            logps = sequence_logps(model, batch).cpu()
         logps_of |= {i: (float(logps[j]), float(logps[len(idx) + j])) for j, i in enumerate(idx)}
     logps_of = gather_by_index(accelerator, logps_of)
     if logps_of is None:  # not the main process
