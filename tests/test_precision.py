@@ -19,7 +19,7 @@ from dno.run import Run
 from dno.runtime import precision
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_jsonl
-from helpers import SMOKE, dno_run, make_cfg
+from helpers import SMOKE, documented_commands, dno_run, make_cfg, run
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
@@ -90,3 +90,25 @@ def test_a_bf16_run_samples_references_and_updates_in_bf16(tmp_path):
     assert first["train/steps"] > 0 and math.isfinite(first["train/loss"])
     # measured: log 2 to 2e-9 with the reference in bf16, 4.6e-5 off with it in fp32 against the bf16 update
     assert first["train/first_step_loss"] == pytest.approx(math.log(2), abs=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.experiment
+def test_the_precision_speed_script_measures_both_and_says_what_auto_picks(tmp_path):
+    """The docs' tiny-model command of experiments/precision_speed.py: every row in both precisions, its ratio, and
+    what `auto` decides on this machine."""
+    import shlex
+
+    command = next(line for line in documented_commands()
+                   if "experiments/precision_speed.py" in line and "model=tiny_random" in line)
+    out = tmp_path / "p.md"
+    words = [w for w in shlex.split(command.split("#")[0]) if not w.startswith("out=")] + [f"out={out}"]
+    run(words, timeout=600)
+    text = out.read_text()
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0][2:].split(" (")[0] for r in rows] == ["1024 x 1024 matmul", "forward", "forward + backward",
+                                                       "sampling, shared_prefill"]
+    for _, fp32, bf16, ratio in rows:
+        assert float(ratio.rstrip(" |")) == pytest.approx(float(bf16) / float(fp32), abs=0.006)
+    auto = "bf16" if precision.bf16_hardware() else "fp32 (no bf16 units"
+    assert f"`train.mixed_precision=auto` here: {auto}" in text

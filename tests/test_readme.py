@@ -43,7 +43,7 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py", ".venv/bin/dno-report",
             "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py",
             ".venv/bin/python experiments/judge_bill.py", "experiments/local_slurm.sh",
-            ".venv/bin/python experiments/vllm_cpu.py")
+            ".venv/bin/python experiments/vllm_cpu.py", ".venv/bin/python experiments/precision_speed.py")
 
 
 def without_env(command: str) -> str:
