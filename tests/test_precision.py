@@ -83,7 +83,8 @@ def test_under_bf16_sampling_and_reference_run_in_bf16(tiny, monkeypatch):
 def test_a_bf16_run_samples_references_and_updates_in_bf16(tmp_path):
     """A whole smoke iteration with train.mixed_precision=bf16: the Accelerator's precision is recorded, and the
     first step's loss is log 2 because pi_t's reference log-probs were computed in the update's precision."""
-    dno_run(*SMOKE, "schedule.iterations=1", "train.mixed_precision=bf16", "logger=none", f"hydra.run.dir={tmp_path}")
+    dno_run(*SMOKE, "schedule.iterations=1", "schedule.prompts_per_iteration=2", "train.mixed_precision=bf16",
+            "logger=none", f"hydra.run.dir={tmp_path}")
     device = json.loads((tmp_path / "provenance.json").read_text())["device"]
     assert device["mixed_precision"] == "bf16" and device["dtype"] == "float32"  # fp32 weights, bf16 compute
     first = read_jsonl(tmp_path / "metrics.jsonl")[0]
