@@ -12,8 +12,8 @@ import torch
 from dno.data import Prompt
 from dno.policy.load import load_tokenizer
 from dno.reports.bench import bench_pairs, matmul_flops, token_counts
-from dno.runtime.precision import bf16_hardware
 from dno.runtime.layout import IterationDir
+from dno.runtime.precision import bf16_hardware
 from dno.stages.records import Samples, read_rows, write_rows
 from helpers import SMOKE, make_cfg, run
 

@@ -19,7 +19,7 @@ from dno.run import Run
 from dno.runtime import precision
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_jsonl
-from helpers import SMOKE, documented_commands, dno_run, make_cfg, run
+from helpers import SMOKE, dno_run, documented_commands, make_cfg, run
 
 AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma avx512f\n"
 SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n"
