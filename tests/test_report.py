@@ -136,3 +136,37 @@ def test_publish_without_a_key_exits_2_before_anything_else(sweep, tmp_path):
                env=env, timeout=120)
     assert proc.returncode == 2 and "publish=true needs a W&B API key" in proc.stderr
     assert not (tmp_path / "report" / "report.json").exists()
+
+
+SEEDED = Path(__file__).resolve().parents[1] / "results" / "table1_seeds"
+
+
+def without_ids(spec, key: str = ""):
+    """A report spec without the ids wandb-workspaces draws at random for each panel and runset."""
+    if isinstance(spec, dict):
+        return {k: without_ids(v, k) for k, v in spec.items() if k != "__id__" and not (key == "runSets" and k == "id")}
+    if isinstance(spec, list):
+        return [without_ids(v, key) for v in spec]
+    return spec
+
+
+@pytest.mark.experiment  # about a minute: with the experiments' tests (make test-experiments), not make test
+def test_the_committed_seeded_report_is_the_report_of_the_committed_runs(tmp_path):
+    """results/table1_seeds/report/ is what dno-report builds from the seeded Table 1 sweep's runs, whose records
+    are committed beside it (results/table1_seeds/runs/, experiments/table1_seeds.sh): its runset names exactly
+    those 12 runs by their W&B ids, 4 methods x 3 seeds in one W&B group, and building it again from the records
+    gives the same specification and tables."""
+    from collections import Counter
+
+    records = sorted(p for p in (SEEDED / "runs").iterdir() if p.is_dir())
+    check = read_json(SEEDED / "report" / "report_check.json")
+    assert len(records) == 12 and not check["notes"]
+    assert sorted(r["id"] for r in check["runs"]) == sorted(read_json(p / "wandb_run.json")["id"] for p in records)
+    assert {r["group"] for r in check["runs"]} == {"table1_seeds"}
+    assert Counter(r["method"] for r in check["runs"]) == {"DNO": 3, "DNO-Restrictive": 3, "SPIN": 3, "Offline DPO": 3}
+    title = read_json(SEEDED / "report" / "report.json")["displayName"]
+    run(["dno-report", "runs=results/table1_seeds/runs", f"title='{title}'", f"hydra.run.dir={tmp_path}"],
+        timeout=300)  # as experiments/table1_seeds.sh built it
+    assert without_ids(read_json(tmp_path / "report.json")) == without_ids(read_json(SEEDED / "report" / "report.json"))
+    for table in (SEEDED / "report" / "tables").glob("*.md"):
+        assert (tmp_path / "tables" / table.name).read_text() == table.read_text(), table.name
