@@ -472,3 +472,13 @@ def test_the_cluster_times_in_the_readme_are_in_the_log():
                     r"`make test-cluster` (\d+ min \d+ s)", r"within seconds \(([\d.]+ s) here"):
         value = re.search(pattern, readme).group(1)
         assert re.search(rf"(?<![\d.]){re.escape(value)}", log), (pattern, value)
+
+
+def test_the_precision_numbers_in_the_docs_are_results_precision_speed_md():
+    report = (REPO / "results" / "precision_speed.md").read_text()
+    text = " ".join(section("## Mixed precision", "## The sampler").split())
+    ratios = dict(re.findall(r"^\| (forward(?: \+ backward)?) \(tokens/s\) \| [\d.]+ \| [\d.]+ \| ([\d.]+) \|$", report,
+                             re.MULTILINE))
+    assert f"forward and backward pass at **{ratios['forward + backward']}x**" in text
+    assert f"forward pass at **{ratios['forward']}x**" in text
+    assert "bf16 unit: none" in report and "batch=2 length=64 repeats=1" in text and "2 sequences x 64 tokens" in report
