@@ -39,7 +39,7 @@ from dno.policy.sample import SAMPLERS, Sampler, SamplingOptions
 from dno.reports.bench_report import markdown
 from dno.runtime.files import write_json
 from dno.runtime.layout import IterationDir
-from dno.runtime.precision import autocast, running
+from dno.runtime.precision import autocast, bf16_hardware, running
 from dno.stages.records import PairRow, Samples, read_rows, write_rows
 
 log = logging.getLogger("dno.bench")
@@ -73,8 +73,6 @@ def sync() -> None:
 def best_dtype() -> torch.dtype:
     """The fastest dtype this machine computes in: bf16 on a GPU or a CPU with bf16 units (AMX, AVX512-BF16),
     fp32 elsewhere (on AVX2, bf16 is emulated and slower than fp32)."""
-    from dno.runtime.precision import bf16_hardware
-
     return torch.bfloat16 if bf16_hardware() else torch.float32
 
 
@@ -108,21 +106,16 @@ def bare_generate(model, tokenizer, prompts: list[list[dict]], *, n: int, sampli
     goes to generate as it is (a cache implementation, a compile config)."""
     from dno.policy.load import prompt_ids
 
-    with autocast():  # the same precision as the samplers'
-        return _bare_generate(model, tokenizer, [prompt_ids(tokenizer, s) for s in prompts], n=n, sampling=sampling,
-                              seed=seed, **extra)
-
-
-def _bare_generate(model, tokenizer, encoded: list[list[int]], *, n: int, sampling: SamplingOptions, seed: int,
-                   **extra) -> int:
+    encoded = [prompt_ids(tokenizer, s) for s in prompts]
     per_batch, n_tokens = sampling.prompts_per_batch(n), 0
     for start in range(0, len(encoded), per_batch):
         enc = tokenizer.pad({"input_ids": encoded[start : start + per_batch]}, padding_side="left",
                             return_tensors="pt")
         torch.manual_seed(seed + start)
-        out = model.generate(**enc.to(model.device), do_sample=True, temperature=sampling.temperature,
-                             top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
+        with autocast():  # the same precision as the samplers'
+            out = model.generate(**enc.to(model.device), do_sample=True, temperature=sampling.temperature,
+                                 top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens, num_return_sequences=n,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
         gen = out[:, enc["input_ids"].shape[1] :]
         done = (gen == tokenizer.eos_token_id).int().cumsum(-1)
         n_tokens += int(((done == 0) | ((done == 1) & (gen == tokenizer.eos_token_id))).sum())
