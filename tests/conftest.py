@@ -1,9 +1,12 @@
-"""Session fixtures: runs of the apps shared by the tests that only read them (all `slow`), and the
-guard that keeps `make test-fast` fast: a test not marked `slow` that starts an app fails."""
+"""Session fixtures: runs of the apps shared by the tests that only read them (all `slow`), the guard that
+keeps `make test-fast` fast (a test not marked `slow` that starts an app fails), and a fresh accelerate state
+for every test (an Accelerator's state is process-wide: TRL's DPOTrainer, bf16 by default, would otherwise leave
+its mixed precision to the next test of the same xdist worker, as accelerate's own tests reset it)."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,15 @@ def _apps_only_in_slow_tests(request, monkeypatch):
         popen(self, args, *rest, **kwargs)
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    state = sys.modules.get("accelerate.state")  # nothing to reset where the test never imported accelerate
+    if state is not None:
+        state.AcceleratorState._reset_state(reset_partial_state=True)
+        state.GradientState._reset_state()
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,7 @@ def test_under_bf16_sampling_and_reference_run_in_bf16(tiny, monkeypatch):
     model, tok = tiny
     encoded = [([5, 6, 7, 8], [9, 10, 11, 12, 13], [14, 15, 16])]
     batch = pair_batch(encoded, [0], tok.pad_token_id)
+    monkeypatch.setattr(precision, "running", lambda: "no")
     with torch.no_grad(), precision.autocast():
         fp32 = sequence_logps(model, batch)
     monkeypatch.setattr(precision, "running", lambda: "bf16")
