@@ -6,6 +6,7 @@ stops before any model loads; lm-eval's multiple-choice log-likelihoods are our 
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -132,6 +133,28 @@ def test_a_dataset_out_of_reach_stops_before_any_model_loads(tmp_path):
     assert proc.returncode == 2
     assert "the data of task arc_hub could not be read" in proc.stderr and "no-such-dataset" in proc.stderr
     assert "eval.open_llm.include_path" in proc.stderr and not (tmp_path / "eval" / "final").exists()
+
+
+def test_without_the_hub_the_loaded_libraries_go_offline_and_come_back(monkeypatch):
+    """huggingface_hub and datasets read HF_HUB_OFFLINE when imported: the variables alone would leave an
+    unreachable hub to a minute of retries per file (23 s of this module's out-of-reach test, before)."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    from dno.benchmarks import open_llm
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(open_llm, "hub_reachable", lambda: False)
+    with open_llm.offline_unless_reachable():
+        assert huggingface_hub.constants.is_offline_mode() and datasets.config.HF_HUB_OFFLINE
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert not huggingface_hub.constants.is_offline_mode() and not datasets.config.HF_HUB_OFFLINE
+    assert "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setattr(open_llm, "hub_reachable", lambda: True)  # a reachable hub is left alone
+    with open_llm.offline_unless_reachable():
+        assert not huggingface_hub.constants.is_offline_mode()
 
 
 def test_an_unknown_task_or_a_malformed_entry_is_refused(tmp_path):

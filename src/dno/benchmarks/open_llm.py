@@ -62,16 +62,30 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 @contextmanager
 def offline_unless_reachable():
-    """Without the hub, datasets are read from the local cache at once, not after a minute of retries each."""
+    """Without the hub, datasets are read from the local cache at once, not after a minute of retries each.
+
+    huggingface_hub and datasets read HF_HUB_OFFLINE once, when imported (huggingface_hub.constants,
+    datasets.config), so the environment variables alone do not reach them once they are loaded: their module
+    flags are set too, as datasets' own tests do, and everything is restored afterwards."""
     if hub_reachable():
         yield
         return
-    saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
+    import datasets.config
+    import huggingface_hub.constants
+
+    flags = [(huggingface_hub.constants, "HF_HUB_OFFLINE"), (datasets.config, "HF_HUB_OFFLINE"),
+             (datasets.config, "HF_DATASETS_OFFLINE")]
+    saved_flags = [getattr(module, name) for module, name in flags]
+    saved_env = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")}
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"})
+    for module, name in flags:
+        setattr(module, name, True)
     try:
         yield
     finally:
-        for k, v in saved.items():
+        for (module, name), value in zip(flags, saved_flags, strict=True):
+            setattr(module, name, value)
+        for k, v in saved_env.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
