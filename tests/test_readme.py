@@ -224,6 +224,10 @@ def runs_elsewhere(args: list[str]) -> str | None:
     """Where a README command's config already runs end to end on the tiny model (not run twice)."""
     if args[:-1] == ["model=tiny_random", "schedule=smoke"]:
         return "the README sweep's seed-0 job is this config (the smoke_sweep fixture)"
+    if [a for a in args if not a.startswith("hydra.")] == SWEEP:
+        return "the smoke_sweep fixture is this command (test_loop.py and test_tables.py read its two jobs)"
+    if [a for a in args if not a.startswith("hydra.")] == SUBMITIT:
+        return "the submitit_sweep fixture is this command (test_distributed.py reads its two jobs)"
     if args[:-1] == LORA_RUN:
         return "test_lora.py runs it as it stands"
     if args[0].startswith("experiment=") and args[1:] == ["model=tiny_random", "schedule=smoke"]:
@@ -242,6 +246,8 @@ def test_commands_run_elsewhere_are_few_and_named():
     assert OmegaConf.to_container(plain) == OmegaConf.to_container(make_cfg(*SWEEP[1:-1], "seed=0"))  # = sweep job 0
     assert sorted(" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)) == sorted([
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
+        " ".join(SWEEP), " ".join([*SWEEP, "hydra.sweep.dir=multirun/my-sweep"]),
+        " ".join(SUBMITIT),
         "experiment=table1_spin model=tiny_random schedule=smoke",
         " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
         "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke",
@@ -267,12 +273,8 @@ def distinct_runs(runs: list[list[str]]) -> list[list[str]]:
 @pytest.mark.parametrize("args", distinct_runs([a for a in DNO_RUNS if "model=tiny_random" in a
                                                 and not runs_elsewhere(a)]),
                          ids=lambda a: " ".join(a))
-def test_readme_tiny_model_commands_run(args, tmp_path, request):
+def test_readme_tiny_model_commands_run(args, tmp_path):
     args = [a for a in args if not a.startswith("hydra.")]
-    if args == SWEEP:  # the session's shared sweep is this very command
-        tmp_path = request.getfixturevalue("smoke_sweep")[0].parent
-    elif args == SUBMITIT:  # and so is the submitit_local sweep (checked in test_distributed.py)
-        tmp_path = request.getfixturevalue("submitit_sweep")
     where = f"hydra.sweep.dir={tmp_path}" if "-m" in args else f"hydra.run.dir={tmp_path}"
     dno_run(*args, where)
     summaries = [p for p in tmp_path.rglob("summary.json") if "final" not in p.relative_to(tmp_path).parts]
