@@ -32,6 +32,7 @@ import math
 import re
 import threading
 import time
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
@@ -92,6 +93,12 @@ def form_of(body: dict) -> str:
 def schema_of(body: dict) -> dict | None:
     fmt = body.get("response_format") or {}
     return fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
+
+
+def weak_reply(user: str) -> str:
+    """A small model's answer without a schema: JSON-like text with the wrong keys or broken syntax, which one
+    fixed by the question (the same question gets the same garbage, whatever the order requests arrive in)."""
+    return '{"response1": 3, "response2": 5}' if zlib.crc32(user.encode()) % 2 else '{"id1_score": 4, "id2_score": 2'
 
 
 class JudgeServer:
@@ -344,8 +351,7 @@ class JudgeServer:
             content = "I think the first one is best." if fault == "malformed" else json.dumps(obj)
             schema = schema_of(body)
             if self.weak and schema is None:  # a small model left to itself: JSON-like, not what was asked
-                content = ('{"response1": 3, "response2": 5}' if len(self.requests) % 2
-                           else '{"id1_score": 4, "id2_score": 2')
+                content = weak_reply(user)
             elif schema is not None and fault is None:  # decoding constrained to the schema: its keys only
                 content = json.dumps({key: obj.get(key, "?") for key in schema["properties"]})
             logprobs = None

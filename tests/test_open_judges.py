@@ -24,7 +24,7 @@ from dno.stages.evaluate import validation_win_rates
 from dno.stages.judge import judge_samples
 from dno.stages.records import Judged, Samples, read_rows, write_rows
 from helpers import dno_run, wandb_history
-from judge_server import JudgeServer, score
+from judge_server import JudgeServer, score, weak_reply
 
 CANDIDATES = ["The sea is wide.", "Water.", "Blue waves roll in from far away."]
 
@@ -106,7 +106,10 @@ def test_mostly_invalid_judgements_stop_before_pairs_quoting_three_answers(tmp_p
         broken = "'{\"id1_score\": 4, \"id2_score\": 2' (not JSON: Expecting ',' delimiter)"
         wrong_keys = "'{\"response1\": 3, \"response2\": 5}' (missing id1_score)"
         assert [q[:5] for q in quoted] == ["  1. ", "  2. ", "  3. "]
-        assert {q[5:] for q in quoted[:2]} == {broken, wrong_keys} and quoted[2][5:] in (broken, wrong_keys)
+        replies = [weak_reply(r["body"]["messages"][-1]["content"]) for r in server.requests]
+        assert len(set(replies)) == 2  # both kinds of garbage came back (each question's own, in any order): ...
+        assert {q[5:] for q in quoted[:2]} == {broken, wrong_keys}  # ... the different ones quoted first
+        assert quoted[2][5:] in (broken, wrong_keys)
         assert "oracle.structured_output" in message
         assert not out.exists() and len(server.requests) == 6
         with pytest.raises(OracleError):  # the same question again: from the cache, not paid twice
