@@ -1,8 +1,8 @@
 """Session fixtures: runs of the apps shared by the tests that only read them (all `slow`, made once for all
-xdist workers), the guard that
-keeps `make test-fast` fast (a test not marked `slow` that starts an app fails), and a fresh accelerate state
-for every test (an Accelerator's state is process-wide: TRL's DPOTrainer, bf16 by default, would otherwise leave
-its mixed precision to the next test of the same xdist worker, as accelerate's own tests reset it)."""
+xdist workers); the guard that keeps `make test-fast` fast (a test not marked `slow` that starts an app fails);
+a fresh accelerate state for every test (an Accelerator's state is process-wide: TRL's DPOTrainer, bf16 by
+default, would otherwise leave its mixed precision to the next test of the same xdist worker; accelerate's own
+tests reset it the same way)."""
 
 from __future__ import annotations
 
@@ -38,46 +38,39 @@ def _fresh_accelerate_state():
         state.GradientState._reset_state()
 
 
-def shared(tmp_path_factory, worker_id: str, name: str, make) -> Path:
-    """A session fixture's directory made once for all pytest-xdist workers (the xdist docs' recipe: a file lock
-    in the session's common temp directory); the tests that use it only read it."""
-    if worker_id == "master":  # one process (make test-fast): its own directory
-        return make(tmp_path_factory.mktemp(name))
+def shared_run(tmp_path_factory, worker_id: str, name: str, *args: str) -> Path:
+    """The run (or, with -m, the sweep) of `dno-run args`, made once for all pytest-xdist workers (the xdist docs'
+    recipe: a file lock in the session's common temp directory); the tests that use it only read it."""
+    where, leaf = ("hydra.sweep.dir", "sweep") if "-m" in args else ("hydra.run.dir", "run")
+    if worker_id == "master":  # one process (make test-fast, the cluster tests): its own directory
+        out = tmp_path_factory.mktemp(name) / leaf
+        dno_run(*args, f"{where}={out}")
+        return out
     from filelock import FileLock
 
     root = tmp_path_factory.getbasetemp().parent  # pytest-NN/, the workers' popen-gwN/ are in it
+    out = root / name / leaf
     with FileLock(root / f"{name}.lock"):
-        done = root / f"{name}.done"
-        if done.exists():
-            return Path(done.read_text())
-        out = make(root / name)
-        done.write_text(str(out))
-        return out
+        if not (root / f"{name}.done").exists():
+            dno_run(*args, f"{where}={out}")
+            (root / f"{name}.done").touch()
+    return out
 
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory, worker_id) -> Path:
     """One uninterrupted smoke run, shared by the tests that only read it."""
-    def make(folder: Path) -> Path:
-        dno_run(*SMOKE, f"hydra.run.dir={folder / 'run'}")
-        return folder / "run"
-    return shared(tmp_path_factory, worker_id, "smoke", make)
+    return shared_run(tmp_path_factory, worker_id, "smoke", *SMOKE)
 
 
 @pytest.fixture(scope="session")
 def submitit_sweep(tmp_path_factory, worker_id) -> Path:
     """The README's two-job sweep (seed 0, 1) through Hydra's submitit_local launcher: each job a subprocess."""
-    def make(folder: Path) -> Path:
-        dno_run(*SUBMITIT, f"hydra.sweep.dir={folder / 'sweep'}")
-        return folder / "sweep"
-    return shared(tmp_path_factory, worker_id, "submitit", make)
+    return shared_run(tmp_path_factory, worker_id, "submitit", *SUBMITIT)
 
 
 @pytest.fixture(scope="session")
 def smoke_sweep(tmp_path_factory, worker_id) -> list[Path]:
     """The README's two-job multirun, run once; its job directories (seed 0, seed 1)."""
-    def make(folder: Path) -> Path:
-        dno_run(*SWEEP, f"hydra.sweep.dir={folder / 'sweep'}")
-        return folder / "sweep"
-    sweep = shared(tmp_path_factory, worker_id, "sweep", make)
+    sweep = shared_run(tmp_path_factory, worker_id, "sweep", *SWEEP)
     return sorted((p for p in sweep.iterdir() if (p / "summary.json").exists()), key=lambda p: p.name)
