@@ -6,6 +6,7 @@ tests reset it the same way)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,11 +39,11 @@ def _fresh_accelerate_state():
         state.GradientState._reset_state()
 
 
-def shared_run(tmp_path_factory, worker_id: str, name: str, *args: str) -> Path:
+def shared_run(tmp_path_factory, name: str, *args: str) -> Path:
     """The run (or, with -m, the sweep) of `dno-run args`, made once for all pytest-xdist workers (the xdist docs'
     recipe: a file lock in the session's common temp directory); the tests that use it only read it."""
     where, leaf = ("hydra.sweep.dir", "sweep") if "-m" in args else ("hydra.run.dir", "run")
-    if worker_id == "master":  # one process (make test-fast, the cluster tests): its own directory
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # one process (make test-cluster, -p no:xdist): its own directory
         out = tmp_path_factory.mktemp(name) / leaf
         dno_run(*args, f"{where}={out}")
         return out
@@ -58,19 +59,19 @@ def shared_run(tmp_path_factory, worker_id: str, name: str, *args: str) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory, worker_id) -> Path:
+def smoke_run(tmp_path_factory) -> Path:
     """One uninterrupted smoke run, shared by the tests that only read it."""
-    return shared_run(tmp_path_factory, worker_id, "smoke", *SMOKE)
+    return shared_run(tmp_path_factory, "smoke", *SMOKE)
 
 
 @pytest.fixture(scope="session")
-def submitit_sweep(tmp_path_factory, worker_id) -> Path:
+def submitit_sweep(tmp_path_factory) -> Path:
     """The README's two-job sweep (seed 0, 1) through Hydra's submitit_local launcher: each job a subprocess."""
-    return shared_run(tmp_path_factory, worker_id, "submitit", *SUBMITIT)
+    return shared_run(tmp_path_factory, "submitit", *SUBMITIT)
 
 
 @pytest.fixture(scope="session")
-def smoke_sweep(tmp_path_factory, worker_id) -> list[Path]:
+def smoke_sweep(tmp_path_factory) -> list[Path]:
     """The README's two-job multirun, run once; its job directories (seed 0, seed 1)."""
-    sweep = shared_run(tmp_path_factory, worker_id, "sweep", *SWEEP)
+    sweep = shared_run(tmp_path_factory, "sweep", *SWEEP)
     return sorted((p for p in sweep.iterdir() if (p / "summary.json").exists()), key=lambda p: p.name)
