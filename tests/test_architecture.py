@@ -1,5 +1,6 @@
 """The module structure a contributor relies on: no import cycles (imports inside functions count), no
-library module imports an app, only apps read Hydra's runtime, the apps stay thin, the package's top level
+library module imports an app, only apps read Hydra's runtime, the apps stay thin and start without the model
+libraries, the package's top level
 shows the architecture, signatures stay short, no stage reads the whole config, and the run directory's
 names are spelled in one module only."""
 
@@ -97,6 +98,19 @@ def test_only_apps_read_hydras_runtime_and_the_apps_are_thin():
             assert "HydraConfig" not in text and "@hydra.main" not in text, module
     for module in ("dno.apps.run", "dno.apps.eval", "dno.apps.bench", "dno.apps.tables", "dno.apps.nash"):
         assert len(MODULES[module].read_text().splitlines()) <= 50, module
+
+
+def test_the_apps_start_without_the_model_libraries():
+    """`dno-run --help`, `--cfg job` and a misspelt config group answer before torch and transformers load (about
+    a second, not eight): each app imports the library inside its Hydra main."""
+    import subprocess
+    import sys
+
+    apps = [m for m in MODULES if m.startswith("dno.apps.")]
+    code = f"import sys; {'; '.join(f'import {m}' for m in apps)}; print(sorted(set(sys.modules) & {{'torch', " \
+           "'transformers', 'datasets', 'wandb', 'matplotlib', 'pandas'}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert len(apps) == 7 and out.strip() == "[]"
 
 
 def test_losses_import_only_torch():

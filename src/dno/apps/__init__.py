@@ -10,6 +10,8 @@
 Each app reads its config, calls one library function and turns its errors into exit codes:
 2 for a bad config (nothing computed), 3 for a judge, server or evaluation that failed (the same
 command resumes), 4 when SIGTERM or Ctrl-C stopped it (the same command resumes). No library module imports an app.
+An app imports the library when it runs, not when it starts, so that `--help`, `--cfg job` and a misspelt
+config group answer in about a second, not after the model libraries' eight.
 """
 
 from __future__ import annotations
@@ -23,16 +25,22 @@ from typing import NamedTuple
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
-from dno.benchmarks.base import EvalError
 from dno.oracles.api import BudgetExceeded, OracleError
-from dno.policy.server import GenerationError
 from dno.runtime.config import ConfigError
 from dno.runtime.files import is_disk_full
 from dno.runtime.signals import PREEMPTED_EXIT, Preempted, preemptible
 from dno.runtime.tracking import Launch
 
 log = logging.getLogger("dno")
-RESUMABLE = (BudgetExceeded, OracleError, GenerationError, EvalError)
+
+
+def resumable() -> tuple[type[Exception], ...]:
+    """The failures the same command resumes from (paid judgements are cached). Their modules load the model
+    libraries, so they are imported when a failure is being sorted, not when an app starts."""
+    from dno.benchmarks.base import EvalError
+    from dno.policy.server import GenerationError
+
+    return BudgetExceeded, OracleError, GenerationError, EvalError
 
 
 class Job(NamedTuple):
@@ -72,7 +80,7 @@ def exit_codes(app: str, fn: Callable[[], object]):
         log.error("config error: %s", e)
         print(f"{app}: config error: {e}", file=sys.stderr)
         sys.exit(2)
-    except RESUMABLE as e:  # a re-run resumes (paid judgements are cached)
+    except resumable() as e:  # a re-run resumes (paid judgements are cached)
         log.error("%s", e)
         print(f"{app}: {e}", file=sys.stderr)
         sys.exit(3)

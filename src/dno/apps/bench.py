@@ -12,13 +12,14 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.reports.bench import run_bench
-from dno.reports.bench_report import markdown
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.reports.bench import run_bench
+    from dno.reports.bench_report import markdown
+
     j = job("dno-bench", cfg)
     report = exit_codes("dno-bench", lambda: run_bench(cfg, j.dir, j.launch.choices))
     print(markdown(report))

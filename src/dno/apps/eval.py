@@ -11,12 +11,13 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, job
-from dno.final import evaluate_checkpoint
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="eval_app", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.final import evaluate_checkpoint
+
     j = job("dno-eval", cfg)
     summary = exit_codes("dno-eval", lambda: evaluate_checkpoint(cfg, j.dir, j.launch))
     print("\n".join(f"{k}: {v}" for k, v in summary.items()))

@@ -12,12 +12,13 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes
-from dno.reports.export import export_run
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="export", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.reports.export import export_run
+
     counts = exit_codes("dno-export", lambda: export_run(Path(cfg.run), Path(cfg.out), hub=cfg.hub,
                                                          private=cfg.private))
     for name, splits in counts.items():

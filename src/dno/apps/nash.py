@@ -12,12 +12,13 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from dno.nash.solve import solve_file
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="nash", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.nash.solve import solve_file
+
     keys = ("method", "iterations", "eta", "seed", "init", "pairs", "opponents", "margin", "steps", "lr", "explore")
     try:
         s = solve_file(cfg.preference, Path(cfg.out), **{k: cfg[k] for k in keys})

@@ -15,12 +15,13 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes
-from dno.reports.wandb_report import make_report
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="report", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.reports.wandb_report import make_report
+
     out = Path(HydraConfig.get().runtime.output_dir)
     print(json.dumps(exit_codes("dno-report", lambda: make_report(cfg, out)), indent=1))
 

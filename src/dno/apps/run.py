@@ -13,13 +13,14 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes, groups_spelled_as_keys, job
-from dno.loop import train_dno
-from dno.run import Run, plan_run
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def run(cfg: DictConfig) -> None:
+    from dno.loop import train_dno
+    from dno.run import Run, plan_run
+
     j = job("dno-run", cfg)
     if cfg.get("plan"):  # the priced plan only: nothing is sampled, judged or trained
         exit_codes("dno-run", lambda: plan_run(cfg, j.dir))

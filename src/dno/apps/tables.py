@@ -13,12 +13,13 @@ import hydra
 from omegaconf import DictConfig
 
 from dno.apps import exit_codes
-from dno.reports.tables import PAPER_DIR, write_tables_of
 from dno.runtime.config import CONF_DIR
 
 
 @hydra.main(config_path=CONF_DIR, config_name="tables", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from dno.reports.tables import PAPER_DIR, write_tables_of
+
     paper = Path(cfg.paper_dir) if cfg.paper_dir else PAPER_DIR
     stats = {"compare_to": cfg.compare_to, **cfg.bootstrap}
     for path in exit_codes("dno-tables", lambda: write_tables_of(cfg.runs, cfg.wandb, cfg.group, Path(cfg.out), paper,
