@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import sys
 import tempfile
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import lm_eval
+
+from dno.runtime.provenance import cpu_name
 
 TASKS = Path(lm_eval.__file__).parent / "tasks"
 # task: (the real YAML, splits, shots, metric, items in the full evaluation split)
@@ -59,13 +60,6 @@ def item(task: str, i: int, rng: random.Random) -> dict:
         return {"sentence": text(rng, 10) + " _ " + text(rng, 10) + ".", "option1": text(rng, 1),
                 "option2": text(rng, 1), "answer": str(1 + k % 2)}
     return {"question": text(rng, 45) + "?", "answer": text(rng, 55) + f"\n#### {i}"}
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.machine()
 
 
 def main(items: int = 100, model_override: str | None = None) -> str:

@@ -14,7 +14,6 @@ CPU's model name and bf16 unit (dno.runtime.precision.cpu_bf16_unit: none on AVX
 from __future__ import annotations
 
 import contextlib
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from dno.policy.sample import Sampler, SamplingOptions
 from dno.reports.bench import matmul_flops
 from dno.runtime.config import CONF_DIR
 from dno.runtime.precision import bf16_hardware, cpu_bf16_unit
+from dno.runtime.provenance import cpu_name
 
 OURS = {"batch": 8, "length": 192, "repeats": 3, "out": "results/precision_speed.md"}
 
@@ -87,12 +87,10 @@ def main(argv: list[str]) -> None:
     matmul = {name: max(matmul_flops(1024, dtype, seconds=1.0)["flops"] for _ in range(repeats)) / 1e9
               for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     rows.insert(0, ("1024 x 1024 matmul (GFLOP/s, in the dtype itself)", matmul))
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
     unit = cpu_bf16_unit()
     decided = "bf16" if bf16_hardware() else "fp32 (no bf16 units: bf16 would be emulated)"
     lines = [f"# bf16 against fp32 on {cfg.model.name} (experiments/precision_speed.py)", "",
-             f"CPU: {cpu}; bf16 unit: {unit or 'none (no amx_bf16 or avx512_bf16 flag)'}; "
+             f"CPU: {cpu_name()}; bf16 unit: {unit or 'none (no amx_bf16 or avx512_bf16 flag)'}; "
              f"{torch.get_num_threads()} threads; torch {torch.__version__}. {batch} sequences x {length} tokens; "
              f"best of {repeats} alternating rounds. `train.mixed_precision=auto` here: {decided}.", "",
              "| measured | fp32 | bf16 autocast | bf16 / fp32 |", "|---|---|---|---|"]

@@ -56,22 +56,28 @@ def versions() -> dict:
     return found
 
 
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo's), else what `platform` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device(accelerator, dtype: str) -> dict:
     import torch
 
     if torch.cuda.is_available():
         return {"kind": "cuda", "gpu": torch.cuda.get_device_name(0), "gpus": torch.cuda.device_count(),
                 "processes": accelerator.num_processes, "dtype": dtype, "mixed_precision": accelerator.mixed_precision}
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     from dno.runtime.precision import cpu_bf16_unit
 
-    return {"kind": "cpu", "cpu": cpu, "threads": torch.get_num_threads(), "processes": accelerator.num_processes,
-            "dtype": dtype, "mixed_precision": accelerator.mixed_precision, "bf16_unit": cpu_bf16_unit()}
+    return {"kind": "cpu", "cpu": cpu_name(), "threads": torch.get_num_threads(),
+            "processes": accelerator.num_processes, "dtype": dtype, "mixed_precision": accelerator.mixed_precision,
+            "bf16_unit": cpu_bf16_unit()}
 
 
 def config_sha256(config: dict) -> str:
