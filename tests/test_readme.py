@@ -224,9 +224,10 @@ def runs_elsewhere(args: list[str]) -> str | None:
     """Where a README command's config already runs end to end on the tiny model (not run twice)."""
     if args[:-1] == ["model=tiny_random", "schedule=smoke"]:
         return "the README sweep's seed-0 job is this config (the smoke_sweep fixture)"
-    if [a for a in args if not a.startswith("hydra.")] == SWEEP:
+    command = [a for a in args if not a.startswith("hydra.")]  # where it writes aside
+    if command == SWEEP:
         return "the smoke_sweep fixture is this command (test_loop.py and test_tables.py read its two jobs)"
-    if [a for a in args if not a.startswith("hydra.")] == SUBMITIT:
+    if command == SUBMITIT:
         return "the submitit_sweep fixture is this command (test_distributed.py reads its two jobs)"
     if args[:-1] == LORA_RUN:
         return "test_lora.py runs it as it stands"

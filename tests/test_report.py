@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from dno.runtime.files import read_json, read_jsonl, write_jsonl
 from dno.runtime.layout import RunDir
-from helpers import SMOKE, dno_run, run, wandb_history, wandb_records
+from helpers import REPO, SMOKE, dno_run, run, wandb_history, wandb_records
 
 pytestmark = pytest.mark.slow
 AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "overrides")
@@ -138,7 +138,7 @@ def test_publish_without_a_key_exits_2_before_anything_else(sweep, tmp_path):
     assert not (tmp_path / "report" / "report.json").exists()
 
 
-SEEDED = Path(__file__).resolve().parents[1] / "results" / "table1_seeds"
+SEEDED = REPO / "results" / "table1_seeds"
 
 
 def without_ids(spec, key: str = ""):
