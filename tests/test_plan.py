@@ -40,6 +40,9 @@ def test_the_plan_prices_a_run_before_any_model_loads_and_without_a_key(tmp_path
                                                                                                          rel=1e-3)
     assert plan["estimates"]["pairs_per_prompt"]["value"] == math.comb(k, 2)
     assert plan["hours_from"].startswith("missing")
+    # the Batch API's total is there with oracle.batch=false too: every stage of this run asks the run's judge
+    assert plan["total"]["usd_batch"] == pytest.approx(plan["total"]["usd"] / 2) and plan["total"]["usd"] > 0
+    assert f"${plan['total']['usd_batch']:,.2f} through the Batch API (oracle.batch=true)" in proc.stdout
 
 
 def test_a_run_logs_its_plan_beside_what_it_paid_and_a_resumed_plan_counts_the_cache(tmp_path):

@@ -4,9 +4,10 @@ Per iteration and in total: prompts, samples, the judge's requests (those the ju
 taken off, where the iteration's samples exist), its prompt and completion tokens, their cost at the direct and
 at the Batch API's price, the validation judge's requests and cost, and the sampling and training hours from a
 dno-bench report of the same model and device when one is given (`plan_inputs.bench`); then the final stage's
-judge requests of every benchmark of `eval=[...]` (`final`), and a grand total (`total.requests`, `total.usd`,
-`total.usd_batch`) of every stage. Tokens are characters / 4 (OpenAI's rule of thumb for English: the judge's
-tokenizer is not the policy's). Every estimate says where it comes from:
+judge requests of every benchmark of `eval=[...]` (`final`), and a grand total of every stage (`total.requests`,
+`total.usd`, and `total.usd_batch`: the same bill with `oracle.batch=true`, whatever oracle.batch is now; a
+benchmark with its own judge at its own `eval.<name>.batch`). Tokens are characters / 4 (OpenAI's rule of thumb
+for English: the judge's tokenizer is not the policy's). Every estimate says where it comes from:
 - the instruction's length: the iteration's own prompts (or `plan_inputs.instruction_chars`);
 - an answer's length: the samples already drawn (a resumed run), else `plan_inputs.answer_chars`, else the
   data's teacher answers, else `sampling.max_new_tokens` x 4 characters (an upper bound);
@@ -231,8 +232,9 @@ def teacher_plan(judges: list[Judge], n: int, prompts: int, instruction: float, 
             "teacher_usd_batch": row["judge_usd_batch"]}
 
 
-def grand_total(total: dict, final: dict, batch: bool) -> dict:
-    """Every stage's paid requests and USD added up (`requests`, `usd`, and `usd_batch` with oracle.batch=true)."""
+def grand_total(total: dict, final: dict) -> dict:
+    """Every stage's paid requests and USD added up: `requests`, `usd` (direct), and `usd_batch` (the run's judge
+    through the Batch API, as oracle.batch=true asks it; a benchmark's own judge as its eval.<name>.batch says)."""
     final_usd = [r["usd"] for r in final.values()]
     out = {"final_requests": sum(r["requests"] for r in final.values()),
            "final_usd": sum(u for u in final_usd if u is not None),
@@ -240,9 +242,8 @@ def grand_total(total: dict, final: dict, batch: bool) -> dict:
     out["requests"] = round(total.get("judge_requests", 0) - total.get("judge_requests_cached", 0)
                             + total["validation_requests"] + total["teacher_requests"] + out["final_requests"])
     out["usd"] = total.get("judge_usd", 0.0) + total["validation_usd"] + total["teacher_usd"] + out["final_usd"]
-    if batch:
-        out["usd_batch"] = (total.get("judge_usd_batch", 0.0) + total["validation_usd_batch"]
-                            + total["teacher_usd_batch"] + out["final_usd_batch"])
+    out["usd_batch"] = (total.get("judge_usd_batch", 0.0) + total["validation_usd_batch"]
+                        + total["teacher_usd_batch"] + out["final_usd_batch"])
     if not all(u is not None for u in final_usd):
         out["usd_incomplete"] = "a benchmark's judge has no price: see final"
     return out
@@ -305,8 +306,7 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | No
     total |= teacher_plan(judges, getattr(teacher, "n", 8) if every else 0, sum(counts), instruction, answer)
     n_test = inputs.get("test_prompts") or (len(splits.test) if splits is not None else cfg.schedule.test_prompts)
     final = final_rows(benchmarks, judges, n_test, instruction, answer)
-    batch = getattr(getattr(oracle, "api", None), "options", None)
-    total |= grand_total(total, final, batch is not None and batch.batch)
+    total |= grand_total(total, final)
     model = getattr(getattr(oracle, "api", None), "model", type(oracle).__name__)
     return {"judge": {"kind": judge.kind, "model": model, "price_per_1m": list(judge.prices),
                       "batch_price_factor": judge.batch_factor, "judges": len(judges)},
@@ -337,8 +337,8 @@ def plan_table(plan: dict) -> str:
         usd = "no price" if r["usd"] is None else f"${r['usd']:,.2f} direct"
         lines.append(f"final {name}: {r['requests']:,} judge requests ({r['judge']}), {usd}")
     t = plan["total"]
-    lines += [f"total: {t['requests']:,} paid judge requests, ${t['usd']:,.2f} direct"
-              + (f", ${t['usd_batch']:,.2f} through the Batch API" if "usd_batch" in t else ""),
+    lines += [f"total: {t['requests']:,} paid judge requests, ${t['usd']:,.2f} direct, ${t['usd_batch']:,.2f} through "
+              "the Batch API (oracle.batch=true)",
               f"hours: {plan['hours_from']}",
               "estimates: " + "; ".join(f"{k} {json.dumps(v['value'])} ({v['source']})"
                                         for k, v in plan["estimates"].items())]
