@@ -21,6 +21,8 @@ from dno.runtime.config import CONF_DIR
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
 SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
+# The W&B reports guide's hyperparameter sweep (two betas x two seeds, one iteration), run by tests/test_report.py
+BETA_SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "schedule.iterations=1", "loss.beta=0.05,0.1", "seed=0,1"]
 # The README's 2-process command (and its submitit sweep): effective batch 4 = 2 processes x micro 2
 # (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
 DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]

@@ -17,7 +17,20 @@ from omegaconf import OmegaConf
 
 from dno.runtime.config import validate
 from dno.runtime.layout import RunDir
-from helpers import DDP, LORA_RUN, REPO, SUBMITIT, SWEEP, VARIANTS_RUN, VLLM, dno_eval, dno_run, make_cfg, run
+from helpers import (
+    BETA_SWEEP,
+    DDP,
+    LORA_RUN,
+    REPO,
+    SUBMITIT,
+    SWEEP,
+    VARIANTS_RUN,
+    VLLM,
+    dno_eval,
+    dno_run,
+    make_cfg,
+    run,
+)
 
 README = (REPO / "README.md").read_text()
 # README.md and every page of the documentation site (docs/), by path
@@ -227,6 +240,8 @@ def runs_elsewhere(args: list[str]) -> str | None:
     command = [a for a in args if not a.startswith("hydra.")]  # where it writes aside
     if command == SWEEP:
         return "the smoke_sweep fixture is this command (test_loop.py and test_tables.py read its two jobs)"
+    if command == BETA_SWEEP:
+        return "test_report.py's sweep fixture is this command (the report's two groups of two runs)"
     if command == SUBMITIT:
         return "the submitit_sweep fixture is this command (test_distributed.py reads its two jobs)"
     if args[:-1] == LORA_RUN:
@@ -248,7 +263,7 @@ def test_commands_run_elsewhere_are_few_and_named():
     assert sorted(" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)) == sorted([
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
         " ".join(SWEEP), " ".join([*SWEEP, "hydra.sweep.dir=multirun/my-sweep"]),
-        " ".join(SUBMITIT),
+        " ".join(SUBMITIT), " ".join([*BETA_SWEEP, "hydra.sweep.dir=multirun/beta-sweep"]),
         "experiment=table1_spin model=tiny_random schedule=smoke",
         " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
         "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke",

@@ -1,8 +1,9 @@
-"""dno-report on a real offline sweep (two variants x two seeds on tiny_random): the runs' W&B config holds the
-comparison axes (read back from the offline .wandb files), the report's specification names exactly the runs of
-the sweep, every metric a panel draws is in those runs' W&B files, the grouping key separates the methods, what is
-missing is reported, the spec round-trips through wandb-workspaces' own models, publish=true without a key exits
-2 before anything else."""
+"""dno-report on a real offline sweep (two values of loss.beta x two seeds on tiny_random): the runs' W&B config holds
+the comparison axes (read back from the offline .wandb files), the report's specification names exactly the runs of
+the sweep, every metric a panel draws is in those runs' W&B files, the report groups by what the sweep varied (two
+groups of two runs, seeds pooled) and names the values, group_by= chooses another grouping and a key of no run
+stops it, what is missing is reported, the spec round-trips through wandb-workspaces' own models, publish=true
+without a key exits 2 before anything else."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from dno.runtime.files import read_json, read_jsonl, write_jsonl
 from dno.runtime.layout import RunDir
-from helpers import REPO, SMOKE, dno_run, run, wandb_history, wandb_records
+from helpers import BETA_SWEEP, REPO, dno_run, run, wandb_history, wandb_records
 
 pytestmark = pytest.mark.slow
 AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "overrides")
@@ -25,7 +26,7 @@ AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "ben
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
     sweep = tmp_path_factory.mktemp("report") / "sweep"
-    dno_run("-m", *SMOKE, "loss=dno_prct,sppo", "seed=0,1", "schedule.iterations=1", f"hydra.sweep.dir={sweep}")
+    dno_run(*BETA_SWEEP, f"hydra.sweep.dir={sweep}")  # the W&B reports guide's sweep
     return sweep
 
 
@@ -60,8 +61,8 @@ def test_every_run_logs_the_axes_users_group_by_as_plain_top_level_keys(sweep):
         overrides = OmegaConf.load(RunDir(job).hydra_settings).hydra.overrides.task
         assert config["overrides"] == " ".join(overrides) and f"seed={config['seed']}" in overrides
         assert config["model"] == "tiny_random" and config["oracle"] == "rules" and config["benchmarks"] == "local"
-        assert config["method"] == config["loss"] in ("dno_prct", "sppo") and config["seed"] in (0, 1)
-        assert f"loss={config['loss']}" in overrides
+        assert config["method"] == config["loss"] == "dno_prct" and config["seed"] in (0, 1)
+        assert f"loss.beta={config['cfg']['loss']['beta']}" in overrides
         assert config["cfg"]["schedule"]["iterations"] == 1  # the composed config, nested under cfg
         record = wandb_run_record(job)
         assert record.run_group == sweep.name and record.job_type == "dno-run"  # the sweep's name, not its path
@@ -79,26 +80,46 @@ def test_the_report_names_exactly_the_sweeps_runs_and_draws_what_they_logged(swe
         (only,) = runset["filters"]["filters"]
         assert only["key"] == {"section": "run", "name": "name"} and only["op"] == "IN"
         assert sorted(only["value"]) == sorted(ids)  # exactly the sweep's runs, by their W&B ids
-        assert runset["grouping"] == [{"section": "config", "name": "method.value"}]
-    methods = {}
-    for run_id, job in ids.items():
-        methods.setdefault(wandb_config(job)["method"], []).append(run_id)
+        assert runset["grouping"] == [{"section": "config", "name": "cfg.value.loss.beta"}]  # W&B's cfg.loss.beta
+    betas = {}
+    for job in ids.values():
+        betas.setdefault(wandb_config(job)["cfg"]["loss"]["beta"], []).append(job.name)
         history = set().union(*(row.keys() for row in wandb_history(job)))
         for metrics in check["per_iteration"].values():
             assert set(metrics) <= history, (job, set(metrics) - history)
         for metrics in check["final"].values():
             assert set(metrics) <= wandb_summary_keys(job)
-    assert sorted(len(v) for v in methods.values()) == [2, 2]  # the grouping key separates the two methods
-    assert {r["method"] for r in check["runs"]} == set(methods) and check["notes"] == []
+    # what the sweep varied, seeds pooled: two groups of two runs, seeds 0 and 1 in each, named by their values
+    assert check["group_by"] == ["loss.beta"] and check["wandb_groupby"] == ["cfg.loss.beta"]
+    assert {k: sorted(v) for k, v in check["groups"].items()} == {f"loss.beta={b}": sorted(v) for b, v in betas.items()}
+    assert sorted(betas) == [0.05, 0.1] and [len(v) for v in betas.values()] == [2, 2]
+    for label, names in check["groups"].items():
+        assert sorted(r["seed"] for r in check["runs"] if r["name"] in names) == [0, 1], label
+    assert spec["displayName"] == f"DNO: {sweep.name}: loss.beta=0.05 vs loss.beta=0.1" and check["notes"] == []
     drawn = [p for g in grids for p in g["metadata"]["panelBankSectionConfig"]["panels"]]
     plotted = {m for p in drawn if p["viewType"] == "Run History Line Plot" for m in p["config"]["metrics"]}
     assert plotted == set().union(*map(set, check["per_iteration"].values())) and "train/loss" in plotted
     markdown = [b["content"] for b in spec["spec"]["blocks"] if b["type"] == "markdown-block"]
     table1 = (tmp_path / "report" / "tables" / "table1.md").read_text()
-    assert table1 in markdown and any("dno-run -m" in m and "loss=dno_prct,sppo" in m for m in markdown)
+    assert table1 in markdown and any("dno-run -m" in m and "loss.beta=0.05,0.1" in m for m in markdown)
+    assert any("- `loss.beta=0.05`: 2 run(s), seed 0, 1" in m and "by loss.beta (what the sweep varied)" in m
+               for m in markdown)
     workspace = read_json(tmp_path / "report" / "workspace.json")
     sections = workspace["spec"]["section"]["panelBankConfig"]["sections"]
     assert {s["name"] for s in sections} >= {"eval", "pairs", "train"}
+
+
+def test_group_by_chooses_another_grouping_and_a_key_of_no_run_stops_before_the_tables(sweep, tmp_path):
+    report(sweep, tmp_path / "method", "group_by=method")
+    check = read_json(tmp_path / "method" / "report_check.json")
+    assert check["group_by"] == ["method"] and list(check["groups"]) == ["method=dno_prct"]  # the betas pooled
+    assert len(check["groups"]["method=dno_prct"]) == 4
+    spec = read_json(tmp_path / "method" / "report.json")
+    grid = next(b for b in spec["spec"]["blocks"] if b["type"] == "panel-grid")
+    assert grid["metadata"]["runSets"][0]["grouping"] == [{"section": "config", "name": "method.value"}]
+    proc = report(sweep, tmp_path / "typo", "group_by=loss.bta", check=False)
+    assert proc.returncode == 2 and "group_by=loss.bta: loss.bta is neither a comparison axis" in proc.stderr
+    assert not (tmp_path / "typo" / "tables").exists()
 
 
 def test_the_spec_round_trips_through_wandb_workspaces_models(sweep, tmp_path):

@@ -1,6 +1,7 @@
 """dno-report: a sweep as one W&B Report (dno.reports.wandb_report), offline as its specification, report.json.
 
     dno-report runs=multirun/table1_seeds/offline-default hydra.run.dir=results/table1_seeds/report
+    dno-report runs=multirun/beta-sweep group_by=method                 # another grouping than what the sweep varied
     dno-report runs=multirun/table1_seeds/offline-default publish=true entity=my-team
     dno-report wandb=my-team/dno group=multirun/table1_seeds/offline-default publish=true
 """

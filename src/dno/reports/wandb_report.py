@@ -3,12 +3,17 @@
     dno-report runs=multirun/table1_seeds/offline-default          # offline: report.json, the spec W&B would get
     dno-report runs=multirun/table1_seeds/offline-default publish=true entity=my-team
 
-The report: a header (the sweep's command, commit, versions, judge), per-iteration line plots grouped by
-`method` with seeds as mean and band (win-rates, LC win-rate, length, pairs by type, training loss), the final
-benchmarks per method as bar charts beside the paper's numbers, a run comparer of the config differences,
+The report: a header (the sweep's command, commit, versions, judge, the groups), per-iteration line plots with a
+line per group and its seeds as mean and band (win-rates, LC win-rate, length, pairs by type, training loss), the
+final benchmarks per group as bar charts beside the paper's numbers, a run comparer of the config differences,
 dno-tables' markdown (Table 1, Table 2, the seed comparison), and the runs' sample tables. Its runset names the
-runs by their W&B ids (from each run directory's `wandb_run.json`), grouped by the plain config key `method`
-that every run logs (dno.runtime.tracking.comparison_axes).
+runs by their W&B ids (from each run directory's `wandb_run.json`).
+
+The groups are what the sweep varied: the command-line overrides whose value differs between its runs
+(dno.runtime.tracking.varied_keys; seeds are pooled as repeats), so `-m loss.beta=0.05,0.1 seed=0,1,2` gives two
+groups of three runs; runs that vary nothing but the seed are grouped by `method`. `group_by=KEY` (or a list)
+chooses instead: a comparison axis (`method`, `model`, `loss`, ...: plain top-level W&B config keys) or any key of
+the composed config (`loss.beta`: W&B's `cfg.loss.beta`). The title and the header name each group's values.
 
 A panel draws only metrics the runs logged: a metric no run has is left out and reported, one only some runs
 have is reported; so is a run directory without a W&B run (logger=none) or without a summary (unfinished).
@@ -20,6 +25,7 @@ workspace with the same panels, a section per stage.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +35,15 @@ from dno.reports.run_records import RunRecord, find_runs, read_run, row_label
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_json, write_json, write_text
 from dno.runtime.layout import RunDir
-from dno.runtime.tracking import AXES, Launch, comparison_axes, default_entity, publish_ready
+from dno.runtime.tracking import (
+    AXES,
+    Launch,
+    comparison_axes,
+    default_entity,
+    override_values,
+    publish_ready,
+    varied_keys,
+)
 
 PER_ITERATION = (
     ("Win-rate vs pi_1 (validation, %)", ("eval/win_rate_vs_init",)),
@@ -46,7 +60,7 @@ FINAL = (
     ("Open LLM Leaderboard (final)", ("open_llm/avg",)),
 )
 SECTIONS = ("eval", "data", "pairs", "train", "time")  # the workspace's sections, by metric prefix
-GROUP_BY = "method"
+NO_SWEEP = ("method",)  # the grouping of runs that vary nothing but the seed
 
 
 @dataclass(frozen=True)
@@ -54,16 +68,85 @@ class ReportRun:
     record: RunRecord
     wandb: dict  # the run directory's wandb_run.json: id, group, name, project, mode
     axes: dict  # the run's plain W&B config keys (dno.runtime.tracking.comparison_axes): method, model, ...
+    config: dict  # the composed config (W&B's `cfg`)
+    overrides: dict  # its command line's overrides, {key: value} (dno.runtime.tracking.override_values)
 
 
-def axes_of(path: Path, record: RunRecord) -> dict:
-    """The comparison axes a run logged to W&B, recomputed from its Hydra records (the same function)."""
+def local_run(path: Path, record: RunRecord, wandb: dict) -> ReportRun:
+    """A run directory's ReportRun: the comparison axes it logged to W&B recomputed from its Hydra records (the
+    same function), its config and its overrides."""
     run = RunDir(path)
     config = OmegaConf.to_container(OmegaConf.load(run.hydra_config)) if run.hydra_config.exists() else {}
+    config = config or record.provenance.get("config", {})
     settings = OmegaConf.load(run.hydra_settings) if run.hydra_settings.exists() else None
     choices = dict(settings.hydra.runtime.choices) if settings else {}
     overrides = tuple(settings.hydra.overrides.task) if settings else ()
-    return comparison_axes(config or record.provenance.get("config", {}), Launch(choices=choices, overrides=overrides))
+    axes = comparison_axes(config, Launch(choices=choices, overrides=overrides))
+    return ReportRun(record, wandb, axes, config, override_values(overrides))
+
+
+MISSING = object()
+
+
+def lookup(config: dict, key: str):
+    """The value of a dotted key in a nested config, MISSING where there is none."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return MISSING
+        node = node[part]
+    return node
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """The keys a report groups its runs by: comparison axes or keys of the composed config."""
+
+    keys: tuple[str, ...]
+    varied: bool  # the keys are what the runs' overrides vary (else group_by= or the fallback, method)
+
+    def value(self, run: ReportRun, key: str):
+        """What W&B groups this run by for `key`: the axis, else the composed config's value, else the override."""
+        if key in AXES:
+            return run.axes.get(key)
+        found = lookup(run.config, key)
+        return run.overrides.get(key) if found is MISSING else found
+
+    def label(self, run: ReportRun) -> str:
+        return ", ".join(f"{k}={self.value(run, k)}" for k in self.keys)
+
+    def wandb_keys(self) -> list[str]:
+        """The W&B config keys of the runset's grouping: an axis is top-level, any other key is under `cfg`."""
+        return [k if k in AXES else f"cfg.{k}" for k in self.keys]
+
+    def groups(self, runs: list[ReportRun]) -> dict[str, list[ReportRun]]:
+        out: dict[str, list[ReportRun]] = {}
+        for r in runs:
+            out.setdefault(self.label(r), []).append(r)
+        return out
+
+    def described(self, runs: list[ReportRun]) -> dict:
+        """report_check.json's account: each run (W&B id, name, method, seed, W&B group, its group's label), the
+        keys, W&B's grouping keys, and each group's runs."""
+        return {"runs": [{"id": r.wandb["id"], "name": Path(r.record.name).name, "method": r.axes["method"],
+                          "seed": r.record.seed, "group": r.wandb.get("group"), "label": self.label(r)} for r in runs],
+                "group_by": list(self.keys), "wandb_groupby": self.wandb_keys(),
+                "groups": {label: [Path(r.record.name).name for r in rs] for label, rs in self.groups(runs).items()}}
+
+
+def grouping(runs: list[ReportRun], group_by) -> Grouping:
+    """`group_by` (a key, comma-separated keys or a list) checked against the runs, else what their overrides vary,
+    else `method`; a key that is neither an axis nor in any run's config is a ConfigError naming it."""
+    if not group_by:
+        keys = tuple(varied_keys([r.overrides for r in runs]))
+        return Grouping(keys, True) if keys else Grouping(NO_SWEEP, False)
+    keys = tuple(k.strip() for k in (group_by.split(",") if isinstance(group_by, str) else group_by) if k.strip())
+    unknown = [k for k in keys if k not in AXES and all(lookup(r.config, k) is MISSING and k not in r.overrides
+                                                       for r in runs)]
+    if unknown or not keys:
+        raise ConfigError(f"group_by={group_by}: {', '.join(unknown) or 'no key'} is neither a comparison axis "
+                          f"({', '.join(AXES)}) nor a config key of these runs (e.g. loss.beta)")
+    return Grouping(keys, False)
 
 
 @dataclass(frozen=True)
@@ -80,7 +163,9 @@ def report_runs_online(project: str, group: str | None) -> tuple[list[ReportRun]
     pulled = pull_runs(project, group)
     records = pulled_records(pulled)
     return [ReportRun(rec, {"id": r["id"], "group": r["group"], "project": project.split("/")[-1]},
-                      {k: r["axes"].get(k) for k in AXES}) for rec, r in zip(records, pulled, strict=True)], []
+                      {k: r["axes"].get(k) for k in AXES}, r["provenance"]["config"],
+                      override_values(r["axes"].get("overrides") or ""))
+            for rec, r in zip(records, pulled, strict=True)], []
 
 
 def report_runs(runs) -> tuple[list[ReportRun], list[str]]:
@@ -93,8 +178,7 @@ def report_runs(runs) -> tuple[list[ReportRun], list[str]]:
             continue
         if not run.summary.exists():
             notes.append(f"{path}: no summary (unfinished?): its per-iteration metrics are drawn, no final ones")
-        record = read_run(path)
-        found.append(ReportRun(record, read_json(run.wandb_run), axes_of(path, record)))
+        found.append(local_run(path, read_run(path), read_json(run.wandb_run)))
     if not found:
         raise ConfigError(f"runs={runs}: no run with a W&B run to report")
     return found, notes
@@ -126,8 +210,8 @@ def kept(panels, keys: dict, notes: list[str]) -> list[tuple[str, list[str]]]:
     return out
 
 
-def header(runs: list[ReportRun], sweep: Path | None) -> str:
-    """The sweep's command, commit, versions and judges, from Hydra's records and the runs' provenance."""
+def header(runs: list[ReportRun], sweep: Path | None, by: Grouping) -> str:
+    """The sweep's command, commit, versions, judges and groups, from Hydra's records and the runs' provenance."""
     command = "(runs from several commands)"
     multirun = sweep / "multirun.yaml" if sweep else None
     if multirun and multirun.exists():
@@ -139,10 +223,14 @@ def header(runs: list[ReportRun], sweep: Path | None) -> str:
     commits = sorted({(p.get("commit") or "?")[:10] + (" (dirty)" if p.get("dirty") else "") for p in provs})
     versions = provs[0].get("versions", {})
     judges = sorted({r.record.judge for r in runs})
+    why = "what the sweep varied" if by.varied else "group_by" if by.keys != NO_SWEEP else "the runs vary only the seed"
+    groups = [f"- `{label}`: {len(rs)} run(s), seed {', '.join(str(r.record.seed) for r in rs)}"
+              for label, rs in by.groups(runs).items()]
     return "\n".join([
         f"**Command:** `{command}`", "",
-        f"**Runs:** {len(runs)} ({', '.join(sorted({str(r.axes[GROUP_BY]) for r in runs}))}); **commit:** "
-        f"{', '.join(commits)}; **judge:** {', '.join(judges)}", "",
+        f"**Runs:** {len(runs)}; **commit:** {', '.join(commits)}; **judge:** {', '.join(judges)}", "",
+        f"**Groups** (a line or bar each, its seeds pooled as mean and standard error), by "
+        f"{', '.join(by.keys)} ({why}):", "", *groups, "",
         "**Versions:** " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))])
 
 
@@ -165,7 +253,7 @@ def paper_reference(runs: list[ReportRun], paper_dir: Path) -> str:
 
 def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -> Built:
     """The Report of `runs`; `tables`: dno-tables' markdown by file name; `options`: entity, project, title,
-    paper_dir, sweep (the sweep directory or None), notes (runs already left out)."""
+    paper_dir, sweep (the sweep directory or None), notes (runs already left out), grouping (a Grouping)."""
     import wandb_workspaces.reports.v2 as wr
 
     notes = list(options.get("notes", []))
@@ -177,8 +265,9 @@ def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -
     ids = [r.wandb["id"] for r in runs]
     groups = sorted({r.wandb.get("group") or "" for r in runs})
     filters = f"Metric('ID') in {ids!r}"
+    by = options["grouping"]
     runset = wr.Runset(name=groups[0] if len(groups) == 1 and groups[0] else "runs", filters=filters,
-                       groupby=[f"config.{GROUP_BY}"])
+                       groupby=[f"config.{k}" for k in by.wandb_keys()])
     per_iteration = [wr.LinePlot(title=title, x="iteration", y=list(metrics), groupby_aggfunc="mean",
                                  groupby_rangefunc="stderr") for title, metrics in lines]
     final = [wr.BarPlot(title=title, metrics=[wr.SummaryMetric(m) for m in metrics], groupby_aggfunc="mean",
@@ -187,12 +276,13 @@ def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -
                      ({"eval/answers"} if any(r.record.annotations for r in runs) else set()))
     entity, project = options["entity"], options["project"]
     links = [f"[{Path(r.record.name).name}](https://wandb.ai/{entity}/{project}/runs/{r.wandb['id']}) "
-             f"({r.axes[GROUP_BY]}, seed {r.record.seed})" for r in runs]
+             f"({by.label(r)}, seed {r.record.seed})" for r in runs]
+    keys = ", ".join(by.keys)
     blocks = [
-        wr.H1(options["title"]), wr.MarkdownBlock(header(runs, options.get("sweep"))),
-        wr.H2("Per iteration, grouped by method (mean and standard error over seeds)"),
+        wr.H1(options["title"]), wr.MarkdownBlock(header(runs, options.get("sweep"), by)),
+        wr.H2(f"Per iteration, grouped by {keys} (mean and standard error over seeds)"),
         wr.PanelGrid(runsets=[runset], panels=per_iteration),
-        wr.H2("Final benchmarks per method"), wr.PanelGrid(runsets=[runset], panels=final),
+        wr.H2(f"Final benchmarks, grouped by {keys}"), wr.PanelGrid(runsets=[runset], panels=final),
         wr.MarkdownBlock(paper_reference(runs, options["paper_dir"])),
         wr.H2("What differs between the runs"),
         wr.PanelGrid(runsets=[runset], panels=[wr.RunComparer(diff_only="split")]),
@@ -205,16 +295,14 @@ def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -
     if notes:
         blocks.insert(2, wr.MarkdownBlock("**Left out or incomplete:**\n\n" + "\n".join(f"- {n}" for n in notes)))
     report = wr.Report(project=project, entity=entity, title=options["title"], blocks=blocks, width="fluid")
-    check = {"runs": [{"id": r.wandb["id"], "name": Path(r.record.name).name, GROUP_BY: r.axes[GROUP_BY],
-                       "seed": r.record.seed, "group": r.wandb.get("group")} for r in runs],
-             "group_by": GROUP_BY, "per_iteration": dict(lines), "final": dict(bars), "sample_tables": samples,
+    check = {**by.described(runs), "per_iteration": dict(lines), "final": dict(bars), "sample_tables": samples,
              "notes": notes}
     return Built(report, check)
 
 
 def workspace(runs: list[ReportRun], options: dict):
     """A W&B workspace of the project: a section per stage (eval, data, pairs, train, time) of line plots of
-    every per-iteration metric the runs logged, grouped by method."""
+    every per-iteration metric the runs logged, grouped as the report is."""
     import wandb_workspaces.reports.v2 as wr
     import wandb_workspaces.workspaces as ws
 
@@ -223,9 +311,11 @@ def workspace(runs: list[ReportRun], options: dict):
     sections = [ws.Section(name=prefix, is_open=prefix == "eval", panels=[
         wr.LinePlot(title=k, x="iteration", y=[k], groupby_aggfunc="mean", groupby_rangefunc="stderr")
         for k in keys if k.split("/", 1)[0] == prefix]) for prefix in SECTIONS]
-    return ws.Workspace(entity=options["entity"], project=options["project"], name=options["title"][:60],
+    name = "".join(" " if unicodedata.category(c)[0] == "S" else c for c in options["title"])  # W&B refuses symbols
+    return ws.Workspace(entity=options["entity"], project=options["project"], name=" ".join(name.split())[:60],
                         sections=[s for s in sections if s.panels],
-                        runset_settings=ws.RunsetSettings(groupby=[ws.Config(GROUP_BY)]))
+                        runset_settings=ws.RunsetSettings(groupby=[ws.Config(k)
+                                                                   for k in options["grouping"].wandb_keys()]))
 
 
 def spec(obj) -> dict:
@@ -255,10 +345,13 @@ def make_report(cfg, out: Path) -> dict:
         Path(cfg.runs)).metrics.exists() else None
     if cfg.wandb and cfg.group:
         sweep = Path(cfg.group)
+    by = grouping(runs, cfg.group_by)  # a key of no run stops here, before the tables
+    labels = " vs ".join(by.groups(runs))
     written = write_tables([r.record for r in runs], out / "tables", PAPER_DIR, {"lc_samples": cfg.lc_samples})
     tables = {p.name: p.read_text() for p in written if p.suffix == ".md"}
     options = {"entity": entity, "project": cfg.project or projects[0], "notes": notes, "sweep": sweep,
-               "title": cfg.title or f"DNO: {sweep.name if sweep else 'runs'}", "paper_dir": PAPER_DIR}
+               "title": cfg.title or f"DNO: {sweep.name if sweep else 'runs'}: {labels}", "paper_dir": PAPER_DIR,
+               "grouping": by}
     built = build_report(runs, tables, options)
     write_json(out / "report.json", spec(built.report))
     write_json(out / "report_check.json", built.check)

@@ -53,7 +53,8 @@ AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "ben
 def comparison_axes(config: dict, launch: Launch) -> dict:
     """The keys a user groups and filters runs by in W&B, plain and top-level: the method (the variant's name),
     the option chosen in each config group (the model's name, the oracle's class without Hydra), the benchmarks,
-    the seed, the experiment and the overrides that define the run."""
+    the seed, the experiment and the overrides that define the run (dno-report groups a sweep's runs by those that
+    differ between them: `varied_keys`)."""
     choices = launch.choices
 
     def chosen(group: str, fallback) -> str:
@@ -66,6 +67,25 @@ def comparison_axes(config: dict, launch: Launch) -> dict:
             "teacher": chosen("teacher", "?"), "benchmarks": ",".join(config.get("eval") or {}),
             "seed": config.get("seed"), "experiment": choices.get("experiment"),
             "overrides": " ".join(launch.overrides)}
+
+
+def override_values(overrides) -> dict[str, str]:
+    """Hydra's command-line overrides (`key=value` strings, or the `overrides` axis: them joined by spaces) as
+    {key: value}; `+`, `++` and `~` are dropped from a key, Hydra's own `hydra.*` and `hydra/*` left out."""
+    out = {}
+    for o in overrides.split() if isinstance(overrides, str) else overrides:
+        key, _, value = o.partition("=")
+        key = key.lstrip("+~")
+        if key and not key.startswith(("hydra.", "hydra/")):
+            out[key] = value
+    return out
+
+
+def varied_keys(overrides: list[dict]) -> list[str]:
+    """What a sweep varied: the override keys (`override_values` of each run) whose value is not the same in every
+    run, a key some runs lack counting as a value of its own; `seed` left out (seeds are repeats, pooled)."""
+    keys = dict.fromkeys(k for o in overrides for k in o if k != "seed")
+    return [k for k in keys if len({o.get(k) for o in overrides}) > 1]
 
 
 class NullSink:
