@@ -1,7 +1,8 @@
 """The final stage: a policy on every benchmark of `eval=[...]` (dno-run's last stage, and dno-eval).
 
     final_stage(run, label, policy)       dno-run: the best iterate, into <run_dir>/final/<benchmark>/
-    evaluate_checkpoint(cfg, out)         dno-eval checkpoint=DIR (or the configured model) into <out>/final/
+    evaluate_checkpoint(cfg, out)         dno-eval checkpoint=DIR (or the configured model) into <out>/final/; a
+                                          checkpoint of a run (RUN/iter_<t>/checkpoint) with the run's model
     evaluate_iterates(cfg, out)           dno-eval run_dir=RUN: pi_1..pi_{T+1} of a finished run, each into its
                                           iteration's final/ (Table 3 and Table 4 have a row per iterate)
 
@@ -26,7 +27,7 @@ from dno.runtime import provenance
 from dno.runtime.config import ConfigError, upgrade_config
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import FinalDir, RunDir
-from dno.runtime.tracking import Launch
+from dno.runtime.tracking import Launch, override_values
 from dno.stages.sample import sample_responses
 
 log = logging.getLogger(__name__)
@@ -72,14 +73,53 @@ def baseline_answers(run: Run, final: FinalDir) -> Path:
     return d.baseline_samples
 
 
+def run_of(checkpoint: Path) -> RunDir | None:
+    """The dno-run directory whose iteration holds `checkpoint` (RUN/iter_<t>/checkpoint, RUN with its Hydra
+    config), else None (a checkpoint of one's own)."""
+    path = checkpoint.resolve()
+    run = RunDir(path.parent.parent)
+    if not run.hydra_config.exists():
+        return None
+    return run if any(run.iteration(t).checkpoint.resolve() == path for t in run.iterations()) else None
+
+
+def with_run_model(cfg: DictConfig, checkpoint: Path, overrides: tuple[str, ...]) -> DictConfig:
+    """dno-eval checkpoint=RUN/iter_<t>/checkpoint: `cfg` with the model the run recorded (its weights' family,
+    tokenizer, dtype, LoRA), this command's `model.<key>=` overrides on top; a `model=` on the command line that
+    names another model is a ConfigError naming both. A checkpoint outside a run: `cfg` as it is."""
+    run = run_of(checkpoint)
+    if run is None:
+        return cfg
+    model = upgrade_config(OmegaConf.load(run.hydra_config)).model
+    given = override_values(overrides)
+    for key in given:
+        if key.startswith("model."):
+            OmegaConf.update(model, key.removeprefix("model."), OmegaConf.select(cfg, key), merge=False)
+    ours, theirs = (OmegaConf.to_container(m) for m in (model, cfg.model))
+    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    if "model" in given and differ:
+        raise ConfigError(
+            f"checkpoint={checkpoint} was trained in the run {run.path} from the model {model.name} (its "
+            f"{run.hydra_config}), but model={given['model']} is {cfg.model.name}: "
+            + ", ".join(f"model.{k} is {ours[k]!r} in the run, {theirs[k]!r} here" for k in differ)
+            + ". Leave model= out: the checkpoint's run gives the model")
+    with open_dict(cfg):
+        cfg.model = model
+    return cfg
+
+
 def evaluate_checkpoint(cfg: DictConfig, out: Path, launch: Launch | None = None) -> dict:
     """dno-eval: the benchmarks alone, on `cfg.checkpoint` (null: the configured model itself), into `out`;
-    with `cfg.run_dir`, on every iterate of that finished run instead (`evaluate_iterates`)."""
+    a checkpoint of a dno-run with that run's model (`with_run_model`); with `cfg.run_dir`, on every iterate of
+    that finished run instead (`evaluate_iterates`)."""
     if cfg.get("run_dir"):
         return evaluate_iterates(cfg, out, launch)
     if cfg.checkpoint and not Path(cfg.checkpoint).exists():
         raise ConfigError(f"checkpoint={cfg.checkpoint} does not exist")
-    run = Run.build(cfg, out, launch or Launch(job_type="dno-eval"))
+    launch = launch or Launch(job_type="dno-eval")
+    if cfg.checkpoint:
+        cfg = with_run_model(cfg, Path(cfg.checkpoint), launch.overrides)
+    run = Run.build(cfg, out, launch)
     ckpt = Path(cfg.checkpoint) if cfg.checkpoint else None
     final = run.dir.final
     generator = cfg.get("name") or f"{cfg.model.name}-{ckpt.parent.name if ckpt else 'init'}"

@@ -1,6 +1,6 @@
 """dno-eval: a model on the benchmarks of `eval=[...]`, as dno-run's final stage (dno.final).
 
-    dno-eval checkpoint=outputs/demo/iter_3/checkpoint                # eval=local (offline)
+    dno-eval checkpoint=outputs/demo/iter_3/checkpoint                # eval=local (offline), the run's model
     dno-eval eval=[alpaca_eval2,mt_bench] checkpoint=PATH             # AlpacaEval 2.0 and MT-Bench, GPT-4 judges
     dno-eval run_dir=outputs/demo eval=[mt_bench]                     # every iterate of a finished run
 """
