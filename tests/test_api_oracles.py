@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dno.data import Prompt
-from dno.oracles.api import BudgetExceeded, JudgeServerGone, OracleError
+from dno.oracles.api import BudgetExceeded, ChatAPI, ClientOptions, JudgeServerGone, OracleError
 from dno.oracles.base import FAILED, INVALID, OK
 from dno.oracles.cache import JudgeCache
 from dno.oracles.openai_listwise import OpenAIListwiseOracle, parse_scores, presentation_order
@@ -228,3 +228,21 @@ def test_cache_is_safe_under_concurrent_writer_processes(tmp_path):
     cache = JudgeCache(path)
     assert len(cache) == 150 and all(cache.get(f"k{i}") is not None for i in range(150))
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_each_null_price_is_the_tables_on_the_openai_api_and_0_on_another_server():
+    """What oracle.price_input_per_1m and price_output_per_1m mean left null (conf/oracle/openai_*.yaml): each on
+    its own, the model's row of conf/prices/openai.yaml on the OpenAI API; a price given alone keeps the row's
+    other one (it was billed at 0), and 0 on a server of one's own (base_url)."""
+    def api(model="gpt-4-turbo", **options):
+        return ChatAPI(ClientOptions(model=model, api_key_env=None, **options))
+
+    assert api(price_input_per_1m=5.0).prices == (5.0, 30.0)  # GPT-4-Turbo's output price, not 0
+    assert api(price_output_per_1m=20.0).prices == (10.0, 20.0)
+    assert api(base_url="http://127.0.0.1:8765/v1", price_output_per_1m=1.0).prices == (0.0, 1.0)
+    cached = {"prompt_tokens": 1000, "cached_tokens": 1000}  # gpt-4.1: input 2, cached 0.5 in the table
+    assert api("gpt-4.1").price(cached) == pytest.approx(1000 * 0.5 / 1e6)
+    assert api("gpt-4.1", price_input_per_1m=4.0).price(cached) == pytest.approx(1000 * 4.0 / 1e6)  # not the table's
+    assert api("gpt-4.1", price_output_per_1m=9.0).price(cached) == pytest.approx(1000 * 0.5 / 1e6)
+    with pytest.raises(ValueError, match="give oracle.price_input_per_1m and oracle.price_output_per_1m"):
+        api("gpt-99-omni", price_input_per_1m=1.0).check()  # a model the table lacks needs both

@@ -10,9 +10,10 @@ What this module adds to the client, and what it leaves to it:
   not asked again; its cost is counted as a cache hit;
 - a budget (`max_requests` and/or `budget_usd`, priced per million prompt and completion tokens):
   past it the next request raises `BudgetExceeded`; everything paid for is already in the cache,
-  so the same command with a larger budget resumes without paying twice. Prices left null are the
+  so the same command with a larger budget resumes without paying twice. Each price left null is the
   model's row of conf/prices/openai.yaml on the OpenAI API (`base_url` null; a model it lacks is an error
-  until prices are given) and 0 on any other server (a local vLLM or llama.cpp);
+  until both prices are given; a price given alone keeps the row's other one) and 0 on any other server (a
+  local vLLM or llama.cpp);
 - the bill: every paid answer is written to the run's ledger when it is paid (dno.oracles.ledger);
 - the API key is read from the environment variable named by `api_key_env` when the client is
   made, and is never stored in the config, the cache, a log or a result (errors are scrubbed);
@@ -157,21 +158,25 @@ class ChatAPI:
         self._client = None
 
     def _rate_card(self, o: ClientOptions) -> Price:
-        """The prices this judge is billed at: the config's, else 0 on another server than OpenAI's, else the table's
-        row of the model (an unknown model: `price_error`, raised by `check` and by any paid request)."""
+        """The prices this judge is billed at, each on its own: the config's where given, else 0 on another server
+        than OpenAI's, else the table's row of the model (an unknown model: `price_error`, raised by `check` and by
+        any paid request). A price given alone on the OpenAI API keeps the table's other one, never 0."""
         given = (o.price_input_per_1m, o.price_output_per_1m)
-        if any(p is not None for p in given) or o.base_url:
-            cached = o.price_cached_input_per_1m
-            return Price(float(given[0] or 0.0), float(given[1] or 0.0), None if cached is None else float(cached),
+        cached = None if o.price_cached_input_per_1m is None else float(o.price_cached_input_per_1m)
+        if o.base_url or None not in given:
+            return Price(float(given[0] or 0.0), float(given[1] or 0.0), cached,
                          "config" if any(p is not None for p in given) else "not billed (base_url)")
         try:
             card = price_of(o.model)
         except UnknownPrice as e:
             self.price_error = str(e)
             return Price(0.0, 0.0, None, "unknown")
-        if o.price_cached_input_per_1m is not None:
-            card = Price(card.input, card.output, float(o.price_cached_input_per_1m), card.model, card.date)
-        return card
+        if given[0] is not None:  # the table's cached rate belongs to its input price, not to the config's
+            card = Price(float(given[0]), card.output, None, f"{card.model}, input price from the config", card.date)
+        if given[1] is not None:
+            card = Price(card.input, float(given[1]), card.cached_input, f"{card.model}, output price from the config",
+                         card.date)
+        return card if cached is None else Price(card.input, card.output, cached, card.model, card.date)
 
     def check(self) -> None:
         if self.cache is not None:
