@@ -1,6 +1,7 @@
 """The judge's bill (dno.oracles.ledger): every paid call counted once, in every stage, against the scripted
 OpenAI-compatible judge on 127.0.0.1: the logged total equals what the server would invoice for the same tokens;
-a killed and resumed run's bill equals an uninterrupted one's; the plan made before the run is within 10% of the
+a killed and resumed run's ledger equals an uninterrupted one's, and the provider's invoice exceeds it only by the
+requests in flight at the kill -9 (asked again); the plan made before the run is within 10% of the
 requests the run sends."""
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ def test_a_killed_and_resumed_run_pays_what_an_uninterrupted_one_pays(tmp_path):
         server.release()
         plans_before = sorted(p.name for p in killed.plans.glob("*.json")) if killed.plans.exists() else []
         dno_run(*smoke(server, killed.path, tmp_path / "killed.sqlite"))
+        beyond_the_ledger = len(server.requests) - len(read_ledger(killed.ledger))
     a, b = read_ledger(whole.ledger), read_ledger(killed.ledger)
+    # received by the server, billed by a real provider, never answered here: the requests in flight at the kill,
+    # at most oracle.max_concurrency (8) of them (docs/guides/judges.md and resume.md say so)
+    assert 1 <= beyond_the_ledger <= 8
     assert sorted(r["key"] for r in a) == sorted(r["key"] for r in b)  # the same questions, each paid once
     assert read_json(killed.summary)["cost/total_usd"] == pytest.approx(read_json(whole.summary)["cost/total_usd"])
     # the first plan is kept; the resumed start's plan beside it

@@ -154,7 +154,8 @@ def test_redact_drops_secret_values():
 
 
 @pytest.mark.parametrize("override,message", [
-    ("model=no_such_model", "Could not find 'model/no_such_model'"),
+    ("model=no_such_model", "Could not find 'model/no_such_model'"),  # Hydra's refusals exit 1 (resume.md)
+    ("schedule.nope=1", "Key 'nope' is not in struct"),
     ("schedule.iterations=0", "dno-run: config error: schedule.iterations must be a positive integer"),
 ])
 @pytest.mark.slow

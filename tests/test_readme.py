@@ -500,3 +500,29 @@ def test_the_precision_numbers_in_the_docs_are_results_precision_speed_md():
     assert f"forward and backward pass at **{ratios['forward + backward']}x**" in text
     assert f"forward pass at **{ratios['forward']}x**" in text
     assert "bf16 unit: none" in report and "batch=2 length=64 repeats=1" in text and "2 sequences x 64 tokens" in report
+
+
+def test_the_exit_codes_table_is_what_the_apps_exit_with():
+    """resume.md's table: 0, Hydra's 1 (tests/test_configs.py's unknown option and key), 2, 3, 4 from
+    dno.apps.exit_codes, and 137 for SIGKILL, each code once."""
+    import signal
+
+    from dno.apps import exit_codes
+    from dno.oracles.api import OracleError
+    from dno.runtime.config import ConfigError
+    from dno.runtime.signals import Preempted
+
+    text = section("## Exit codes", "\n## ", page="docs/guides/resume.md")
+    assert re.findall(r"^\| (\d+) \|", text, flags=re.MULTILINE) == ["0", "1", "2", "3", "4", "137"]
+    assert 128 + signal.SIGKILL == 137 and "Hydra refused the command line" in text
+
+    def code(error: BaseException) -> int:
+        def fail():
+            raise error
+        with pytest.raises(SystemExit) as e:
+            exit_codes("dno-test", fail)
+        return e.value.code
+
+    assert (code(ConfigError("x")), code(OracleError("x")), code(Preempted(signal.SIGTERM))) == (2, 3, 4)
+    assert exit_codes("dno-test", lambda: "done") == "done"
+
