@@ -1,15 +1,18 @@
 """The command-line apps: thin Hydra entry points over the library (pyproject.toml's scripts).
 
     dno-run    dno.apps.run     the algorithm (dno.loop) on a run (dno.run.Run)
-    dno-eval   dno.apps.eval    the final stage on a checkpoint (dno.loop, dno.stages.final)
-    dno-bench  dno.apps.bench   where an iteration's time goes (dno.bench)
-    dno-tables dno.apps.tables  the paper's tables from run records (dno.tables)
+    dno-eval   dno.apps.eval    the final stage on a checkpoint or a run's iterates (dno.final)
+    dno-bench  dno.apps.bench   where an iteration's time goes (dno.reports.bench)
+    dno-tables dno.apps.tables  the paper's tables from run records (dno.reports.tables)
     dno-nash   dno.apps.nash    DNO on exact tabular games (dno.nash)
-    dno-export dno.apps.export  a run's per-iteration data as a Hugging Face dataset (dno.export)
+    dno-export dno.apps.export  a run's per-iteration data as a Hugging Face dataset (dno.reports.export)
+    dno-report dno.apps.report  a sweep as one W&B Report (dno.reports.wandb_report)
 
 Each app reads its config, calls one library function and turns its errors into exit codes:
 2 for a bad config (nothing computed), 3 for a judge, server or evaluation that failed (the same
-command resumes), 4 when SIGTERM or Ctrl-C stopped it (the same command resumes). No library module imports an app.
+command resumes), 4 when SIGTERM or Ctrl-C stopped it (the same command resumes). Hydra's own refusal of a
+command line (an unknown option or key) exits 1 before an app starts, and a SIGKILL shows 137
+(docs/guides/resume.md's table). No library module imports an app.
 An app imports the library when it runs, not when it starts, so that `--help`, `--cfg job` and a misspelt
 config group answer in about a second, not after the model libraries' eight.
 """

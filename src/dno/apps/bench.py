@@ -1,4 +1,4 @@
-"""dno-bench: where an iteration's time goes, against the machine's limit and against TRL (dno.bench).
+"""dno-bench: where an iteration's time goes, against the machine's limit and against TRL (dno.reports.bench).
 
     dno-bench                                   # the offline default (SmolLM2-135M, demo schedule)
     dno-bench model=tiny_random schedule=smoke  # seconds

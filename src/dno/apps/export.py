@@ -1,4 +1,4 @@
-"""dno-export: a run's per-iteration pairs and samples as a Hugging Face dataset (dno.export).
+"""dno-export: a run's per-iteration pairs and samples as a Hugging Face dataset (dno.reports.export).
 
     dno-export run=outputs/demo out=exports/demo                  # save_to_disk + Parquet + dataset card
     dno-export run=outputs/demo out=exports/demo hub=ORG/NAME     # and upload to the hub

@@ -1,4 +1,4 @@
-"""dno-tables: the paper's tables and plots from runs, beside the published numbers (dno.tables).
+"""dno-tables: the paper's tables and plots from runs, beside the published numbers (dno.reports.tables).
 
     dno-tables runs=multirun/table1/offline-default out=results
     dno-tables runs='outputs/*' out=/tmp/tables

@@ -133,7 +133,7 @@ def read_run(path: Path) -> RunRecord:
 
 
 def seed_group(config: dict, fallback: str) -> str:
-    """A hash of the config without `seed` and the keys that cannot change results (see dno.provenance)."""
+    """A hash of the config without `seed` and the keys that cannot change results (see dno.runtime.provenance)."""
     from dno.runtime.provenance import config_sha256
 
     if not config:
