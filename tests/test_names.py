@@ -1,9 +1,11 @@
-"""Every name of code that conf/, docs/, the README, mkdocs.yml, experiments/ and the package's own docstrings and
-comments give exists: each `src/...` path is a file or folder of the checkout, and each dotted `dno.` name is a
-module of the package or a name defined in one (a function, class, constant, or a class's method or attribute).
-A module that moves leaves its old name behind in prose (conf/export.yaml once named src/dno/export.py); this
-test finds it. Names kept on purpose, an old name recorded beside today's (dno.runtime.config.RENAMED_VALUES), a
-logger's name and a line quoted from results/ (measured under the name of its day), are the exceptions."""
+"""Every name of code or file that conf/, docs/, the README, mkdocs.yml, experiments/ and the package's own
+docstrings and comments give exists: each `src/...` path is a file or folder of the checkout, and each dotted `dno.`
+name is a module of the package or a name defined in one (a function, class, constant, or a class's method or
+attribute). A module that moves leaves its old name behind in prose (conf/export.yaml once named src/dno/export.py);
+this test finds it. Names kept on purpose, an old name recorded beside today's (dno.runtime.config.RENAMED_VALUES),
+a logger's name and a line quoted from results/ (measured under the name of its day), are the exceptions. A link of
+docs/ opens in a checkout (and on GitHub) or goes to a page `make docs` generates (docs/gen_pages.py), and then its
+paragraph says so or names the checkout's file."""
 
 from __future__ import annotations
 
@@ -90,3 +92,35 @@ def test_the_check_finds_a_moved_module_and_a_name_it_no_longer_defines():
     assert not exists("dno.tables") and not exists("dno.stages.final") and not exists("dno.losses.NoSuchLoss")
     assert SRC_PATH.findall("see src/dno/stages/plan.py, then src/dno/oracles/.") == ["src/dno/stages/plan.py",
                                                                                     "src/dno/oracles/"]
+
+
+GENERATED = ("reference/cli.md", "reference/config.md", "reference/run-directory.md")  # docs/gen_pages.py's pages
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def unsaid(page: Path, paragraph: str) -> list[str]:
+    """The relative links of a paragraph of docs/ that a checkout cannot open and the paragraph does not explain: a
+    page docs/gen_pages.py generates (a reference page, or a copy of a file under results/) is fine when the
+    paragraph says it is generated or names the checkout's file (`results/...`); any other is a broken link."""
+    docs, bad = REPO / "docs", []
+    prose = LINK.sub("]", paragraph)  # what a reader sees: the link's text, not its target
+    for target in LINK.findall(paragraph):
+        if target.startswith(("http:", "https:", "mailto:")) or (page.parent / target).exists():
+            continue
+        site = (page.parent / target).resolve().relative_to(docs.resolve()).as_posix()
+        copy = site.removeprefix("results/")
+        from_results = site.startswith("results/") and ((REPO / "results" / copy).exists() or copy == "index.md")
+        said = "generated" in prose or f"results/{copy}" in prose
+        if not ((site in GENERATED or from_results) and said):
+            bad.append(target)
+    return bad
+
+
+def test_every_link_of_the_docs_opens_in_a_checkout_or_says_the_site_generates_it():
+    bad = [f"{page.relative_to(REPO)}: {target}" for page in sorted((REPO / "docs").rglob("*.md"))
+           for paragraph in page.read_text().split("\n\n") for target in unsaid(page, paragraph)]
+    assert bad == []
+    index = REPO / "docs" / "index.md"
+    assert unsaid(index, "the [results](results/index.md)") == ["results/index.md"]
+    assert unsaid(index, "the [results](results/index.md), generated from `results/`") == []
+    assert unsaid(index, "[gone](results/no_such.md), generated") == ["results/no_such.md"]
