@@ -183,12 +183,39 @@ def test_the_table1_numbers_in_the_readme_are_results_table1_md():
     results = table_rows((REPO / "results" / "table1.md").read_text(), r"run `\d+`")
     by_method = {cells[0]: cells for cells in results.values()}
     readme = table_rows(PAGES["docs/guides/paper-tables.md"], r"`table1_\w+`")
-    rows = {k: v for k, v in readme.items() if len(v) == 4}  # the results table, not the list of rows
+    rows = {k: v for k, v in readme.items() if len(v) == 7}  # the results table, not the list of rows
     assert len(rows) == 7
-    for row, (_tested, wr, lc, length) in rows.items():
+    for row, (_tested, wr, lc, length, *_paper) in rows.items():
         method = OC.load(REPO / "conf" / "experiment" / f"{row.strip('`')}.yaml").method
         _, _, their_lc, their_wr, their_length, *_ = by_method[method]
         assert (wr, lc, length) == (their_wr, their_lc, their_length), row
+
+
+def paper_table1(method: str) -> dict | None:
+    """The paper's Table 1 row of one of our methods (results/paper/table1.csv: "Orca-2.5 SFT on Positives" is our
+    "SFT on Positives")."""
+    import csv
+
+    rows = list(csv.DictReader((REPO / "results" / "paper" / "table1.csv").open()))
+    return next((r for r in rows if r["method"] in (method, f"Orca-2.5 {method}")), None)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/guides/paper-tables.md"])
+def test_the_papers_numbers_beside_ours_are_results_paper_table1_csv(page):
+    from omegaconf import OmegaConf as OC
+
+    seeded = table_rows(PAGES[page], r"DNO|DNO-Restrictive|SPIN|Offline DPO")
+    assert len(seeded) == 4
+    for method, cells in seeded.items():  # ..., p, the paper's WR, the paper's LC WR
+        assert cells[-2:] == [paper_table1(method)["win_rate"], paper_table1(method)["lc_win_rate"]], method
+    if page == "README.md":
+        return
+    single = {k: v for k, v in table_rows(PAGES[page], r"`table1_\w+`").items() if len(v) == 7}
+    for row, cells in single.items():
+        paper = paper_table1(OC.load(REPO / "conf" / "experiment" / f"{row.strip('`')}.yaml").method)
+        assert cells[-3:] == ([paper["win_rate"], paper["lc_win_rate"], paper["avg_length"]] if paper else
+                              ["-", "-", "-"]), row
+    assert single["`table1_dno_eq8`"][-1] == "-" and len(single) == 7  # ours, not the paper's
 
 
 def test_the_bench_table_in_the_readme_is_results_bench_md():
@@ -525,4 +552,41 @@ def test_the_exit_codes_table_is_what_the_apps_exit_with():
 
     assert (code(ConfigError("x")), code(OracleError("x")), code(Preempted(signal.SIGTERM))) == (2, 3, 4)
     assert exit_codes("dno-test", lambda: "done") == "done"
+
+
+EVERYDAY = {"API", "CPU", "GPU", "URL", "README", "LLM", "GPT-4", "MT"}  # MT: MT-Bench's, a benchmark's name
+
+
+def glossary_terms() -> set[str]:
+    """The first column of concepts.md's glossary: each comma-separated term, its bracketed short form, and the
+    abbreviations it is made of ("LC win-rate" defines LC)."""
+    table = section("## Glossary", page="docs/getting-started/concepts.md")
+    terms = set()
+    for cell in re.findall(r"^\| ([^|]+?) \|", table, flags=re.MULTILINE):
+        for term in re.split(r",\s*", cell):
+            name = re.sub(r"\s*\(.*\)", "", term)
+            terms |= {name, *re.findall(r"\(([^)]+)\)", term), *re.findall(r"\b[A-Z]{2,}\b", name)}
+    return terms
+
+
+def test_the_glossary_defines_every_abbreviation_and_method_the_readme_uses():
+    prose = re.sub(r"`[^`]*`|\]\([^)]*\)", "", re.sub(r"```.*?```", "", README, flags=re.DOTALL))
+    acronyms = set(re.findall(r"\b[A-Z][A-Z0-9&-]*[A-Z0-9]\b", prose))
+    terms = glossary_terms()
+    assert acronyms - EVERYDAY <= terms, sorted(acronyms - EVERYDAY - terms)
+    methods = table_rows(README, r"DNO|DNO-Restrictive|SPIN|Offline DPO")  # the seeded Table 1's rows
+    assert set(methods) | {"p", "Batch API", "GGUF", "DDP", "FSDP"} <= terms
+
+
+def test_the_departures_are_the_same_list_in_the_readme_and_paper_to_code():
+    ours = section("## Departures from the paper", "\n## ", page="README.md")
+    theirs = section("## Departures from the paper", "\n## ", page="docs/getting-started/paper-to-code.md")
+    assert ours.strip() == theirs.strip()
+    assert "Orca-2.5 7B, was not released" in ours and "`data=ultrafeedback` takes UltraFeedback's best-rated" in ours
+    assert "The demo has no teacher" in ours  # the builtin prompts carry none (teacher=data)
+    from hydra.utils import instantiate
+
+    demo = make_cfg()
+    assert demo.teacher._target_ == "dno.teacher.DataTeacher" and all(p.teacher is None for p in
+                                                                        instantiate(demo.data)())
 
