@@ -147,3 +147,18 @@ def test_wandb_tables_and_pairs_artifact(smoke_run):
     log = b"".join(Path(p).read_bytes() for p in glob.glob(f"{run}/run-*.wandb"))
     for t in (1, 2):
         assert (smoke_run / f"iter_{t}" / "pairs.jsonl").resolve().as_uri().encode() in log
+
+
+@pytest.mark.slow
+def test_an_iterations_pairs_hold_its_replayed_ones_with_pi_t_as_their_reference(smoke_run, tmp_path):
+    """docs/guides/own-data.md: split iter_2 holds pairs replayed from iteration 1, whose pi_t log-probs are pi_2's
+    (computed again), not the ones iteration 1 stored under pi_1."""
+    export_run(smoke_run, tmp_path / "out")
+    pairs = load_from_disk(str(tmp_path / "out" / "pairs"))
+    key = ("prompt_id", "chosen", "rejected")
+    first = {tuple(str(r[k]) for k in key): r["pi_t_chosen_logps"] for r in pairs["iter_1"]}
+    replayed = [r for r in pairs["iter_2"] if r["source_iteration"] == 1]
+    assert replayed and len(replayed) < len(pairs["iter_2"]) and all(r["iteration"] == 2 for r in replayed)
+    for r in replayed:
+        assert r["pi_t_chosen_logps"] != pytest.approx(first[tuple(str(r[k]) for k in key)], abs=1e-4)
+

@@ -289,6 +289,7 @@ def test_commands_run_elsewhere_are_few_and_named():
     assert OmegaConf.to_container(plain) == OmegaConf.to_container(make_cfg(*SWEEP[1:-1], "seed=0"))  # = sweep job 0
     assert sorted(" ".join(a) for a in DNO_RUNS if runs_elsewhere(a)) == sorted([
         "loss=best_vs_worst model=tiny_random schedule=smoke hydra.run.dir=outputs/best-vs-worst",
+        "loss=ipo model=tiny_random schedule=smoke hydra.run.dir=outputs/ipo",
         " ".join(SWEEP), " ".join([*SWEEP, "hydra.sweep.dir=multirun/my-sweep"]),
         " ".join(SUBMITIT), " ".join([*BETA_SWEEP, "hydra.sweep.dir=multirun/beta-sweep"]),
         "experiment=table1_spin model=tiny_random schedule=smoke",
@@ -423,6 +424,17 @@ def test_the_worked_example_in_the_readme_is_the_shipped_code():
     shipped = (REPO / "src" / "dno" / "pairs.py").read_text()
     for line in python_block.splitlines():
         assert line.split("#")[0].strip() in shipped, line
+
+
+def test_the_worked_example_of_a_new_loss_is_the_shipped_code():
+    text = section("### A new loss", "## The documentation")
+    yaml_block = re.search(r"```yaml\n(.*?)```", text, flags=re.DOTALL).group(1)
+    assert OmegaConf.create(yaml_block) == OmegaConf.load(REPO / "conf" / "loss" / "ipo.yaml")
+    shipped = (REPO / "src" / "dno" / "losses.py").read_text()
+    for line in re.search(r"```python\n(.*?)```", text, flags=re.DOTALL).group(1).splitlines():
+        assert line in shipped, line
+    loss = make_cfg("loss=ipo").loss  # the objective reads loss.beta, as the page says
+    assert loss.objective._target_ == "dno.losses.IPOLoss" and loss.objective.beta == loss.beta == 0.1
 
 
 def test_the_seeded_table1_numbers_in_the_readme_are_results_table1_seeds_md():
