@@ -41,6 +41,9 @@ def test_the_seeded_sweep_is_grouped_by_its_experiments_with_three_seeds_each(se
     assert sorted(groups) == ["experiment=table1_dno", "experiment=table1_dno_restrictive",
                               "experiment=table1_offline_dpo", "experiment=table1_spin"]
     assert all(sorted(r.record.seed for r in rs) == [0, 1, 2] for rs in groups.values())
+    one_row = groups["experiment=table1_dno"]  # three seeds of one configuration: nothing varied but the seed
+    assert grouping(one_row, None).keys == ("method",) and list(grouping(one_row, None).groups(one_row)) == \
+        ["method=DNO"]
 
 
 def test_group_by_takes_an_axis_or_a_config_key_and_refuses_a_key_of_no_run(seeded):
