@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,29 @@ def documented_commands() -> list[str]:
     """Every line of README.md's and docs/'s pages (where the commands users run are written)."""
     pages = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
     return [line for page in pages for line in page.read_text().splitlines()]
+
+
+# README.md and every page of the documentation site (docs/), by path: what tests/test_readme.py and
+# tests/test_doc_claims.py hold against the code and results/
+PAGES = {"README.md": (REPO / "README.md").read_text(),
+         **{p.relative_to(REPO).as_posix(): p.read_text() for p in sorted((REPO / "docs").rglob("*.md"))}}
+
+
+def section(start: str, end: str | None = None, page: str | None = None) -> str:
+    """The text from `start` to `end` (or the page's end) of `page`, else of the one page that has `start`."""
+    pages = [page] if page else [name for name, text in PAGES.items() if start in text]
+    assert len(pages) == 1, (start, pages)
+    text = PAGES[pages[0]]
+    i = text.index(start)
+    j = text.find(end, i + len(start)) if end else -1
+    return text[i:j if j >= 0 else len(text)]
+
+
+def table_rows(text: str, first_cell: str) -> dict[str, list[str]]:
+    """Rows of the markdown tables in `text` whose first cell matches `first_cell`, keyed by that cell."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
+            rows[cells[0]] = cells[1:]
+    return rows

@@ -21,6 +21,7 @@ from helpers import (
     BETA_SWEEP,
     DDP,
     LORA_RUN,
+    PAGES,
     REPO,
     SUBMITIT,
     SWEEP,
@@ -30,25 +31,16 @@ from helpers import (
     dno_run,
     make_cfg,
     run,
+    section,
+    table_rows,
 )
 
-README = (REPO / "README.md").read_text()
-# README.md and every page of the documentation site (docs/), by path
-PAGES = {"README.md": README,
-         **{p.relative_to(REPO).as_posix(): p.read_text() for p in sorted((REPO / "docs").rglob("*.md"))}}
+README = PAGES["README.md"]
 BLOCKS = [b for text in PAGES.values() for b in re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)]
 COMMANDS = list(dict.fromkeys(line.split("#")[0].strip() for block in BLOCKS for line in block.splitlines()
                               if line.strip()))
 
 
-def section(start: str, end: str | None = None, page: str | None = None) -> str:
-    """The text from `start` to `end` (or the page's end) of `page`, else of the one page that has `start`."""
-    pages = [page] if page else [name for name, text in PAGES.items() if start in text]
-    assert len(pages) == 1, (start, pages)
-    text = PAGES[pages[0]]
-    i = text.index(start)
-    j = text.find(end, i + len(start)) if end else -1
-    return text[i:j if j >= 0 else len(text)]
 PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/python -m pytest tests/",
             ".venv/bin/dno-run", ".venv/bin/dno-eval", ".venv/bin/dno-tables", ".venv/bin/dno-nash", "make ",
             ".venv/bin/dno-export",
@@ -151,16 +143,6 @@ def numbers(text: str) -> list[str]:
     return re.findall(r"-?\d+(?:\.\d+)?", text)
 
 
-def table_rows(text: str, first_cell: str) -> dict[str, list[str]]:
-    """Rows of the markdown tables in `text` whose first cell matches `first_cell`, keyed by that cell."""
-    rows = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
-            rows[cells[0]] = cells[1:]
-    return rows
-
-
 @pytest.mark.parametrize("page", ["README.md", "docs/getting-started/demo.md"])
 def test_the_demo_numbers_in_the_readme_are_results_demo_md(page):
     demo = (REPO / "results" / "demo.md").read_text()
@@ -189,33 +171,6 @@ def test_the_table1_numbers_in_the_readme_are_results_table1_md():
         method = OC.load(REPO / "conf" / "experiment" / f"{row.strip('`')}.yaml").method
         _, _, their_lc, their_wr, their_length, *_ = by_method[method]
         assert (wr, lc, length) == (their_wr, their_lc, their_length), row
-
-
-def paper_table1(method: str) -> dict | None:
-    """The paper's Table 1 row of one of our methods (results/paper/table1.csv: "Orca-2.5 SFT on Positives" is our
-    "SFT on Positives")."""
-    import csv
-
-    rows = list(csv.DictReader((REPO / "results" / "paper" / "table1.csv").open()))
-    return next((r for r in rows if r["method"] in (method, f"Orca-2.5 {method}")), None)
-
-
-@pytest.mark.parametrize("page", ["README.md", "docs/guides/paper-tables.md"])
-def test_the_papers_numbers_beside_ours_are_results_paper_table1_csv(page):
-    from omegaconf import OmegaConf as OC
-
-    seeded = table_rows(PAGES[page], r"DNO|DNO-Restrictive|SPIN|Offline DPO")
-    assert len(seeded) == 4
-    for method, cells in seeded.items():  # ..., p, the paper's WR, the paper's LC WR
-        assert cells[-2:] == [paper_table1(method)["win_rate"], paper_table1(method)["lc_win_rate"]], method
-    if page == "README.md":
-        return
-    single = {k: v for k, v in table_rows(PAGES[page], r"`table1_\w+`").items() if len(v) == 7}
-    for row, cells in single.items():
-        paper = paper_table1(OC.load(REPO / "conf" / "experiment" / f"{row.strip('`')}.yaml").method)
-        assert cells[-3:] == ([paper["win_rate"], paper["lc_win_rate"], paper["avg_length"]] if paper else
-                              ["-", "-", "-"]), row
-    assert single["`table1_dno_eq8`"][-1] == "-" and len(single) == 7  # ours, not the paper's
 
 
 def test_the_bench_table_in_the_readme_is_results_bench_md():
@@ -426,17 +381,6 @@ def test_the_worked_example_in_the_readme_is_the_shipped_code():
         assert line.split("#")[0].strip() in shipped, line
 
 
-def test_the_worked_example_of_a_new_loss_is_the_shipped_code():
-    text = section("### A new loss", "## The documentation")
-    yaml_block = re.search(r"```yaml\n(.*?)```", text, flags=re.DOTALL).group(1)
-    assert OmegaConf.create(yaml_block) == OmegaConf.load(REPO / "conf" / "loss" / "ipo.yaml")
-    shipped = (REPO / "src" / "dno" / "losses.py").read_text()
-    for line in re.search(r"```python\n(.*?)```", text, flags=re.DOTALL).group(1).splitlines():
-        assert line in shipped, line
-    loss = make_cfg("loss=ipo").loss  # the objective reads loss.beta, as the page says
-    assert loss.objective._target_ == "dno.losses.IPOLoss" and loss.objective.beta == loss.beta == 0.1
-
-
 def test_the_seeded_table1_numbers_in_the_readme_are_results_table1_seeds_md():
     report = (REPO / "results" / "table1_seeds.md").read_text()
     text = section("One seed says little")
@@ -539,66 +483,3 @@ def test_the_precision_numbers_in_the_docs_are_results_precision_speed_md():
     assert f"forward and backward pass at **{ratios['forward + backward']}x**" in text
     assert f"forward pass at **{ratios['forward']}x**" in text
     assert "bf16 unit: none" in report and "batch=2 length=64 repeats=1" in text and "2 sequences x 64 tokens" in report
-
-
-def test_the_exit_codes_table_is_what_the_apps_exit_with():
-    """resume.md's table: 0, Hydra's 1 (tests/test_configs.py's unknown option and key), 2, 3, 4 from
-    dno.apps.exit_codes, and 137 for SIGKILL, each code once."""
-    import signal
-
-    from dno.apps import exit_codes
-    from dno.oracles.api import OracleError
-    from dno.runtime.config import ConfigError
-    from dno.runtime.signals import Preempted
-
-    text = section("## Exit codes", "\n## ", page="docs/guides/resume.md")
-    assert re.findall(r"^\| (\d+) \|", text, flags=re.MULTILINE) == ["0", "1", "2", "3", "4", "137"]
-    assert 128 + signal.SIGKILL == 137 and "Hydra refused the command line" in text
-
-    def code(error: BaseException) -> int:
-        def fail():
-            raise error
-        with pytest.raises(SystemExit) as e:
-            exit_codes("dno-test", fail)
-        return e.value.code
-
-    assert (code(ConfigError("x")), code(OracleError("x")), code(Preempted(signal.SIGTERM))) == (2, 3, 4)
-    assert exit_codes("dno-test", lambda: "done") == "done"
-
-
-EVERYDAY = {"API", "CPU", "GPU", "URL", "README", "LLM", "GPT-4", "MT"}  # MT: MT-Bench's, a benchmark's name
-
-
-def glossary_terms() -> set[str]:
-    """The first column of concepts.md's glossary: each comma-separated term, its bracketed short form, and the
-    abbreviations it is made of ("LC win-rate" defines LC)."""
-    table = section("## Glossary", page="docs/getting-started/concepts.md")
-    terms = set()
-    for cell in re.findall(r"^\| ([^|]+?) \|", table, flags=re.MULTILINE):
-        for term in re.split(r",\s*", cell):
-            name = re.sub(r"\s*\(.*\)", "", term)
-            terms |= {name, *re.findall(r"\(([^)]+)\)", term), *re.findall(r"\b[A-Z]{2,}\b", name)}
-    return terms
-
-
-def test_the_glossary_defines_every_abbreviation_and_method_the_readme_uses():
-    prose = re.sub(r"`[^`]*`|\]\([^)]*\)", "", re.sub(r"```.*?```", "", README, flags=re.DOTALL))
-    acronyms = set(re.findall(r"\b[A-Z][A-Z0-9&-]*[A-Z0-9]\b", prose))
-    terms = glossary_terms()
-    assert acronyms - EVERYDAY <= terms, sorted(acronyms - EVERYDAY - terms)
-    methods = table_rows(README, r"DNO|DNO-Restrictive|SPIN|Offline DPO")  # the seeded Table 1's rows
-    assert set(methods) | {"p", "Batch API", "GGUF", "DDP", "FSDP"} <= terms
-
-
-def test_the_departures_are_the_same_list_in_the_readme_and_paper_to_code():
-    ours = section("## Departures from the paper", "\n## ", page="README.md")
-    theirs = section("## Departures from the paper", "\n## ", page="docs/getting-started/paper-to-code.md")
-    assert ours.strip() == theirs.strip()
-    assert "Orca-2.5 7B, was not released" in ours and "`data=ultrafeedback` takes UltraFeedback's best-rated" in ours
-    assert "The demo has no teacher" in ours  # the builtin prompts carry none (teacher=data)
-    from hydra.utils import instantiate
-
-    demo = make_cfg()
-    assert demo.teacher._target_ == "dno.teacher.DataTeacher" and all(p.teacher is None for p in
-                                                                        instantiate(demo.data)())
-
