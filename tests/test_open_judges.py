@@ -21,7 +21,7 @@ from dno.oracles.openai_listwise import OpenAIListwiseOracle, response_format
 from dno.runtime.files import read_jsonl
 from dno.runtime.layout import BenchmarkDir
 from dno.stages.evaluate import validation_win_rates
-from dno.stages.judge import judge_samples
+from dno.stages.judge import JudgeLimits, judge_samples
 from dno.stages.records import Judged, Samples, read_rows, write_rows
 from helpers import dno_run, wandb_history
 from judge_server import JudgeServer, score, weak_reply
@@ -117,7 +117,7 @@ def test_mostly_invalid_judgements_stop_before_pairs_quoting_three_answers(tmp_p
         assert len(server.requests) == 6
         # at or under the limit the run goes on; the invalid prompts leave the pair set
         metrics = judge_samples(listwise(server, tmp_path, structured_output="json_object"), samples, out,
-                                max_invalid_frac=1.0)
+                                JudgeLimits(max_invalid_frac=1.0))
         assert metrics["oracle/invalid_frac"] == 1.0 and out.exists()
         assert {r.judgement.status for r in read_rows(out, Judged)} == {INVALID}
 

@@ -32,7 +32,7 @@ from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import IterationDir, RunDir
 from dno.runtime.signals import Preempted
 from dno.stages.evaluate import evaluate_policy
-from dno.stages.judge import judge_samples
+from dno.stages.judge import JudgeLimits, judge_samples
 from dno.stages.make_pairs import make_pairs
 from dno.stages.records import Judged, PairRow, read_rows, write_rows
 from dno.teacher import TeacherCache
@@ -47,8 +47,11 @@ def iteration(run: Run, t: int) -> dict:
     # step 2: K answers per prompt of this iteration's fresh prompts, sampled from pi_t
     m = run.stage(d, "sample", lambda: sample(run, pi_t, t), (d.samples,), everyone=not run.served)
 
-    # step 3: the oracle judges each prompt's answers (and the teacher's); r_t(x, y) of each
-    m |= run.stage(d, "judge", lambda: judge(run, d), (d.judgements,))
+    # step 3: the oracle judges each prompt's answers (and the teacher's); r_t(x, y) of each. With a router
+    # (router=distilled), a student trained on the judge's verdicts so far answers where it is sure
+    if run.router.routes(t):
+        m |= run.stage(d, "student", lambda: run.router.train(run.dir, t, run.seed(t, "student")))
+    m |= run.stage(d, "judge", lambda: judge(run, d, t), (d.judgements,))
 
     # step 4: the variant's pair rule (the paper's: large margins), plus replay of earlier iterations' pairs
     m |= run.stage(d, "pairs", lambda: pairs(run, t), (d.pairs,))
@@ -77,10 +80,15 @@ def sample(run: Run, policy: Path | None, t: int) -> dict:
     return sample_responses(run.sampler(policy), prompts, d.samples, k=k, seed=seed)
 
 
-def judge(run: Run, d: IterationDir) -> dict:
-    """Step 3: the oracle's judgements of d's samples; stops (OracleError) on a judge that is down or cannot
-    judge (`max_failed_frac`, `max_invalid_frac`)."""
-    return judge_samples(run.oracle, d.samples, d.judgements, run.cfg.max_failed_frac, run.cfg.max_invalid_frac)
+def judge(run: Run, d: IterationDir, t: int) -> dict:
+    """Step 3: the oracle's judgements of d's samples (through the router from iteration 2 on, when there is
+    one); stops (OracleError) on a judge that is down or cannot judge (`max_failed_frac`, `max_invalid_frac`)."""
+    limits = JudgeLimits(run.cfg.max_failed_frac, run.cfg.max_invalid_frac)
+    if run.router.routes(t):
+        from dno.stages.route import RoutedJudge, routed_judgements
+
+        return routed_judgements(RoutedJudge(run.router, run.oracle, limits, run.seed(t, "route")), d, t)
+    return judge_samples(run.oracle, d.samples, d.judgements, limits)
 
 
 def pairs(run: Run, t: int) -> dict:
@@ -131,6 +139,10 @@ def log_iteration(run: Run, t: int, metrics: dict) -> dict:
     metrics = metrics | (run.data_stats if t == 1 else {}) | plan_metrics(run.plan, t, metrics) | \
         iteration_bill(run, t)
     run.tracker.table(f"samples/{d.name}", sample_table(d.judgements), t)
+    if d.routing.exists():  # the audit slice: the student's and the judge's verdicts side by side
+        from dno.stages.route import audit_table
+
+        run.tracker.table(f"router_audit/{d.name}", audit_table(d.routing), t)
     run.tracker.artifact("pairs", d.pairs, alias=d.name, metadata={"iteration": t, "pairs": metrics.get("pairs/total")})
     run.tracker.log(metrics, t)
     return metrics
@@ -148,6 +160,17 @@ def run_bill(run_dir) -> dict:
     summary was the last iteration's, as the training judge's total."""
     bill = cost_metrics(read_ledger(RunDir(run_dir).ledger))
     return bill | {"oracle/usd": bill.get("cost/judge/usd", 0.0)}
+
+
+def router_summary(per_iteration: list[dict]) -> dict:
+    """With a router: the paid share over the routed iterations, the dollars not paid, and the last iteration's
+    router/* (summary.json and the W&B summary)."""
+    routed = [m for m in per_iteration if "router/paid_share" in m]
+    if not routed:
+        return {}
+    last = {k: v for k, v in routed[-1].items() if k.startswith("router/")}
+    return last | {"router/mean_paid_share": sum(m["router/paid_share"] for m in routed) / len(routed),
+                   "cost/router_saved_usd": sum(m.get("cost/router_saved_usd", 0.0) for m in routed)}
 
 
 def sample_table(judgements: Path) -> list[dict]:
@@ -258,7 +281,7 @@ def _train_dno(run: Run) -> dict:
         summary = {"final/model": f"pi_{best + 1}", "final/best_iteration": best}
         summary |= final_stage(run, f"pi_{best + 1}", run.checkpoint(best))
     summary["final/iterations"] = T
-    summary |= run_bill(run.run_dir)
+    summary |= run_bill(run.run_dir) | router_summary(per_iteration)
     run.tracker.summary(summary)
     run.tracker.finish()
     print(results_table(per_iteration, summary))

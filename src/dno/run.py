@@ -10,6 +10,7 @@ get small option objects (`SamplingOptions`, `TrainOptions`, the benchmark), nev
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from dno.runtime.stages import run_stage, stage_seed
 from dno.runtime.tracking import Launch, Tracker, comparison_axes, redact
 from dno.stages.train import TrainOptions
 from dno.variant import Variant
+
+log = logging.getLogger(__name__)
 
 
 class Policies:
@@ -119,6 +122,7 @@ class Run:
     policies: Policies
     data_stats: dict  # data/dropped_too_long, data/duplicates: logged with iteration 1
     plan: dict = field(default_factory=dict)  # the priced plan made at the start (dno.plan)
+    router: object = None  # dno.stages.route.Router: who answers the iterations' judge stage (router=)
 
     @classmethod
     def build(cls, cfg: DictConfig, run_dir: Path, launch: Launch | None = None) -> Run:
@@ -131,6 +135,7 @@ class Run:
         parts, records, data_stats = _instantiate(cfg)
         oracle, variant, teacher, sink, final, tokenizer, splits = parts
         check_teacher(variant, teacher, splits, launch.choices.get("loss", "?"))
+        router = make_router(cfg, oracle, variant, RunDir(run_dir))
         same_run_dir(accelerator, run_dir)
         take_lock(accelerator, run_dir)
         tracker = _start(cfg, RunDir(run_dir), accelerator, records, sink, launch)
@@ -141,7 +146,7 @@ class Run:
             save_plan(run_dir, plan)
         return cls(cfg, RunDir(run_dir), splits, oracle, variant, teacher, final, SamplingOptions.of(cfg.sampling),
                    train_options(cfg, accelerator.num_processes), tracker, accelerator, tokenizer,
-                   Policies(cfg, tokenizer, accelerator.device), data_stats, plan)
+                   Policies(cfg, tokenizer, accelerator.device), data_stats, plan, router)
 
     @property
     def run_dir(self) -> Path:
@@ -207,6 +212,22 @@ class Run:
 
             replace_dir(target, build)
         return str(target)
+
+
+def make_router(cfg: DictConfig, oracle, variant: Variant, run: RunDir):
+    """The run's router (router=none: one that routes nothing), checked against the students a resumed run saved."""
+    from dno.stages.route import Router, RouterOptions, check_students
+
+    try:
+        options = RouterOptions.of(cfg.get("router"))
+        router = Router(options, cfg.cache_dir, variant.pairs, oracle.is_listwise)
+        check_students(router, run)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if options.enabled and not oracle.is_paid:
+        log.warning("router=%s with a judge that costs nothing (%s): the router saves judge calls, not money "
+                    "(oracle.bill_as prices the rules judge as if it were paid)", options.kind, oracle.name)
+    return router
 
 
 def train_options(cfg: DictConfig, num_processes: int) -> TrainOptions:

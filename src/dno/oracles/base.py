@@ -113,6 +113,16 @@ class Oracle:
         """The judge's name in annotations and tables (the class name)."""
         return type(self).__name__
 
+    @property
+    def is_paid(self) -> bool:
+        """Its answers cost money (an API judge; the rules judge with `bill_as`): what a router saves."""
+        return getattr(self, "api", None) is not None
+
+    def price(self, prompt: Prompt, candidates: list[str]) -> float | None:
+        """What judging `candidates` would cost, without asking (None: not known before asking, e.g. an API judge
+        whose answer length decides its price)."""
+        return None if self.is_paid else 0.0
+
     def check(self) -> None:
         """Cheap checks before any compute (a missing API key, a bad option): raise ValueError."""
 

@@ -24,6 +24,10 @@ class Committee(Oracle):
         if len(self.members) < 2:
             raise ValueError(f"a committee needs at least two members, got {len(self.members)}")
 
+    @property
+    def is_paid(self) -> bool:
+        return any(m.is_paid for m in self.members)
+
     def check(self) -> None:
         for m in self.members:
             m.check()

@@ -16,6 +16,12 @@ One point each (the score is their sum, 0..6):
 
 Departures from the paper: the checks stand in for GPT-4-Turbo's reading; no teacher answer is
 needed; justifications are the per-check results, kept in the judgement's raw text.
+
+Billed as if paid (`oracle.bill_as=gpt-4-turbo-2024-04-09`, for experiments about the judge's bill such as
+experiments/routing.sh): each judgement counts as one request of the paper's listwise question and is priced at
+that model's row of conf/prices/openai.yaml, for the question's prompt tokens (the listwise judge's system
+prompt and question about these candidates, characters / 4) and `bill_tokens_per_candidate` completion tokens
+per candidate. It goes into the run's ledger like a paid answer (once per question), and nothing is paid.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import math
 
 from dno.data import Prompt
 from dno.data.constraints import check, repeated_ngram_fraction, words
+from dno.oracles import ledger
 from dno.oracles.base import Judgement, Oracle
+from dno.oracles.cache import cache_key
 
 TEMPLATE_DEBRIS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "</s>", "[INST]")
 
@@ -47,6 +55,9 @@ class RulesOracle(Oracle):
         concise_max_words: point 6 (concise) allows at most this many words.
         max_repeat_frac: point 5 (complete) allows at most this share of repeated word n-grams.
         ngram: n of those n-grams.
+        bill_as: null, or a model of conf/prices/openai.yaml whose price every judgement is billed at (see the
+            module docstring).
+        bill_tokens_per_candidate: completion tokens billed per candidate (a 100-word justification and a score).
     """
 
     is_listwise = True
@@ -58,12 +69,28 @@ class RulesOracle(Oracle):
         concise_max_words: int = 60,
         max_repeat_frac: float = 0.3,
         ngram: int = 3,
+        bill_as: str | None = None,
+        bill_tokens_per_candidate: int = 140,
     ) -> None:
         self.min_words = min_words
         self.substantial_min_words = substantial_min_words
         self.concise_max_words = concise_max_words
         self.max_repeat_frac = max_repeat_frac
         self.ngram = ngram
+        self.bill_as, self.bill_tokens_per_candidate = bill_as, bill_tokens_per_candidate
+
+    @property
+    def is_paid(self) -> bool:
+        return self.bill_as is not None
+
+    def check(self) -> None:
+        if self.bill_as is not None:
+            from dno.oracles.prices import price_of
+
+            try:
+                price_of(self.bill_as)
+            except ValueError as e:
+                raise ValueError(f"oracle.bill_as: {e}") from None
 
     def checks(self, prompt: Prompt, response: str) -> dict[str, bool]:
         text = response.strip()
@@ -87,4 +114,27 @@ class RulesOracle(Oracle):
     def judge(self, prompt: Prompt, candidates: list[str], pairs=None) -> Judgement:
         details = [self.checks(prompt, c) for c in candidates]
         scores = [float(sum(d.values())) for d in details]
-        return Judgement(scores=scores, raw=json.dumps(details), cost={"calls": 0, "usd": 0.0})
+        cost = self.bill(prompt, candidates) if self.bill_as else {"calls": 0, "usd": 0.0}
+        return Judgement(scores=scores, raw=json.dumps(details), cost=cost)
+
+    def bill(self, prompt: Prompt, candidates: list[str]) -> dict:
+        """The cost of asking the paper's listwise judge `bill_as` this question, written to the run's ledger."""
+        question, usage, usd = self._priced(prompt, candidates)
+        active = ledger.active()
+        if active is not None:
+            active.pay(cache_key(model=self.bill_as, question=question), model=self.bill_as, usage=usage, usd=usd,
+                       billed_as=True)
+        return {"requests": 1, **usage, "usd": usd}
+
+    def price(self, prompt: Prompt, candidates: list[str]) -> float | None:
+        """What judging these candidates would be billed (nothing is paid): 0 when not billed as paid."""
+        return self._priced(prompt, candidates)[2] if self.bill_as else 0.0
+
+    def _priced(self, prompt: Prompt, candidates: list[str]) -> tuple[str, dict, float]:
+        from dno.oracles.openai_listwise import SYSTEM, user_message
+        from dno.oracles.prices import price_of
+
+        question = SYSTEM + user_message(prompt.as_text(), candidates)
+        usage = {"prompt_tokens": math.ceil(len(question) / 4),
+                 "completion_tokens": self.bill_tokens_per_candidate * len(candidates)}
+        return question, usage, price_of(self.bill_as).usd(usage)

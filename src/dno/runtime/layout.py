@@ -124,6 +124,21 @@ class IterationDir(StageDir):
         """The generation server's log (generation.backend=openai_server)."""
         return self.path / "server.log"
 
+    @property
+    def student_features(self) -> Path:
+        """With a router: the frozen feature model's vector of every candidate judged here (torch file)."""
+        return self.path / "student_features.pt"
+
+    @property
+    def student(self) -> Path:
+        """With a router: the student trained on the judge's verdicts before this judge stage (oracle=student)."""
+        return self.path / "student"
+
+    @property
+    def routing(self) -> Path:
+        """With a router: each prompt's route (audit, paid or the student's) and both verdicts where known."""
+        return self.path / "routing.jsonl"
+
 
 @dataclass(frozen=True)
 class BenchmarkDir(StageDir):

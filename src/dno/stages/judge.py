@@ -4,6 +4,7 @@ prompt; each candidate gets r_t, its expected probability of beating the others 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
 from dno.oracles.api import OracleError
@@ -11,25 +12,43 @@ from dno.oracles.base import FAILED, INVALID, OK, Judgement, add_costs
 from dno.stages.records import Judged, Samples, read_rows, write_rows
 
 
-def judge_samples(oracle, samples: Path, out: Path, max_failed_frac: float = 0.5,
-                  max_invalid_frac: float = 0.5) -> dict:
-    """Raises OracleError when more than `max_failed_frac` of the prompts got no answer (a judge that is
-    down), or more than `max_invalid_frac` an answer not in the asked form (a judge that cannot judge):
-    nothing is written, the answers that came are cached, a re-run goes on."""
+@dataclass(frozen=True)
+class JudgeLimits:
+    """When a judge stage stops (OracleError, exit 3): more than `max_failed_frac` of the judgements got no answer
+    (a judge that is down), or more than `max_invalid_frac` an answer not in the asked form (one that cannot
+    judge)."""
+
+    max_failed_frac: float = 0.5
+    max_invalid_frac: float = 0.5
+
+
+def judge_samples(oracle, samples: Path, out: Path, limits: JudgeLimits = JudgeLimits()) -> dict:
+    """Every prompt's candidates judged by `oracle`; stops past `limits` with nothing written (the answers that
+    came are cached, a re-run goes on)."""
     rows = read_rows(samples, Samples)
     judgements = oracle.judge_many([(s.prompt, Judged.candidates_of(s)[0]) for s in rows], desc="judging")
-    n = max(len(judgements), 1)
-    failed = sum(j.status == FAILED for j in judgements) / n
-    if failed > max_failed_frac:
-        errors = {j.detail.get("error", "?")[:200] for j in judgements if j.status == FAILED}
-        raise OracleError(f"{failed:.0%} of the judgements failed (max_failed_frac={max_failed_frac}); "
-                          f"is the judge up? errors: {sorted(errors)[:3]}")
-    invalid = [j for j in judgements if j.status == INVALID]
-    if len(invalid) / n > max_invalid_frac:
-        raise OracleError(invalid_message(invalid, len(judgements), max_invalid_frac))
+    check_judgements(judgements, limits)
     judged = [Judged.of(s, j) for s, j in zip(rows, judgements, strict=True)]
     write_rows(out, judged)
-    return {**_statistics(judged), **oracle_metrics(judgements)}
+    return judge_metrics(judged, judgements)
+
+
+def check_judgements(judgements: list[Judgement], limits: JudgeLimits) -> None:
+    """Raises OracleError when the judge's answers are mostly failed or invalid (`limits`)."""
+    n = max(len(judgements), 1)
+    failed = sum(j.status == FAILED for j in judgements) / n
+    if failed > limits.max_failed_frac:
+        errors = {j.detail.get("error", "?")[:200] for j in judgements if j.status == FAILED}
+        raise OracleError(f"{failed:.0%} of the judgements failed (max_failed_frac={limits.max_failed_frac}); "
+                          f"is the judge up? errors: {sorted(errors)[:3]}")
+    invalid = [j for j in judgements if j.status == INVALID]
+    if len(invalid) / n > limits.max_invalid_frac:
+        raise OracleError(invalid_message(invalid, len(judgements), limits.max_invalid_frac))
+
+
+def judge_metrics(judged: list[Judged], paid: list[Judgement]) -> dict:
+    """Table 2's statistics of every judged prompt, and the paid judge's invalid and failed shares and cost."""
+    return {**_statistics(judged), **oracle_metrics(paid)}
 
 
 def invalid_message(invalid: list[Judgement], n: int, max_invalid_frac: float, quoted: int = 3) -> str:
