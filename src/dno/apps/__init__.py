@@ -27,6 +27,7 @@ from typing import NamedTuple
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from omegaconf import OmegaConf
 
 from dno.oracles.api import BudgetExceeded, OracleError
 from dno.runtime.config import ConfigError
@@ -100,6 +101,34 @@ def exit_codes(app: str, fn: Callable[[], object]):
         print(f"{app}: a write failed for lack of space ({e}); every finished file is intact: free space, then "
               "the same command resumes from the unfinished stage", file=sys.stderr)
         sys.exit(3)
+
+
+class TrialFailed(RuntimeError):
+    """A search trial whose run stopped (exit 2: a bad point; 3: a judge, server or evaluation failure) or has no
+    objective: the sweeper records the trial as failed and goes on (hydra_plugins.dno_search.optuna_sweeper)."""
+
+
+def trial_result(cfg, run_dir: Path, fn: Callable[[], object]) -> float | None:
+    """dno-run's return value. In a search trial (`search.trial`, set by the sweeper): the objective of the finished
+    run (`search.objective`, dno.runtime.search.objective_value); its stops as TrialFailed, but for SIGTERM or Ctrl-C
+    (exit 4), which stop the whole sweep (the same command resumes it). Elsewhere `fn`'s exits stand, and None."""
+    from dno.runtime.search import DEFAULT_OBJECTIVE, objective_value
+
+    trial = OmegaConf.select(cfg, "search.trial", default=None)
+    if trial is None:
+        fn()
+        return None
+    try:
+        fn()
+    except SystemExit as e:
+        if e.code == PREEMPTED_EXIT:
+            raise
+        raise TrialFailed(f"trial {trial}: dno-run exited {e.code} (its log: {run_dir})") from None
+    key = OmegaConf.select(cfg, "search.objective", default=None) or DEFAULT_OBJECTIVE
+    value = objective_value(run_dir, key)
+    if value is None:
+        raise TrialFailed(f"trial {trial}: the run has no value of the objective {key} (search.objective)")
+    return value
 
 
 GROUPS_SPELLED_AS_KEYS = ("generation.server",)  # config groups whose option users also write with a dot

@@ -43,7 +43,8 @@ HARMLESS = ("logger", "train.process_timeout_min", "cache_dir", "method", "resum
             # is paid and when, never a label; so do the plan's inputs
             "eval.*.max_requests", "eval.*.budget_usd", "eval.*.max_concurrency", "eval.*.max_retries",
             "eval.*.timeout_s", "oracle.price_*", "eval.*.price_*", "oracle.batch*", "eval.*.batch*",
-            "oracle.server_log", "eval.*.server_log", "plan", "plan_inputs")
+            "oracle.server_log", "eval.*.server_log", "plan", "plan_inputs",
+            "search")  # a search trial's number, parameters (set at their own keys too) and objective's name
 
 
 def versions() -> dict:

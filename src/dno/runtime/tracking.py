@@ -47,7 +47,7 @@ class Launch:
 
 
 AXES = ("method", "model", "oracle", "loss", "schedule", "data", "teacher", "benchmarks", "seed", "experiment",
-        "overrides")
+        "overrides", "trial")  # trial: a search trial's number (search_axes), absent elsewhere
 
 
 def comparison_axes(config: dict, launch: Launch) -> dict:
@@ -66,7 +66,16 @@ def comparison_axes(config: dict, launch: Launch) -> dict:
             "loss": chosen("loss", "?"), "schedule": chosen("schedule", "?"), "data": chosen("data", "?"),
             "teacher": chosen("teacher", "?"), "benchmarks": ",".join(config.get("eval") or {}),
             "seed": config.get("seed"), "experiment": choices.get("experiment"),
-            "overrides": " ".join(launch.overrides)}
+            "overrides": " ".join(launch.overrides)} | search_axes(config)
+
+
+def search_axes(config: dict) -> dict:
+    """A search trial's number and parameters (`search.trial`, `search.params`, set by hydra/sweeper=optuna) as
+    plain W&B config keys `trial` and `params`; nothing for a run that is not a trial."""
+    search = config.get("search") or {}
+    if search.get("trial") is None:
+        return {}
+    return {"trial": search["trial"], "params": dict(search.get("params") or {})}
 
 
 def override_values(overrides) -> dict[str, str]:
@@ -205,11 +214,14 @@ class Tracker:
         self.sink = sink if enabled else NullSink()
         self.path = run.metrics
         self.enabled = enabled
+        self.search: dict | None = None  # a search trial's `search` config (hydra/sweeper=optuna)
 
     def start(self, config: dict, launch: Launch, logged_iterations: set[int]) -> None:
         """Keep only the lines of iterations whose logging finished (a crash can leave one extra)."""
         if not self.enabled:
             return
+        search = (config.get("cfg") or {}).get("search") or {}
+        self.search = search if search.get("trial") is not None else None
         if self.path.exists():
             write_jsonl(self.path, [r for r in read_jsonl(self.path) if r["iteration"] in logged_iterations])
         self.sink.start(self.run, config, launch)
@@ -236,9 +248,20 @@ class Tracker:
     def summary(self, metrics: dict) -> None:
         if not self.enabled:
             return
+        if self.search:  # a search trial: its number and objective beside the final metrics (parallel coordinates)
+            metrics = {**metrics, **self.search_summary(metrics)}
         metrics = finite(metrics, "summary")
         write_json(self.run.summary, metrics)
         self.sink.summary(metrics)
+
+    def search_summary(self, summary: dict) -> dict:
+        """`search/trial` and `search/objective`: the value the trial returns to the sweeper (search.objective's,
+        dno.runtime.search.objective_value), from the summary being written and the metrics file."""
+        from dno.runtime.search import DEFAULT_OBJECTIVE, objective_value
+
+        key = self.search.get("objective") or DEFAULT_OBJECTIVE
+        value = objective_value(self.run.path, key, summary)
+        return {"search/trial": self.search["trial"], **({"search/objective": value} if value is not None else {})}
 
     def table(self, key: str, rows: list[dict], iteration: int | None = None) -> None:
         """Rows to read (samples, answers) as a W&B Table under `key`; the run directory has them already."""
