@@ -24,6 +24,8 @@ SMOKE = ["model=tiny_random", "schedule=smoke", "oracle.concise_max_words=8"]
 SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "loss=dno_prct", "oracle=rules", "seed=0,1"]  # as the README
 # The W&B reports guide's hyperparameter sweep (two betas x two seeds, one iteration), run by tests/test_report.py
 BETA_SWEEP = ["-m", "model=tiny_random", "schedule=smoke", "schedule.iterations=1", "loss.beta=0.05,0.1", "seed=0,1"]
+# The search guide's tiny search (3 Optuna trials of search=dno), run, killed and resumed by tests/test_search.py
+SEARCH = ["-m", "hydra/sweeper=optuna", "search=dno", "model=tiny_random", "schedule=smoke", "hydra.sweeper.n_trials=3"]
 # The README's 2-process command (and its submitit sweep): effective batch 4 = 2 processes x micro 2
 # (one process: accumulation 2); sampling batches of 2 prompts, so the 6 prompts make 3 batches to share.
 DDP = ["model=tiny_random", "schedule=smoke", "train.micro_batch_size=2", "sampling.batch_size=8"]
@@ -162,3 +164,18 @@ def table_rows(text: str, first_cell: str) -> dict[str, list[str]]:
         if line.startswith("|") and re.fullmatch(first_cell, cells[0]):
             rows[cells[0]] = cells[1:]
     return rows
+
+
+def metric_names() -> list[str]:
+    """The keys docs/reference/metrics.md names (`<family>` placeholders kept)."""
+    import re
+
+    return re.findall(r"`([a-z_]+/[^`]+|iteration)`", (REPO / "docs" / "reference" / "metrics.md").read_text())
+
+
+def documented(key: str, names: list[str]) -> bool:
+    """Whether metrics.md names `key`, a `<family>` placeholder standing for any name."""
+    import re
+
+    return any(re.fullmatch(re.sub(r"<[^>]+>", r"[\\w/]+", re.escape(n).replace(r"\<", "<").replace(r"\>", ">")), key)
+               for n in names)

@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from dno.oracles.ledger import cost_metrics
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir, describe
-from helpers import REPO, make_cfg
+from helpers import REPO, documented, make_cfg, metric_names
 
 DOCS = REPO / "docs"
 pytestmark = pytest.mark.docs
@@ -84,14 +84,9 @@ def test_the_paper_symbols_name_config_keys_that_exist():
         assert OmegaConf.select(cfg, key) is not None, key
 
 
-def documented(key: str, names: list[str]) -> bool:
-    return any(re.fullmatch(re.sub(r"<[^>]+>", r"[\\w/]+", re.escape(n).replace(r"\<", "<").replace(r"\>", ">")), key)
-               for n in names)
-
-
 @pytest.mark.slow
 def test_the_metrics_page_names_every_key_a_run_logs(smoke_run):
-    names = re.findall(r"`([a-z_]+/[^`]+|iteration)`", (DOCS / "reference" / "metrics.md").read_text())
+    names = metric_names()
     run = RunDir(smoke_run)
     logged = {k for row in read_jsonl(run.metrics) for k in row} | set(read_json(run.summary))
     rows = [{"stage": s, "iteration": 1, "key": s, "usd": 0.1, "prompt_tokens": 1, "completion_tokens": 1,

@@ -22,7 +22,7 @@ from dno.runtime.layout import RunDir
 from dno.stages.judge import JudgeLimits
 from dno.stages.records import Judged, Samples, read_rows, write_rows
 from dno.stages.route import RoutedJudge, Router, RouterOptions, decisions, pair_labels, routed_judgements
-from helpers import TOKENIZER, dno_run, make_cfg, tiny_model_config, wandb_history
+from helpers import TOKENIZER, dno_run, documented, make_cfg, metric_names, tiny_model_config, wandb_history
 from judge_server import JudgeServer, shown_responses
 
 CACHE = make_cfg().cache_dir  # the tokenizer parsed once, as the apps find it
@@ -201,7 +201,7 @@ def test_too_few_verdicts_send_everything_to_the_judge(tmp_path, caplog):
     assert {r["route"] for r in read_jsonl(run.iteration(2).routing)} == {"audit", "unrouted"}
 
 
-def api_judge(server: JudgeServer, tmp_path) -> list[str]:
+def api_judge(server: JudgeServer, tmp_path) -> list[str]:  # noqa: D103
     return ["oracle=openai_listwise", f"oracle.base_url={server.url}", "oracle.api_key_env=null",
             "oracle.model=scripted-judge", f"oracle.cache_path={tmp_path / 'judge.sqlite'}",
             "oracle.price_input_per_1m=10", "oracle.price_output_per_1m=30"]
@@ -236,9 +236,60 @@ def test_the_api_judge_receives_exactly_the_audit_slice_and_the_student_answers_
     assert metrics["cost/router_saved_usd"] == pytest.approx(4 * sum(paid_usd) / 2)
     summary = read_json(run.summary)
     assert summary["router/mean_paid_share"] == pytest.approx(2 / 6)
+    logged_keys = {k for row in read_jsonl(run.metrics) for k in row} | set(summary)
+    assert not [k for k in logged_keys if not documented(k, metric_names())]  # docs/reference/metrics.md names them
     logged = [h for h in wandb_history(run.path) if "router/paid_share" in h]
     assert [h["router/paid_share"] for h in logged] == [pytest.approx(2 / 6)]
     # a resumed run with another student setting refuses the saved student before any compute, naming the key
     proc = dno_run(*ROUTED, *api_judge(server, tmp_path), f"hydra.run.dir={run.path}", "router.student.members=4",
                    "resume=continue", check=False)
     assert proc.returncode == 2 and "router.student.members=8" in proc.stderr + proc.stdout
+
+
+def iteration_2_questions(server: JudgeServer, judged: dict) -> list[int]:
+    """Indices of the server's requests that are iteration 2's judge questions (4 answers of its prompts)."""
+    texts = [j.prompt.as_text() for j in judged.values()]
+    return [k for k, r in enumerate(server.requests) if len(shown_responses(q := r["body"]["messages"][-1]["content"]))
+            == 4 and any(t in q for t in texts)]
+
+
+@pytest.mark.slow
+@pytest.mark.cluster  # a kill -9, as tests/test_cluster_accidents.py's: make test-cluster
+def test_a_routed_run_killed_in_its_routed_judge_stage_resumes_with_the_same_student_routes_and_bill(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import REPO, program
+
+    routed = [*ROUTED[:2], "router=random", "router.paid_share=0.5", *ROUTED[3:]]  # 2 audited + 1 at random paid
+    with JudgeServer() as server:
+        whole = RunDir(tmp_path / "whole")
+        dno_run(*routed, *api_judge(server, tmp_path / "whole"), f"hydra.run.dir={whole.path}")
+        first = iteration_2_questions(server, {j.prompt.id: j for j in read_rows(whole.iteration(2).judgements,
+                                                                                 Judged)})[0]
+        server.requests.clear()
+        server.hold(first)  # iteration 2's first paid question and those after it wait: the kill lands there
+        killed = RunDir(tmp_path / "killed")
+        cmd = [program("dno-run"), *routed, *api_judge(server, tmp_path / "killed"), f"hydra.run.dir={killed.path}"]
+        err = (tmp_path / "killed.err").open("w")
+        proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "WANDB_MODE": "offline"},
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        deadline = time.time() + 240
+        while len(server.requests) <= first and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert proc.poll() is None, (tmp_path / "killed.err").read_text()[-3000:]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert killed.iteration(2).done("student") and not killed.iteration(2).done("judge")
+        server.release()
+        dno_run(*routed, *api_judge(server, tmp_path / "killed"), f"hydra.run.dir={killed.path}")
+        beyond_the_ledger = len(server.requests) - len(ledger.read_ledger(killed.ledger))
+    a, b = whole.iteration(2), killed.iteration(2)
+    assert (a.student / "student.pt").read_bytes() == (b.student / "student.pt").read_bytes()
+    assert read_jsonl(a.routing) == read_jsonl(b.routing)
+    assert sorted(r["key"] for r in ledger.read_ledger(whole.ledger)) == \
+        sorted(r["key"] for r in ledger.read_ledger(killed.ledger))  # every paid question once, the same ones
+    assert 1 <= beyond_the_ledger <= 8  # in flight at the kill, asked again (oracle.max_concurrency)

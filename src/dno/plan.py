@@ -76,12 +76,19 @@ def judges_of(oracle, completion_per_candidate: float) -> list[Judge]:
 def judge_of(oracle, completion_per_candidate: float) -> Judge:
     """The plan's view of an oracle: an API judge's template and prices, or a local one (free)."""
     api = getattr(oracle, "api", None)
-    if api is None:
+    billed_as = getattr(oracle, "bill_as", None)  # the rules judge billed as a paid listwise one
+    if api is None and billed_as is None:
         return Judge("local", (0.0, 0.0), 1.0, 0, 0, 0.0)
     if oracle.is_listwise:
         from dno.oracles.openai_listwise import SYSTEM, user_message
 
         two, three = (len(SYSTEM) + len(user_message("", [""] * n)) for n in (2, 3))
+        if api is None:
+            from dno.oracles.prices import price_of
+
+            price = price_of(billed_as)
+            return Judge("listwise", (price.input, price.output), 1.0, two, three - two,
+                         oracle.bill_tokens_per_candidate)
         return Judge("listwise", api.prices, api.options.batch_price_factor, two, three - two, completion_per_candidate)
     from dno.oracles.openai_pairwise import SYSTEM, user_message
 
@@ -263,6 +270,30 @@ def save_plan(run_dir: Path, plan: dict) -> Path:
     return path
 
 
+def routed_shares(router_cfg, run: RunDir, iterations: int) -> dict:
+    """The share of each iteration's prompts the paid judge answers: 1 without a router; with one, iteration 1's
+    all, then router.expected_paid_share, else router=random's router.paid_share, else the share this run
+    measured so far (router/paid_share in metrics.jsonl), else every prompt (nothing measured yet)."""
+    from dno.stages.route import RouterOptions
+
+    options = RouterOptions.of(router_cfg)
+    if not options.enabled:
+        return {"shares": [1.0] * iterations, "router": {"kind": "none"}}
+    measured_shares = [r["router/paid_share"] for r in (read_jsonl(run.metrics) if run.metrics.exists() else [])
+                       if "router/paid_share" in r]
+    if options.expected_paid_share is not None:
+        later, source = [options.expected_paid_share] * iterations, "router.expected_paid_share"
+    elif options.kind == "random":
+        later, source = [options.share_at(t) for t in range(2, iterations + 2)], "router.paid_share"
+    elif measured_shares:
+        later, source = [statistics.fmean(measured_shares)] * iterations, "measured in this run's routed iterations"
+    else:
+        later, source = [1.0] * iterations, "nothing measured yet: every prompt (give router.expected_paid_share)"
+    shares = [1.0, *later[: iterations - 1]]
+    return {"shares": shares, "router": {"kind": options.kind, "paid_share_after_iteration_1": later[0],
+                                         "source": source}}
+
+
 def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | None = None) -> dict:
     """The plan of the run `cfg` (module docstring); `splits` None when plan_inputs.prompts_per_iteration is set;
     `benchmarks`: the final stage's (eval=[...]) objects."""
@@ -291,10 +322,12 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | No
     pairs = found.get("pairs_per_prompt") or inputs.get("pairs_per_prompt") or math.comb(candidates, 2)
     pairs_source = ("measured" if "pairs_per_prompt" in found else "plan_inputs.pairs_per_prompt"
                     if inputs.get("pairs_per_prompt") else "every pair of the candidates (upper bound)")
+    routed = routed_shares(cfg.get("router"), run, iterations)
     rows = []
     for t, n in enumerate(counts, start=1):
-        row = iteration_row(judges, n, per_request, cached_questions(oracle, run, t),
-                            {"k": k, "candidates": candidates})
+        row = iteration_row(judges, math.ceil(n * routed["shares"][t - 1]), per_request,
+                            cached_questions(oracle, run, t), {"k": k, "candidates": candidates})
+        row |= {"prompts": n, "samples": n * k, "paid_share": routed["shares"][t - 1]}
         train_tokens = n * pairs * 2 * (instruction + answer) / CHARS_PER_TOKEN
         rows.append({"iteration": t, **row, **hours(bench, n * k, answer / CHARS_PER_TOKEN, train_tokens)})
     n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
@@ -307,10 +340,12 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | No
     n_test = inputs.get("test_prompts") or (len(splits.test) if splits is not None else cfg.schedule.test_prompts)
     final = final_rows(benchmarks, judges, n_test, instruction, answer)
     total |= grand_total(total, final)
-    model = getattr(getattr(oracle, "api", None), "model", type(oracle).__name__)
+    model = getattr(getattr(oracle, "api", None), "model", None) or (
+        f"{type(oracle).__name__} billed as {oracle.bill_as}" if getattr(oracle, "bill_as", None)
+        else type(oracle).__name__)
     return {"judge": {"kind": judge.kind, "model": model, "price_per_1m": list(judge.prices),
                       "batch_price_factor": judge.batch_factor, "judges": len(judges)},
-            "candidates_per_prompt": candidates, "teacher_share": share,
+            "candidates_per_prompt": candidates, "teacher_share": share, "router": routed["router"],
             "estimates": {**{k_: {"value": v, "source": s} for k_, (v, s) in sizes.items()},
                           "judge_tokens_per_request": {"value": list(per_request[0]), "source": source},
                           "pairs_per_prompt": {"value": pairs, "source": pairs_source}},
@@ -331,6 +366,11 @@ def plan_table(plan: dict) -> str:
                      f"({r['judge_requests_cached']:,}) | {r['judge_prompt_tokens']:,} | "
                      f"{r['judge_completion_tokens']:,} | {r['judge_usd']:,.2f} | {r['judge_usd_batch']:,.2f} | "
                      f"{h[0]} | {h[1]} |")
+    router = plan.get("router", {})
+    if router.get("kind", "none") != "none":
+        share = router["paid_share_after_iteration_1"]
+        lines += ["", f"router={router['kind']}: the paid judge answers {share:.0%} of the prompts from iteration 2 on "
+                      f"({router['source']}); the student answers the rest, free"]
     lines += ["", f"validation: {plan['validation']['requests_per_iteration']:,} judge requests per iteration, "
                   f"${plan['validation']['usd_per_iteration']:,.2f} direct"]
     for name, r in plan.get("final", {}).items():

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 from dno.data import Prompt
 from dno.data.constraints import check, repeated_ngram_fraction, words
@@ -46,10 +47,11 @@ def _ends_finished(text: str) -> bool:
     return last.endswith((".", "!", "?", '"', "'", ")")) or last.lstrip().startswith(("-", "*", "\u2022"))
 
 
+@dataclass(eq=False)  # an options object; judged by identity, as every oracle
 class RulesOracle(Oracle):
     """`oracle=rules` (conf/oracle/rules.yaml): the 6-point rubric from checks (see the module docstring).
 
-    Args:
+    Attributes:
         min_words: point 1 (formatted) needs at least this many words.
         substantial_min_words: point 3 (substantial) needs at least this many words.
         concise_max_words: point 6 (concise) allows at most this many words.
@@ -60,24 +62,14 @@ class RulesOracle(Oracle):
         bill_tokens_per_candidate: completion tokens billed per candidate (a 100-word justification and a score).
     """
 
+    min_words: int = 3
+    substantial_min_words: int = 8
+    concise_max_words: int = 60
+    max_repeat_frac: float = 0.3
+    ngram: int = 3
+    bill_as: str | None = None
+    bill_tokens_per_candidate: int = 140
     is_listwise = True
-
-    def __init__(
-        self,
-        min_words: int = 3,
-        substantial_min_words: int = 8,
-        concise_max_words: int = 60,
-        max_repeat_frac: float = 0.3,
-        ngram: int = 3,
-        bill_as: str | None = None,
-        bill_tokens_per_candidate: int = 140,
-    ) -> None:
-        self.min_words = min_words
-        self.substantial_min_words = substantial_min_words
-        self.concise_max_words = concise_max_words
-        self.max_repeat_frac = max_repeat_frac
-        self.ngram = ngram
-        self.bill_as, self.bill_tokens_per_candidate = bill_as, bill_tokens_per_candidate
 
     @property
     def is_paid(self) -> bool:
