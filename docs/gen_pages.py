@@ -45,11 +45,47 @@ does not know, or of a version newer than the code, is a clear error naming the 
 (`dno.stages.records`)."""
 
 
-def run_directory() -> str:
-    from dno.runtime.layout import describe
+def describe() -> str:
+    """The run directory as dno.runtime.layout names it: one line per file or folder, from its properties'
+    docstrings."""
+    from dno.runtime.layout import (
+        ITERATION_PREFIX,
+        MARKER_PREFIX,
+        BenchmarkDir,
+        InitDir,
+        IterationDir,
+        RunDir,
+        StageDir,
+    )
 
+    run = RunDir(Path("<run_dir>"))
+    rows = []
+    for owner in (run, run.init, run.iteration(1), run.final, run.final.benchmark("<benchmark>")):
+        for name, prop in vars(type(owner)).items():
+            if isinstance(prop, property) and isinstance(value := getattr(owner, name), Path):
+                rows.append((value, prop.__doc__))
+        if isinstance(owner, IterationDir):
+            rows.append((run.iterate_final(2).path, RunDir.iterate_final.__doc__))
+        if isinstance(owner, BenchmarkDir):
+            rows += [(owner.task("<task>"), BenchmarkDir.task.__doc__),
+                     (owner.task_results("<task>"), BenchmarkDir.task_results.__doc__)]
+        if isinstance(owner, InitDir | IterationDir | BenchmarkDir):
+            rows += [(owner.marker("<stage>"), StageDir.marker.__doc__),
+                     (owner.batch_journal("<stage>"), StageDir.batch_journal.__doc__)]
+    rows.insert(len(rows) - sum(1 for p, _ in rows if "iter_1" in str(p) or "final" in str(p)),
+                (run.lookahead.path, RunDir.lookahead.__doc__))
+
+    def shown(path: Path) -> str:
+        text = str(path).replace(f"{ITERATION_PREFIX}1", f"{ITERATION_PREFIX}<t>")
+        return text + ("/" if not path.suffix and not path.name.startswith((".", MARKER_PREFIX)) else "")
+
+    return "\n".join(f"{shown(p):<42} {' '.join((doc or '').split())}".rstrip() for p, doc in rows)
+
+
+def run_directory() -> str:
     return ("# The run directory\n\nEvery file and folder of a run, as `dno.runtime.layout.RunDir` names them (this "
-            "block is generated from `describe()` at every build; `final/` is also the layout of `dno-eval`'s output "
+            "block is generated from `RunDir`'s properties and their docstrings at every build; `final/` is also the "
+            "layout of `dno-eval`'s output "
             "directory):\n\n```\n" + describe() + "\n```\n\n" + VERSIONS + "\n")
 
 

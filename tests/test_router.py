@@ -293,3 +293,24 @@ def test_a_routed_run_killed_in_its_routed_judge_stage_resumes_with_the_same_stu
     assert sorted(r["key"] for r in ledger.read_ledger(whole.ledger)) == \
         sorted(r["key"] for r in ledger.read_ledger(killed.ledger))  # every paid question once, the same ones
     assert 1 <= beyond_the_ledger <= 8  # in flight at the kill, asked again (oracle.max_concurrency)
+
+
+def test_the_plan_prices_routed_iterations_at_the_expected_share_and_the_rules_judge_as_billed(tmp_path):
+    from dno.run import plan_run
+
+    paper = ["oracle=openai_listwise", "model=mistral_7b_instruct", "schedule=paper",
+             "plan_inputs.prompts_per_iteration=1000", "plan_inputs.instruction_chars=600",
+             "plan_inputs.answer_chars=1500"]
+    full = plan_run(make_cfg(*paper), tmp_path / "full")
+    routed = plan_run(make_cfg(*paper, "router=distilled", "router.expected_paid_share=0.3"), tmp_path / "routed")
+    assert [r["judge_requests"] for r in full["iterations"]] == [1000, 1000, 1000]
+    assert [r["judge_requests"] for r in routed["iterations"]] == [1000, 300, 300]
+    assert [r["prompts"] for r in routed["iterations"]] == [1000, 1000, 1000]
+    assert routed["iterations"][1]["judge_usd"] == pytest.approx(0.3 * full["iterations"][1]["judge_usd"])
+    assert routed["router"] == {"kind": "distilled", "paid_share_after_iteration_1": 0.3,
+                                "source": "router.expected_paid_share"}
+    # router=random plans its own shares; the rules judge billed as GPT-4-Turbo is priced as the listwise request
+    rules = plan_run(make_cfg("model=tiny_random", "schedule=smoke", "oracle.bill_as=gpt-4-turbo-2024-04-09",
+                              "router=random", "router.paid_share=0.5"), tmp_path / "rules")
+    assert rules["judge"]["kind"] == "listwise" and rules["judge"]["price_per_1m"] == [10.0, 30.0]
+    assert [r["judge_requests"] for r in rules["iterations"]] == [6, 3] and rules["total"]["usd"] > 0

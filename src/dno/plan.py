@@ -271,27 +271,17 @@ def save_plan(run_dir: Path, plan: dict) -> Path:
 
 
 def routed_shares(router_cfg, run: RunDir, iterations: int) -> dict:
-    """The share of each iteration's prompts the paid judge answers: 1 without a router; with one, iteration 1's
-    all, then router.expected_paid_share, else router=random's router.paid_share, else the share this run
-    measured so far (router/paid_share in metrics.jsonl), else every prompt (nothing measured yet)."""
+    """The share of each iteration's prompts the paid judge answers (dno.stages.route.RouterOptions.planned_shares),
+    with what this run measured so far (router/paid_share in metrics.jsonl)."""
     from dno.stages.route import RouterOptions
 
-    options = RouterOptions.of(router_cfg)
-    if not options.enabled:
-        return {"shares": [1.0] * iterations, "router": {"kind": "none"}}
     measured_shares = [r["router/paid_share"] for r in (read_jsonl(run.metrics) if run.metrics.exists() else [])
                        if "router/paid_share" in r]
-    if options.expected_paid_share is not None:
-        later, source = [options.expected_paid_share] * iterations, "router.expected_paid_share"
-    elif options.kind == "random":
-        later, source = [options.share_at(t) for t in range(2, iterations + 2)], "router.paid_share"
-    elif measured_shares:
-        later, source = [statistics.fmean(measured_shares)] * iterations, "measured in this run's routed iterations"
-    else:
-        later, source = [1.0] * iterations, "nothing measured yet: every prompt (give router.expected_paid_share)"
-    shares = [1.0, *later[: iterations - 1]]
-    return {"shares": shares, "router": {"kind": options.kind, "paid_share_after_iteration_1": later[0],
-                                         "source": source}}
+    options = RouterOptions.of(router_cfg)
+    shares, source = options.planned_shares(measured_shares, iterations)
+    router = {"kind": options.kind} | ({"paid_share_after_iteration_1": shares[-1], "source": source}
+                                       if options.enabled else {})
+    return {"shares": shares, "router": router}
 
 
 def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | None = None) -> dict:
@@ -330,7 +320,6 @@ def make_plan(cfg, oracle, teacher, splits, run_dir: Path, benchmarks: dict | No
         row |= {"prompts": n, "samples": n * k, "paid_share": routed["shares"][t - 1]}
         train_tokens = n * pairs * 2 * (instruction + answer) / CHARS_PER_TOKEN
         rows.append({"iteration": t, **row, **hours(bench, n * k, answer / CHARS_PER_TOKEN, train_tokens)})
-    n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
     n_val = inputs.get("val_prompts") or (len(splits.val) if splits is not None else cfg.schedule.val_prompts)
     validation = validation_plan(judges, n_val, instruction, answer)
     total = {key: sum(r[key] for r in rows) for key in rows[0] if key != "iteration"} if rows else {}

@@ -7,7 +7,7 @@
 
 dno-run writes it; dno-eval writes a `FinalDir` of its own; dno-tables, dno-export and dno-bench read
 it. `tests/test_architecture.py` fails when a run-directory name is spelled anywhere else in src/,
-and the README's "run directory" section is `describe()`'s output (a test keeps the two equal).
+and the documentation's run-directory page lists every property below with its docstring (docs/gen_pages.py).
 
 Every folder here is a `StageDir`: the stages that write into it leave a `DONE.<stage>` marker when
 they finish (dno.runtime.stages), so a re-run skips them.
@@ -382,29 +382,3 @@ def bill_name(directory: StageDir, stage: str) -> tuple[str, int | None]:
     if (t := iteration_of(path)) is not None:
         return {"evaluate": "validation"}.get(stage, stage), t
     return f"{path.name}/{stage}", None
-
-
-def describe() -> str:
-    """The run directory as the README shows it: one line per file or folder, from the docstrings above."""
-    run = RunDir(Path("<run_dir>"))
-    rows = []
-    for owner in (run, run.init, run.iteration(1), run.final, run.final.benchmark("<benchmark>")):
-        for name, prop in vars(type(owner)).items():
-            if isinstance(prop, property) and isinstance(value := getattr(owner, name), Path):
-                rows.append((value, prop.__doc__))
-        if isinstance(owner, IterationDir):
-            rows.append((run.iterate_final(2).path, RunDir.iterate_final.__doc__))
-        if isinstance(owner, BenchmarkDir):
-            rows += [(owner.task("<task>"), BenchmarkDir.task.__doc__),
-                     (owner.task_results("<task>"), BenchmarkDir.task_results.__doc__)]
-        if isinstance(owner, InitDir | IterationDir | BenchmarkDir):
-            rows += [(owner.marker("<stage>"), StageDir.marker.__doc__),
-                     (owner.batch_journal("<stage>"), StageDir.batch_journal.__doc__)]
-    rows.insert(len(rows) - sum(1 for p, _ in rows if "iter_1" in str(p) or "final" in str(p)),
-                (run.lookahead.path, RunDir.lookahead.__doc__))
-
-    def shown(path: Path) -> str:
-        text = str(path).replace(f"{ITERATION_PREFIX}1", f"{ITERATION_PREFIX}<t>")
-        return text + ("/" if not path.suffix and not path.name.startswith((".", MARKER_PREFIX)) else "")
-
-    return "\n".join(f"{shown(p):<42} {' '.join((doc or '').split())}".rstrip() for p, doc in rows)

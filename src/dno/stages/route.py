@@ -106,6 +106,22 @@ class RouterOptions:
         """router=random: the paid share of iteration t (t >= 2)."""
         return self.paid_share[min(t - 2, len(self.paid_share) - 1)]
 
+    def planned_shares(self, measured: list[float], iterations: int) -> tuple[list[float], str]:
+        """The plan's paid share of each iteration and where it comes from: 1 without a router; with one, iteration
+        1's all, then `expected_paid_share`, else router=random's `paid_share`, else the mean of `measured` (this
+        run's routed iterations so far), else every prompt (nothing measured yet)."""
+        if not self.enabled:
+            return [1.0] * iterations, "no router"
+        if self.expected_paid_share is not None:
+            later, source = [self.expected_paid_share] * iterations, "router.expected_paid_share"
+        elif self.kind == "random":
+            later, source = [self.share_at(t) for t in range(2, iterations + 2)], "router.paid_share"
+        elif measured:
+            later, source = [sum(measured) / len(measured)] * iterations, "measured in this run's routed iterations"
+        else:
+            later, source = [1.0] * iterations, "nothing measured yet: every prompt (give router.expected_paid_share)"
+        return [1.0, *later[: iterations - 1]], source
+
 
 def decisions(rule: PairRule, row: Judged, judgement: Judgement) -> frozenset[tuple[int, int]]:
     """The pairs (chosen index, rejected index) the rule makes of `row`'s candidates under `judgement`: every
