@@ -211,7 +211,7 @@ class Student:
         path = Path(path)
         if not (path / "student.json").exists() or not (path / "student.pt").exists():
             raise FileNotFoundError(f"{path}: no student here (student.json and student.pt: a run's "
-                                    "iter_<t>/student with router=distilled or random)")
+                                    "student folder of an iteration with router=distilled or random)")
         meta = json.loads((path / "student.json").read_text())
         if meta.get("format") != STUDENT_FORMAT:
             raise ValueError(f"{path}: student format {meta.get('format')}, this code reads {STUDENT_FORMAT}")
@@ -252,7 +252,7 @@ def judgement_of(kind: str, scores: list[float], detail: dict) -> Judgement:
 
 
 class StudentOracle(Oracle):
-    """`oracle=student oracle.path=RUN/iter_<t>/student`: a saved student as a judge (free, offline): the mean
+    """`oracle=student oracle.path=RUN/iter_<t>/student_judge`: a saved student as a judge (free, offline): the mean
     of its heads' scores, in the form of the judge it learnt from.
 
     Args:

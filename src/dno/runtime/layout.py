@@ -132,7 +132,7 @@ class IterationDir(StageDir):
     @property
     def student(self) -> Path:
         """With a router: the student trained on the judge's verdicts before this judge stage (oracle=student)."""
-        return self.path / "student"
+        return self.path / "student_judge"
 
     @property
     def routing(self) -> Path:

@@ -67,13 +67,13 @@ class RouterOptions:
     student: StudentOptions = field(default_factory=StudentOptions)
 
     @classmethod
-    def of(cls, cfg) -> RouterOptions:
+    def of(cls, node) -> RouterOptions:
         """The options of a `router` config node (None or absent: no router); bad values raise ValueError."""
         from omegaconf import OmegaConf
 
-        if cfg is None:
+        if node is None:
             return cls()
-        raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+        raw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
         unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"router has no key {sorted(unknown)[0]!r}; keys: {sorted(f.name for f in fields(cls))}")
