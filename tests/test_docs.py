@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from dno.oracles.ledger import cost_metrics
 from dno.runtime.files import read_json, read_jsonl
-from dno.runtime.layout import RunDir, describe
+from dno.runtime.layout import RunDir
 from helpers import REPO, documented, make_cfg, metric_names
 
 DOCS = REPO / "docs"
@@ -60,8 +60,10 @@ def test_the_site_builds_strictly_and_every_page_is_in_the_nav(site):
 
 def test_the_reference_pages_are_generated_from_the_code(site):
     run_dir = page(site, "reference/run-directory")
-    for line in describe().splitlines():  # the layout's own description, every file of a run
-        assert line.split()[0] in run_dir, line
+    for owner in (RunDir(REPO), RunDir(REPO).init, RunDir(REPO).iteration(1), RunDir(REPO).final):
+        for name, prop in vars(type(owner)).items():  # every file and folder the layout names, with its docstring
+            if isinstance(prop, property) and isinstance(path := getattr(owner, name), os.PathLike):
+                assert path.name in run_dir and " ".join(prop.__doc__.split()[:4]) in html.unescape(run_dir), name
     cli = page(site, "reference/cli")
     for app in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]:
         assert app in cli, app
