@@ -15,6 +15,9 @@ groups of three runs; runs that vary nothing but the seed are grouped by `method
 chooses instead: a comparison axis (`method`, `model`, `loss`, ...: plain top-level W&B config keys) or any key of
 the composed config (`loss.beta`: W&B's `cfg.loss.beta`). The title and the header name each group's values.
 
+A search sweep (hydra/sweeper=optuna) is grouped by trial, and its report opens with a parallel-coordinates panel
+of the trials' parameters and objective and a table of the trials sorted by the objective (dno.reports.search_report).
+
 A panel draws only metrics the runs logged: a metric no run has is left out and reported, one only some runs
 have is reported; so is a run directory without a W&B run (logger=none) or without a summary (unfinished).
 Offline, the report's full specification goes to `report.json` (what `Report.save()` would send); with
@@ -32,6 +35,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from dno.reports.run_records import RunRecord, find_runs, read_run, row_label
+from dno.reports.search_report import SEARCH_GROUPING, described, search_blocks, search_of
 from dno.runtime.config import ConfigError
 from dno.runtime.files import read_json, write_json, write_text
 from dno.runtime.layout import RunDir
@@ -253,7 +257,8 @@ def paper_reference(runs: list[ReportRun], paper_dir: Path) -> str:
 
 def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -> Built:
     """The Report of `runs`; `tables`: dno-tables' markdown by file name; `options`: entity, project, title,
-    paper_dir, sweep (the sweep directory or None), notes (runs already left out), grouping (a Grouping)."""
+    paper_dir, sweep (the sweep directory or None), notes (runs already left out), grouping (a Grouping), search (a
+    search sweep's trials, dno.reports.search_report, or None)."""
     import wandb_workspaces.reports.v2 as wr
 
     notes = list(options.get("notes", []))
@@ -278,8 +283,10 @@ def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -
     links = [f"[{Path(r.record.name).name}](https://wandb.ai/{entity}/{project}/runs/{r.wandb['id']}) "
              f"({by.label(r)}, seed {r.record.seed})" for r in runs]
     keys = ", ".join(by.keys)
+    search = options.get("search")  # a search sweep: its trials' parallel coordinates and table first
     blocks = [
         wr.H1(options["title"]), wr.MarkdownBlock(header(runs, options.get("sweep"), by)),
+        *(search_blocks(search, runs, runset) if search else []),
         wr.H2(f"Per iteration, grouped by {keys} (mean and standard error over seeds)"),
         wr.PanelGrid(runsets=[runset], panels=per_iteration),
         wr.H2(f"Final benchmarks, grouped by {keys}"), wr.PanelGrid(runsets=[runset], panels=final),
@@ -296,7 +303,7 @@ def build_report(runs: list[ReportRun], tables: dict[str, str], options: dict) -
         blocks.insert(2, wr.MarkdownBlock("**Left out or incomplete:**\n\n" + "\n".join(f"- {n}" for n in notes)))
     report = wr.Report(project=project, entity=entity, title=options["title"], blocks=blocks, width="fluid")
     check = {**by.described(runs), "per_iteration": dict(lines), "final": dict(bars), "sample_tables": samples,
-             "notes": notes}
+             "notes": notes} | ({"search": described(search)} if search else {})
     return Built(report, check)
 
 
@@ -345,13 +352,14 @@ def make_report(cfg, out: Path) -> dict:
         Path(cfg.runs)).metrics.exists() else None
     if cfg.wandb and cfg.group:
         sweep = Path(cfg.group)
-    by = grouping(runs, cfg.group_by)  # a key of no run stops here, before the tables
-    labels = " vs ".join(by.groups(runs))
+    search = search_of(runs, sweep)  # a search sweep (hydra/sweeper=optuna): grouped by trial unless group_by says
+    by = grouping(runs, cfg.group_by or (SEARCH_GROUPING if search else None))  # a key of no run stops here
+    labels = f"{len(search.rows)} trials over {', '.join(search.space)}" if search else " vs ".join(by.groups(runs))
     written = write_tables([r.record for r in runs], out / "tables", PAPER_DIR, {"lc_samples": cfg.lc_samples})
     tables = {p.name: p.read_text() for p in written if p.suffix == ".md"}
     options = {"entity": entity, "project": cfg.project or projects[0], "notes": notes, "sweep": sweep,
                "title": cfg.title or f"DNO: {sweep.name if sweep else 'runs'}: {labels}", "paper_dir": PAPER_DIR,
-               "grouping": by}
+               "grouping": by, "search": search}
     built = build_report(runs, tables, options)
     write_json(out / "report.json", spec(built.report))
     write_json(out / "report_check.json", built.check)
