@@ -5,6 +5,7 @@ billed as GPT-4-Turbo and on the scripted API judge on 127.0.0.1; a changed rout
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -240,6 +241,10 @@ def test_the_api_judge_receives_exactly_the_audit_slice_and_the_student_answers_
     assert not [k for k in logged_keys if not documented(k, metric_names())]  # docs/reference/metrics.md names them
     logged = [h for h in wandb_history(run.path) if "router/paid_share" in h]
     assert [h["router/paid_share"] for h in logged] == [pytest.approx(2 / 6)]
+    (table,) = run.path.glob("wandb/offline-run-*/files/media/table/router_audit/iter_2_*.table.json")
+    audit = json.loads(table.read_text())  # the audit slice, the student's and the judge's verdicts side by side
+    assert [r[0] for r in audit["data"]] == [r["prompt_id"] for r in routing if r["route"] == "audit"]
+    assert audit["columns"][-1] == "agree" and all(r[-1] for r in audit["data"])
     # a resumed run with another student setting refuses the saved student before any compute, naming the key
     proc = dno_run(*ROUTED, *api_judge(server, tmp_path), f"hydra.run.dir={run.path}", "router.student.members=4",
                    "resume=continue", check=False)
