@@ -171,6 +171,22 @@ def plans(shares: dict[str, float]) -> list[str]:
     return lines
 
 
+def first_iterations_agree(full: list[Path], arms: dict[str, list[Path]]) -> list[str]:
+    """Whether every routed run's iteration 1 (judged in full, as the full arm's) is the full arm's run of the same
+    seed: the pairing of the comparison holds only then."""
+    from omegaconf import OmegaConf
+
+    def first(run: Path) -> tuple:
+        row = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+        return row.get("pairs/new"), row.get("eval/win_rate_vs_init"), row.get("data/student_score_mean")
+
+    by_seed = {OmegaConf.load(r / ".hydra" / "config.yaml").seed: first(r) for r in full}
+    same = [first(r) == by_seed.get(OmegaConf.load(r / ".hydra" / "config.yaml").seed)
+            for runs in arms.values() for r in runs]
+    return [f"Iteration 1 (judged in full in every arm) equals the full arm's of the same seed in {sum(same)} of "
+            f"{len(same)} routed runs (new pairs, validation win-rate, mean score): the arms are paired by seed."]
+
+
 def write_report(args) -> None:
     """results/routing.md from the arms' records (see experiments/routing.sh)."""
     from omegaconf import OmegaConf
@@ -189,6 +205,7 @@ def write_report(args) -> None:
              " -->", "# Paying the judge only where a student is unsure (router=distilled)", "",
              "## The arms' results on the test prompts", "",
              comparison(records, compare_to="DNO", samples=1000, lc_samples=40, seed=0).split("\n", 2)[2], "",
+             *first_iterations_agree(full, arms), "",
              "## The router, per routed iteration (mean [min, max] over seeds)", "", *router_rows(arms), ""]
     if curve:
         at30 = paired_at(prompts, 0.3)

@@ -27,6 +27,7 @@ def test_the_routing_script_runs_every_arm_and_reports_them(tmp_path):
     report = (tmp_path / "routing.md").read_text()
     for row in ("| DNO | 2 |", "| DNO-distilled | 2 |", "| DNO-student-only | 2 |", "| DNO-random | 2 |"):
         assert row in report
+    assert "equals the full arm's of the same seed in 6 of 6 routed runs" in report  # paired by seed
     assert "| distilled | 2 | 2 | 0.333 | 1.000 | 1.000 | 1.000 |" in report and "2 of 2 (1.00, 1.00)" in report
     assert "| student_only | 2 | 2 | 0.000 |" in report
     # 2 seeds x 6 prompts of iteration 2, the student always right: every share gives 100% equal labels
