@@ -193,3 +193,30 @@ def test_sampler_levers_script_measures_every_lever_on_the_same_draws(tmp_path):
     md = out.read_text()
     assert "| = `sampler=shared_prefill` (dno.policy.sample.Sampler) |" in md
     assert "*tried on top of `sampler=shared_prefill`:*" in md
+
+
+def test_search_finds_a_point_compares_it_with_fresh_seeds_and_says_which_won(tmp_path):
+    """The search guide's experiments/search.sh command on the tiny model, as written: 3 trials (trial 0 the default,
+    trial 2 wins on validation), then both points with a fresh seed on the test prompts, and results/search.md."""
+    import shlex
+
+    command = next(line for line in documented_commands()
+                   if "experiments/search.sh" in line and "model=tiny_random" in line)
+    words = shlex.split(command)
+    at = words.index("experiments/search.sh")
+    env = {**dict(w.split("=", 1) for w in words[:at]), "SWEEP_DIR": str(tmp_path / "sweep"),
+           "OUT": str(tmp_path / "out"), "REPORT": str(tmp_path / "search.md"),
+           "TABLES_ARGS": "bootstrap.lc_samples=3 bootstrap.samples=200", "REPORT_ARGS": "lc_samples=3"}
+    run(words[at:], env=env, timeout=900)
+    report = (tmp_path / "search.md").read_text()
+    trials = [line.split("|")[2].strip() for line in report.splitlines() if line.startswith("| ")
+              and line.split("|")[1].strip().isdigit()]
+    assert sorted(trials) == ["0", "1", "2"] and "**Chosen point:** trial " in report
+    assert "**Verdict:**" in report and "| default | 1 |" in report
+    chosen = report.split("**Chosen point:** trial ")[1].split(",")[0]
+    assert chosen == "0" or "| search best | 1 |" in report  # a non-default winner is run again with fresh seeds
+    records = tmp_path / "out" / "trials"
+    assert (records / "study.db").exists() and sorted(p.name for p in records.iterdir() if p.is_dir()) == \
+        ["0", "1", "2"]
+    check = json.loads((tmp_path / "out" / "report" / "report_check.json").read_text())
+    assert [t["trial"] for t in check["search"]["trials"]][0] == int(chosen)

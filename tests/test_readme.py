@@ -23,6 +23,7 @@ from helpers import (
     LORA_RUN,
     PAGES,
     REPO,
+    SEARCH,
     SUBMITIT,
     SWEEP,
     VARIANTS_RUN,
@@ -48,7 +49,8 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             "experiments/open_judge.sh", ".venv/bin/python experiments/sampler_levers.py", ".venv/bin/dno-report",
             "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py",
             ".venv/bin/python experiments/judge_bill.py", "experiments/local_slurm.sh",
-            ".venv/bin/python experiments/vllm_cpu.py", ".venv/bin/python experiments/precision_speed.py")
+            ".venv/bin/python experiments/vllm_cpu.py", ".venv/bin/python experiments/precision_speed.py",
+            "experiments/search.sh")
 
 
 def without_env(command: str) -> str:
@@ -222,6 +224,8 @@ def runs_elsewhere(args: list[str]) -> str | None:
     command = [a for a in args if not a.startswith("hydra.")]  # where it writes aside
     if command == SWEEP:
         return "the smoke_sweep fixture is this command (test_loop.py and test_tables.py read its two jobs)"
+    if command == [a for a in SEARCH if not a.startswith("hydra.")]:
+        return "test_search.py's search_sweep fixture is this command (3 trials, killed and resumed)"
     if command == BETA_SWEEP:
         return "test_report.py's sweep fixture is this command (the report's two groups of two runs)"
     if command == SUBMITIT:
@@ -247,6 +251,7 @@ def test_commands_run_elsewhere_are_few_and_named():
         "loss=ipo model=tiny_random schedule=smoke hydra.run.dir=outputs/ipo",
         " ".join(SWEEP), " ".join([*SWEEP, "hydra.sweep.dir=multirun/my-sweep"]),
         " ".join(SUBMITIT), " ".join([*BETA_SWEEP, "hydra.sweep.dir=multirun/beta-sweep"]),
+        " ".join([*SEARCH, "hydra.sweep.dir=multirun/search-smoke"]),
         "experiment=table1_spin model=tiny_random schedule=smoke",
         " ".join([*LORA_RUN, "hydra.run.dir=outputs/lora"]),
         "model=tiny_random schedule=smoke hydra.run.dir=outputs/smoke",
