@@ -22,7 +22,7 @@ REPORT="${REPORT:-results/search.md}"
 start=$(date +%s)
 .venv/bin/dno-run -m hydra/sweeper=optuna search=dno "hydra.sweeper.n_trials=$TRIALS" sweep_name=search \
   "hydra.sweep.dir=$SWEEP/trials" "$@"
-echo "$(( $(date +%s) - start ))" > "$SWEEP/trials/wall_time_s.txt"
+echo "$(( $(date +%s) - start ))" >> "$SWEEP/trials/wall_time_s.txt"  # a line per start of this script
 
 BEST=$(.venv/bin/python -c 'import sys; from dno.reports.search_report import best_overrides
 print(" ".join(best_overrides(sys.argv[1])))' "$SWEEP/trials")
@@ -37,9 +37,9 @@ print(load_study(sys.argv[1]).best_trial.number)' "$SWEEP/trials")" != 0 ]; then
     sweep_name=search-compared "hydra.sweep.dir=$SWEEP/best" "$@"
   COMPARED="$SWEEP/default,$SWEEP/best"
 fi
-echo "$(( $(date +%s) - start ))" > "$SWEEP/default/wall_time_s.txt"
+echo "$(( $(date +%s) - start ))" >> "$SWEEP/default/wall_time_s.txt"
 
-.venv/bin/dno-tables "runs=$COMPARED" "out=$OUT/tables" compare_to=default ${TABLES_ARGS:-}
+.venv/bin/dno-tables "runs='$COMPARED'" "out=$OUT/tables" compare_to=default ${TABLES_ARGS:-}
 experiments/run_records.sh "$SWEEP/trials" "$OUT/trials"
 cp "$SWEEP/trials/study.db" "$SWEEP/trials/optimization_results.yaml" "$SWEEP/trials/multirun.yaml" "$OUT/trials/"
 for d in ${COMPARED//,/ }; do experiments/run_records.sh "$d" "$OUT/compared/$(basename "$d")"; done
@@ -47,7 +47,8 @@ for d in ${COMPARED//,/ }; do experiments/run_records.sh "$d" "$OUT/compared/$(b
   "hydra.run.dir=$OUT/report" ${REPORT_ARGS:-}
 .venv/bin/python -c 'import sys; from dno.reports.search_report import search_results
 print(search_results(*sys.argv[1:]), end="")' "$SWEEP/trials" "$COMPARED" > "$REPORT.body"
-{ echo "<!-- experiments/search.sh: $TRIALS trials, seeds $SEEDS; wall time (s): trials $(cat "$SWEEP/trials/wall_time_s.txt"), compared points $(cat "$SWEEP/default/wall_time_s.txt") -->"
+seconds() { awk '{s += $1} END {print s}' "$1"; }  # summed over the script's starts (a resumed one adds its own)
+{ echo "<!-- experiments/search.sh: $TRIALS trials, seeds $SEEDS; wall time (s): trials $(seconds "$SWEEP/trials/wall_time_s.txt"), compared points $(seconds "$SWEEP/default/wall_time_s.txt") -->"
   cat "$REPORT.body"; echo; cat "$OUT/tables/comparison.md"; } > "$REPORT"
 rm "$REPORT.body"
 echo "wrote $REPORT"

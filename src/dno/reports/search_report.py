@@ -57,15 +57,16 @@ def column(key: str) -> str:
 def trials_table(search: Search, names: dict[int, str]) -> str:
     """The trials, best first: rank, number, state, objective, each parameter, the W&B run (`names`: by trial)."""
     keys = list(search.space)
+    run = ["run"] if names else []
     lines = [f"Trials sorted by `{search.objective}` ({search.direction}; from {search.source}):", "",
-             "| rank | trial | state | " + " | ".join([search.objective, *keys, "run"]) + " |",
-             "|" + "---|" * (5 + len(keys))]
+             "| rank | trial | state | " + " | ".join([search.objective, *keys, *run]) + " |",
+             "|" + "---|" * (4 + len(keys) + len(run))]
     for rank, r in enumerate(search.rows, start=1):
         value = "-" if r["value"] is None else f"{r['value']:.2f}"
         params = [_fmt(r["params"].get(k)) for k in keys]
         state = r["state"].lower() + (f" ({r['error'].splitlines()[0][:80]})" if r.get("error") else "")
         lines.append(f"| {rank if r['value'] is not None else '-'} | {r['trial']} | {state} | {value} | "
-                     + " | ".join(params) + f" | {names.get(r['trial'], '-')} |")
+                     + " | ".join(params + ([names.get(r["trial"], "-")] if names else [])) + " |")
     return "\n".join(lines)
 
 
@@ -133,7 +134,8 @@ def search_results(trials: Path, compared: str, chosen: str = "search best", ref
         d = paired_difference([outcomes(r.annotations) for r in rows[chosen] if r.annotations],
                               [outcomes(r.annotations) for r in rows[reference] if r.annotations], samples=1000)
         verdict = ("beats" if d["lo"] > 0 else "loses to" if d["hi"] < 0 else "is not distinguishable from")
-        lines += ["", f"**Verdict:** on {d['prompts']} test prompts with {len(rows[chosen])} fresh seeds each, the "
+        seeds = f"{len(rows[chosen])} fresh seed{'s' if len(rows[chosen]) > 1 else ''}"
+        lines += ["", f"**Verdict:** on {d['prompts']} test prompts with {seeds} each, the "
                       f"chosen point {verdict} the default: ΔWR {d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}] "
                       f"(95%, paired bootstrap; p {d['p']:.3f})"
                       + ("; the search found nothing better than the default." if d["lo"] <= 0 else ".")]
