@@ -242,14 +242,18 @@ def test_a_failing_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("space,named", [
-    ("loss.betaa=interval(0.05,0.2)", "loss.betaa"),  # no such key
-    ("loss.beta=interval(0,0.5)", "loss.beta"),  # beta <= 0
-    ("schedule.samples_per_prompt=int(interval(1,4))", "schedule.samples_per_prompt"),  # K < 2
+@pytest.mark.parametrize("space,why", [
+    ("loss.betaa=interval(0.05,0.2)", "Could not override 'loss.betaa'"),  # no such key
+    ("loss.beta=interval(0,0.5)", "loss.beta must be a number in (0, 10000], got 0.0"),  # beta <= 0
+    ("schedule.samples_per_prompt=int(interval(1,4))", "must be at least 2 to form pairs"),  # K < 2
 ])
-def test_a_bad_key_or_range_fails_before_any_trial_naming_it(space, named, tmp_path):
+def test_a_bad_key_or_range_fails_before_any_trial_naming_it(space, why, tmp_path):
     sweep = tmp_path / "sweep"
     proc = dno_run("-m", "hydra/sweeper=optuna", space, "model=tiny_random", "schedule=smoke",
                    f"hydra.sweep.dir={sweep}", check=False, timeout=120)
-    assert proc.returncode == 2 and f"search space: {named}=" in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and line.startswith(f"dno-run: config error: search space: {space} at ") and \
+        why in line, proc.stderr[-2000:]
     assert not sweep.exists()  # no study, no trial
+    if space.startswith("loss.beta="):  # the search guide shows this very line
+        assert f"\n{line}\n" in (REPO / "docs" / "guides" / "search.md").read_text()

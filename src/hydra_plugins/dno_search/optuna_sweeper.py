@@ -140,8 +140,7 @@ class OptunaSearchSweeper(Sweeper):
                     if "loss" in cfg:
                         instantiate(cfg.loss)
                 except (HydraException, ConfigError, ValueError) as e:
-                    first = str(e).strip().splitlines()[0]
-                    raise ConfigError(f"search space: {key}={dim.spec} at {key}={value}: {first}") from None
+                    raise ConfigError(f"search space: {key}={dim.spec} at {key}={value}: {reason(e)}") from None
 
     def run_batch(self, study, trials: list[tuple[int, dict]], fixed: list[str]) -> None:
         """Trials with consecutive numbers through the launcher (job directory = trial number); each told to the
@@ -168,6 +167,14 @@ class OptunaSearchSweeper(Sweeper):
         OmegaConf.save(OmegaConf.create(out), Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
         log.info("best trial %s: %s = %s", out["best_trial"], out["best_params"], out["best_value"])
         return out
+
+
+def reason(e: Exception) -> str:
+    """An error's message on one line: the check's own (a variant's ValueError inside Hydra's instantiation error),
+    without Hydra's full_key and object_type lines."""
+    cause = e.__cause__ if isinstance(e.__cause__, ValueError) else e  # dno's ConfigError is a ValueError
+    lines = [line.strip() for line in str(cause).splitlines()]
+    return " ".join(line for line in lines if line and not line.startswith(("full_key", "object_type")))
 
 
 def sampler_for(sampler, existing: int):
