@@ -123,7 +123,9 @@ def trial_result(cfg, run_dir: Path, fn: Callable[[], object]) -> float | None:
     except SystemExit as e:
         if e.code == PREEMPTED_EXIT:
             raise
-        raise TrialFailed(f"trial {trial}: dno-run exited {e.code} (its log: {run_dir})") from None
+        why = {2: "a bad config or point", 3: "a judge, server or evaluation failure"}.get(e.code, "an error")
+        raise TrialFailed(f"trial {trial}: dno-run exited {e.code}, {why}: the reason is in its log in {run_dir}") \
+            from None
     key = OmegaConf.select(cfg, "search.objective", default=None) or DEFAULT_OBJECTIVE
     value = objective_value(run_dir, key)
     if value is None:
