@@ -125,6 +125,10 @@ def test_the_search_space_comments_each_knob_and_trial_0_is_the_offline_default(
 def test_the_issues_command_composes():
     cfg = make_cfg("hydra/sweeper=optuna", "search=dno", "hydra.sweeper.n_trials=12", return_hydra_config=True)
     assert cfg.hydra.sweeper.n_trials == 12 and cfg.hydra.sweeper.sampler._target_ == "optuna.samplers.TPESampler"
+    # trials go through Hydra's launcher: SLURM's composes with the search (a test runs submitit's; make test-cluster
+    # runs SLURM's own sweeps)
+    cfg = make_cfg("search=dno", "hydra/launcher=submitit_slurm", "hydra.sweeper.n_jobs=4", return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.sweeper.n_jobs == 4
 
 
 # --- real sweeps on the tiny model ---------------------------------------------------------------------------------
@@ -231,14 +235,17 @@ def _panels(obj, view: str) -> list[dict]:
 @pytest.mark.slow
 def test_a_failing_trial_is_recorded_failed_and_the_sweep_goes_on(tmp_path):
     """SPIN needs a teacher's answer for every prompt and the builtin prompts have none: that trial's run stops
-    (exit 2, a bad point) and the next trial runs."""
-    dno_run("-m", "hydra/sweeper=optuna", "loss=choice(spin,dno_prct)", "hydra.sweeper.n_trials=2",
+    (exit 2, a bad point) and the other trial's goes on. Both at once through submitit's launcher (each trial a
+    process, as on SLURM), in job directories named by trial number."""
+    dno_run("-m", "hydra/sweeper=optuna", "hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2",
+            "loss=choice(spin,dno_prct)", "hydra.sweeper.n_trials=2",
             "hydra.sweeper.enqueue_trials=[{loss:spin},{loss:dno_prct}]", "model=tiny_random", "schedule=smoke",
             "schedule.iterations=1", "logger=none", f"hydra.sweep.dir={tmp_path}")
     study = study_of(tmp_path)
     assert [(t.params["loss"], t.state.name) for t in study.trials] == [("spin", "FAIL"), ("dno_prct", "COMPLETE")]
     assert "exited 2" in study.trials[0].user_attrs["error"]
     assert study.trials[1].value == read_json(tmp_path / "1" / "summary.json")["search/objective"]
+    assert OmegaConf.load(tmp_path / "0" / ".hydra" / "config.yaml").search.trial == 0
 
 
 @pytest.mark.slow
