@@ -79,6 +79,9 @@ def test_the_objective_is_the_chosen_iterates_validation_value(tmp_path):
     assert objective_value(tmp_path, DEFAULT_OBJECTIVE, {"final/best_iteration": 0}) == 50.0  # pi_1 vs itself
     assert objective_value(tmp_path, DEFAULT_OBJECTIVE, {"final/best_iteration": 1}) == 41.0
     assert objective_value(tmp_path / "none", DEFAULT_OBJECTIVE) is None  # no summary: no value
+    lookahead = {"final/model": "lookahead", "final/best_iteration": 2, "lookahead/win_rate_vs_init": 61.0}
+    assert objective_value(tmp_path, "eval/win_rate_vs_init", lookahead) == 61.0  # its model, not iteration 2's
+    assert objective_value(tmp_path, DEFAULT_OBJECTIVE, lookahead) is None  # Lookahead logs no validation LC
 
 
 def test_trials_are_ordered_best_first_and_failed_ones_last():

@@ -108,15 +108,17 @@ def study_storage(sweep_dir: Path, storage: str | None) -> str:
 def objective_value(run_dir: Path, key: str, summary: dict | None = None) -> float | None:
     """A finished run's objective: `key` of its summary (a final benchmark's `alpaca_eval/lc_win_rate`, ...), else
     the per-iteration metric `key` of the iterate the run chose on validation (`final/best_iteration`; pi_1, chosen
-    when no iterate beat it, is 50 against itself); None where the run has no such value. `summary`: the run's (else
-    read from its summary file)."""
+    when no iterate beat it, is 50 against itself; DNO-Lookahead's model: its `lookahead/` key); None where the run
+    has no such value. `summary`: the run's (else read from its summary file)."""
     from dno.runtime.layout import RunDir
 
     run = RunDir(run_dir)
     if summary is None:
         summary = read_json(run.summary) if run.summary.exists() else {}
     value = summary.get(key)
-    if value is None and "final/best_iteration" in summary:
+    if value is None and summary.get("final/model") == "lookahead":  # DNO-Lookahead's model is no iterate
+        value = summary.get(key.replace("eval/", "lookahead/", 1))
+    elif value is None and "final/best_iteration" in summary:
         best = summary["final/best_iteration"]
         if best == 0:
             value = FIRST_ITERATE.get(key)
