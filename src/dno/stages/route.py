@@ -26,6 +26,7 @@ annotators, and an item is a prompt with all of its pair decisions.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -175,15 +176,15 @@ class Router:
         return x
 
     def train(self, run: RunDir, t: int, seed: int) -> dict:
-        """The student of iteration t: every paid, valid verdict of iterations 1..t-1, saved in iter_t/student."""
+        """The student of iteration t: every paid, valid verdict of iterations 1..t-1, saved in iteration t's folder
+        (`IterationDir.student`)."""
         start = time.perf_counter()
         blocks, examples, offset = [], [], 0
         for k in range(1, t):
             dk = run.iteration(k)
             x = self.features_of(dk)
             rows = read_rows(dk.judgements, Judged)
-            counts = [len(r.candidates) for r in rows]
-            starts = [offset + sum(counts[:i]) for i in range(len(rows))]
+            starts = list(itertools.accumulate((len(r.candidates) for r in rows), initial=offset))[:-1]
             for r, s in zip(rows, starts, strict=True):
                 j = r.judgement
                 if j.status == OK and j.detail.get("route") != "student":
