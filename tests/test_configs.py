@@ -16,8 +16,10 @@ from dno.runtime.tracking import redact
 from dno.variant import Variant
 from helpers import SMOKE, dno_run, make_cfg
 
-GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger"]
+GROUPS = ["model", "oracle", "loss", "schedule", "data", "logger", "router"]
 REQUIRED = {("oracle", "reward_model"): ["oracle.model.path=Skywork/Skywork-Reward-Llama-3.1-8B-v0.2"],
+            ("oracle", "student"): ["oracle.path=RUN/iter_2/student_judge"],  # read when the run checks its oracle
+            ("router", "random"): ["router.paid_share=0.3"],
             ("data", "prompts"): ["data.path=experiments/examples/prompts.jsonl"]}
 
 
@@ -34,6 +36,10 @@ def test_every_option_composes_and_validates(group, option, monkeypatch):
     if group in ("oracle", "loss", "logger", "data"):  # each builds the object its _target_ names
         built = instantiate(cfg[group])
         assert f"{type(built).__module__}.{type(built).__name__}" == cfg[group]._target_
+    if group == "router":  # its options build, checked
+        from dno.stages.route import RouterOptions
+
+        assert RouterOptions.of(cfg.router).kind == {"none": "none", "student_only": "random"}.get(option, option)
 
 
 def test_an_option_with_a_required_value_names_the_key():
