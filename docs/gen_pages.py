@@ -1,6 +1,6 @@
 """Pages generated from the code and files that own them, at every `mkdocs build` (mkdocs-gen-files):
 
-- reference/run-directory.md   dno.runtime.layout.describe(): every file and folder of a run
+- reference/run-directory.md   describe(): every file and folder of a run, from dno.runtime.layout's properties
 - reference/cli.md             every app of pyproject.toml's [project.scripts], its docstring and its config file
 - reference/config.md          every config group of conf/ and every option file, with its comments
 - results/                     every file under results/ (the markdown included as it is, the plots beside it)
