@@ -46,8 +46,8 @@ if [ "$FULL_RUNS" = run ]; then
 fi
 read -r -a ROUTER <<< "${ROUTER_ARGS:-}"
 read -r -a AUDIT <<< "${AUDIT_ARGS:-}"
-arm distilled DNO-distilled router=distilled "${ROUTER[@]}" "${AUDIT[@]}" "$@"
 arm student_only DNO-student-only router=student_only "${ROUTER[@]}" "$@"
+arm distilled DNO-distilled router=distilled "${ROUTER[@]}" "${AUDIT[@]}" "$@"
 SHARE=$(.venv/bin/python experiments/routing_report.py share "$RECORDS/distilled")
 echo "distilled runs' paid share per routed iteration: $SHARE"
 if [ "$SHARE" != full ]; then
