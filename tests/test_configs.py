@@ -125,6 +125,26 @@ def test_a_recorded_config_from_before_a_key_was_added_had_its_default():
     assert upgrade({"eval.local.samples": 1}) == {"eval.local.samples": 1}  # no train group: nothing added
 
 
+def test_a_run_from_before_the_router_and_rules_billing_resumes_unless_they_are_used(tmp_path):
+    """router.kind and the rules oracle's bill_as came later: absent is their default (nothing routed, nothing
+    billed), on either side (an API oracle's config never has bill_as); turning one on is a change."""
+    from dno.runtime.files import write_json
+    from dno.runtime.provenance import check_resume
+
+    def current(config):
+        return {"config": config, "config_sha256": "x", "started": "now", "commit": "c", "dirty": False, "diff_sha256": None,
+                "versions": {}}
+
+    old = {"oracle": {"_target_": "dno.oracles.rules.RulesOracle"}, "seed": 0}
+    write_json(tmp_path / "provenance.json", {**current(old), "resumes": []})
+    same = {"oracle": {**old["oracle"], "bill_as": None, "bill_tokens_per_candidate": 140},
+            "router": {"kind": "none"}, "seed": 0}
+    assert "accepted_changes" not in check_resume(tmp_path / "provenance.json", current(same), "never")["resumes"][-1]
+    for key, value in [("router", {"kind": "distilled"}), ("oracle", {**same["oracle"], "bill_as": "gpt-4-turbo"})]:
+        with pytest.raises(ConfigError, match=key):
+            check_resume(tmp_path / "provenance.json", current({**same, key: value}), "never")
+
+
 def test_table1_rows_hold_only_the_choices_that_define_them():
     for path in sorted((Path(CONF_DIR) / "experiment").glob("table1_*.yaml")):
         raw = OmegaConf.load(path)

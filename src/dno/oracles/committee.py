@@ -11,6 +11,8 @@ takes the worst member status, so a missing vote never tips a majority.
 
 from __future__ import annotations
 
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
 from dno.oracles.base import OK, Judgement, Oracle, add_costs, all_pairs, worst
 
 
@@ -20,6 +22,10 @@ class Committee(Oracle):
     is_listwise = False
 
     def __init__(self, members) -> None:
+        if isinstance(members, (DictConfig, ListConfig)):
+            # hydra passes the instantiated members inside a config, which turns dataclass oracles
+            # (RulesOracle) back into structured configs: make them objects again
+            members = OmegaConf.to_object(members)
         self.members = list(members.values() if hasattr(members, "values") else members)
         if len(self.members) < 2:
             raise ValueError(f"a committee needs at least two members, got {len(self.members)}")

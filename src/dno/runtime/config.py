@@ -34,14 +34,21 @@ RENAMED_VALUES = {
 
 
 # Keys added since, with the value that does what the code did before them: a config recorded without one
-# had that value, so that a new key alone never stops a resume.
-ADDED_KEYS = {"train.mixed_precision": None}
+# had that value, so that a new key alone never stops a resume. A key is compared as this value wherever
+# either side lacks it (a rules oracle's billing keys are absent from an API oracle's config, too).
+ADDED_KEYS = {"train.mixed_precision": None, "router.kind": "none",
+              "oracle.bill_as": None, "oracle.bill_tokens_per_candidate": 140}
+
+
+def added_or(flat: dict, key: str):
+    """`flat[key]`, or the value a key added since had before it existed ("<absent>" for any other key)."""
+    return flat.get(key, ADDED_KEYS.get(key, "<absent>"))
 
 
 def upgrade(flat: dict) -> dict:
     """A flattened config ({"a.b": value}) as today's code names it (RENAMED_VALUES, ADDED_KEYS)."""
-    groups = {key.split(".")[0] for key in flat}
-    flat = {**{k: v for k, v in ADDED_KEYS.items() if k.split(".")[0] in groups}, **flat}  # where its group is
+    if "train.mixed_precision" not in flat and any(key.startswith("train.") for key in flat):
+        flat = {"train.mixed_precision": ADDED_KEYS["train.mixed_precision"], **flat}
     def renamed(key: str, value):
         for suffix, names in RENAMED_VALUES.items():
             if (key == suffix or key.endswith("." + suffix)) and isinstance(value, str) and value in names:

@@ -26,7 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from dno.runtime.commit import git_state
-from dno.runtime.config import ConfigError, flatten, upgrade
+from dno.runtime.config import ConfigError, added_or, flatten, upgrade
 from dno.runtime.files import read_json, write_json
 from dno.runtime.layout import RunDir
 
@@ -120,8 +120,8 @@ def check_resume(path: Path, current: dict, resume: str) -> dict | None:
         return None
     recorded = read_json(path)
     old, new = upgrade(flatten(recorded["config"])), flatten(current["config"])
-    changed = {k: (old.get(k, "<absent>"), new.get(k, "<absent>")) for k in sorted(set(old) | set(new))
-               if old.get(k, "<absent>") != new.get(k, "<absent>") and not harmless(k)}
+    changed = {k: (added_or(old, k), added_or(new, k)) for k in sorted(set(old) | set(new))
+               if added_or(old, k) != added_or(new, k) and not harmless(k)}
     if changed and resume != "continue":
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
         raise ConfigError(
