@@ -85,7 +85,7 @@ def routed_prompts(run: Path) -> list[dict]:
                 continue
             j = judged[r["prompt_id"]]
             truth = decisions(rule, j, oracle.judge(j.prompt, j.candidates))
-            out.append({"run": run.name, "iteration": it.parent.name, "confidence": r["confidence"],
+            out.append({"run": f"{run.parent.name}/{run.name}", "iteration": it.parent.name, "confidence": r["confidence"],
                         "route": r["route"], "agree": {tuple(p) for p in r["student_pairs"]} == truth})
     return out
 
@@ -114,21 +114,41 @@ def agreement_curve(prompts: list[dict], shares: list[float], seed: int = 0) -> 
 
 
 def paired_at(prompts: list[dict], share: float, samples: int = 2000, seed: int = 0) -> dict:
-    """Ordered minus random routing's label agreement at `share`, with a bootstrap over (run, iteration) units."""
+    """Least-confident-first minus random routing's label agreement at `share`, on the same prompts.
+
+    p: a randomisation test, the share of `samples` random routings (the same number paid in every routed
+    iteration, chosen at random) whose agreement is at least the ordered routing's. Interval: a bootstrap of the
+    difference over prompts, resampled within their routed iteration."""
     import numpy as np
 
     groups: dict[tuple, list[dict]] = {}
     for p in prompts:
         groups.setdefault((p["run"], p["iteration"]), []).append(p)
     units = list(groups.values())
-    diffs = np.array([agreement_curve(u, [share])["ordered"][0] - agreement_curve(u, [share])["random"][0]
-                      for u in units])
+    n = sum(map(len, units))
+    ordered = agreement_curve(prompts, [share])["ordered"][0]
+    expected = agreement_curve(prompts, [share])["random"][0]
     rng = np.random.default_rng(seed)
-    draws = np.array([diffs[rng.integers(len(diffs), size=len(diffs))].mean() for _ in range(samples)])
-    d = float(diffs.mean())
-    p = (1 + np.sum(np.abs(draws - d) >= abs(d) - 1e-12)) / (1 + samples) if d else 1.0
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"diff": d, "lo": float(lo), "hi": float(hi), "p": float(min(p, 1.0)), "units": len(units)}
+    agree = [np.array([q["agree"] for q in u], dtype=float) for u in units]
+
+    def random_routing() -> float:
+        total = 0.0
+        for a in agree:
+            paid = round(share * len(a))
+            unpaid = rng.permutation(len(a))[paid:]
+            total += paid + a[unpaid].sum()
+        return total / n
+
+    at_least = sum(random_routing() >= ordered - 1e-12 for _ in range(samples))
+    diffs = []
+    for _ in range(samples // 4):
+        drawn = [u[i] for u in units for i in rng.integers(len(u), size=len(u))]
+        drawn = [{**q, "iteration": (q["run"], q["iteration"])} for q in drawn]
+        c = agreement_curve(drawn, [share])
+        diffs.append(c["ordered"][0] - c["random"][0])
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": ordered - expected, "lo": float(lo), "hi": float(hi), "p": (1 + at_least) / (1 + samples),
+            "prompts": n, "units": len(units)}
 
 
 def plot_curve(curve: dict, shares: list[float], path: Path) -> None:
@@ -197,7 +217,8 @@ def write_report(args) -> None:
     arms = {p.name: find_runs(str(p)) for p in sorted(args.arms.iterdir()) if p.is_dir() and p.name != "full"}
     full = [r for r in find_runs(str(args.full)) if OmegaConf.load(r / ".hydra" / "config.yaml").method == "DNO"]
     records = [read_run(p) for p in full + [r for runs in arms.values() for r in runs]]
-    prompts = [p for run in arms.get("distilled", []) for p in routed_prompts(run)]
+    # every routed prompt the student predicted: the distilled arm's and the student-only arm's iterations 2 on
+    prompts = [p for arm in ("distilled", "student_only") for run in arms.get(arm, []) for p in routed_prompts(run)]
     shares = [i / 10 for i in range(11)]
     curve = agreement_curve(prompts, shares) if prompts else None
     measured = statistics.fmean(v for vs in routed_shares(args.arms / "distilled").values() for v in vs)
@@ -211,13 +232,15 @@ def write_report(args) -> None:
         at30 = paired_at(prompts, 0.3)
         lines += ["## Uncertainty against random routing, on every prompt of the routed iterations", "",
                   f"{len(prompts)} prompts ({len({(p['run'], p['iteration']) for p in prompts})} routed iterations of "
-                  "the distilled runs); the judge's decisions re-derived with the free rules judge for every prompt.",
+                  "the distilled and student-only runs); the judge's decisions re-derived with the free rules judge for every prompt.",
                   "",
                   "| paid share | labels equal to the judge's, least confident paid | random paid |", "|---|---|---|",
                   *[f"| {s:.0%} | {100 * o:.1f} | {100 * r:.1f} |" for s, o, r in
                     zip(shares, curve["ordered"], curve["random"], strict=True)], "",
                   f"At 30% paid: least confident minus random {100 * at30['diff']:+.1f} points "
-                  f"[{100 * at30['lo']:+.1f}, {100 * at30['hi']:+.1f}], p {at30['p']:.3f} ({at30['units']} units).", ""]
+                  f"[{100 * at30['lo']:+.1f}, {100 * at30['hi']:+.1f}] (a bootstrap over prompts within their iteration), "
+                  f"p {at30['p']:.4f} (the share of 2000 random routings of the same {at30['prompts']} prompts "
+                  "paying as many in each iteration that agree at least as often).", ""]
         if args.plot:
             plot_curve(curve, shares, args.plot)
     lines += ["## The paper-scale plan (DNO-More-Data, experiments/judge_bill.py) with and without routing", "",
