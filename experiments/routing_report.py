@@ -85,8 +85,9 @@ def routed_prompts(run: Path) -> list[dict]:
                 continue
             j = judged[r["prompt_id"]]
             truth = decisions(rule, j, oracle.judge(j.prompt, j.candidates))
-            out.append({"run": f"{run.parent.name}/{run.name}", "iteration": it.parent.name, "confidence": r["confidence"],
-                        "route": r["route"], "agree": {tuple(p) for p in r["student_pairs"]} == truth})
+            out.append({"run": f"{run.parent.name}/{run.name}", "iteration": it.parent.name,
+                        "confidence": r["confidence"], "route": r["route"],
+                        "agree": {tuple(p) for p in r["student_pairs"]} == truth})
     return out
 
 
@@ -232,13 +233,15 @@ def write_report(args) -> None:
         at30 = paired_at(prompts, 0.3)
         lines += ["## Uncertainty against random routing, on every prompt of the routed iterations", "",
                   f"{len(prompts)} prompts ({len({(p['run'], p['iteration']) for p in prompts})} routed iterations of "
-                  "the distilled and student-only runs); the judge's decisions re-derived with the free rules judge for every prompt.",
+                  "the distilled and student-only runs); the judge's decisions re-derived with the free rules judge "
+                  "for every prompt.",
                   "",
                   "| paid share | labels equal to the judge's, least confident paid | random paid |", "|---|---|---|",
                   *[f"| {s:.0%} | {100 * o:.1f} | {100 * r:.1f} |" for s, o, r in
                     zip(shares, curve["ordered"], curve["random"], strict=True)], "",
                   f"At 30% paid: least confident minus random {100 * at30['diff']:+.1f} points "
-                  f"[{100 * at30['lo']:+.1f}, {100 * at30['hi']:+.1f}] (a bootstrap over prompts within their iteration), "
+                  f"[{100 * at30['lo']:+.1f}, {100 * at30['hi']:+.1f}] "
+                  "(a bootstrap over prompts within their iteration), "
                   f"p {at30['p']:.4f} (the share of 2000 random routings of the same {at30['prompts']} prompts "
                   "paying as many in each iteration that agree at least as often).", ""]
         if args.plot:

@@ -84,10 +84,17 @@ def test_token_counts_by_hand():
 
     enc = encode_pairs(tok, pairs, 256)
     real = sum(2 * len(p) + len(c) + len(r) for p, c, r in enc)
-    c = token_counts(tok, pairs, micro_batch_size=2, max_length=256)
+    c = token_counts(tok, pairs, micro_batch_size=2, max_length=256, layout="padded")
     # one micro-batch of 2 pairs = 4 rows padded to the longest prompt + response
     width = max(len(p) + max(len(x), len(y)) for p, x, y in enc)
     assert c["tokens"] == real and c["padding_frac"] == pytest.approx(1 - real / (4 * width))
+    assert c["computed_frac"] == 1
+    # layout=shared: each pair one block, prompt + chosen + rejected; both blocks in one row only if they fit in
+    # the longer one's width (they do not: the same prompt, answers of 2 and 1 tokens + EOS each)
+    shared = token_counts(tok, pairs, micro_batch_size=2, max_length=256)
+    blocks = [len(p) + len(x) + len(y) for p, x, y in enc]
+    assert shared["tokens"] == real and shared["computed_frac"] == pytest.approx(sum(blocks) / real)
+    assert shared["padding_frac"] == pytest.approx(1 - sum(blocks) / (2 * max(blocks)))
 
 
 def test_matmul_flops_is_a_rate():

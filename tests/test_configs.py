@@ -132,8 +132,8 @@ def test_a_run_from_before_the_router_and_rules_billing_resumes_unless_they_are_
     from dno.runtime.provenance import check_resume
 
     def current(config):
-        return {"config": config, "config_sha256": "x", "started": "now", "commit": "c", "dirty": False, "diff_sha256": None,
-                "versions": {}}
+        return {"config": config, "config_sha256": "x", "started": "now", "commit": "c", "dirty": False,
+                "diff_sha256": None, "versions": {}}
 
     old = {"oracle": {"_target_": "dno.oracles.rules.RulesOracle"}, "seed": 0}
     write_json(tmp_path / "provenance.json", {**current(old), "resumes": []})

@@ -50,11 +50,14 @@ def test_a_run_directory_made_before_the_redesign_resumes_to_the_old_codes_resul
     run = RunDir(run_dir)
     assert as_old(without_times(read_json(run.summary)), SUMMARY_ADDED) == expected["summary"]
     # training's floats agree to 1e-5, not to the last bit, across CPUs (AVX2 or AVX-512 kernels sum differently)
+    # and layouts (issue 43's prefix sharing sums in another order); the implicit margin to 1e-4: a difference of
+    # log-prob sums near -600 on the tiny model, where one float32 step is 6e-5 (measured: 1.2e-5 apart)
     got = [as_old(without_times(m)) for m in read_jsonl(run.metrics)]
     assert [sorted(m) for m in got] == [sorted(m) for m in expected["metrics"]]
     for ours, theirs in zip(got, expected["metrics"], strict=True):
         for key, value in theirs.items():
-            assert ours[key] == (pytest.approx(value, rel=1e-5) if isinstance(value, float) else value), key
+            close = pytest.approx(value, rel=1e-5, abs=1e-4 if key == "train/implicit_margin" else 0)
+            assert ours[key] == (close if isinstance(value, float) else value), key
     assert "skip iter_1/pairs (done)" in (run_dir / "run.log").read_text() and "Traceback" not in proc.stderr
     resumed = read_json(run.provenance)["resumes"]
     assert len(resumed) == 1 and resumed[0]["other_code"] and "accepted_changes" not in resumed[0]

@@ -131,15 +131,17 @@ def timed(fn):
     return result, time.perf_counter() - t, peak_memory_mb()
 
 
-def token_counts(tokenizer, pairs: list[PairRow], micro_batch_size: int, max_length: int) -> dict:
-    """Non-padding tokens of the pairs' sequences and the padding of dno's length-sorted micro-batches."""
-    from dno.policy.logps import encode_pairs, length_batches
+def token_counts(tokenizer, pairs: list[PairRow], micro_batch_size: int, max_length: int, layout: str = "shared"
+                 ) -> dict:
+    """The pairs' tokens as the unshared layout has them (a prompt once per answer, no padding: what throughput is
+    counted in), the share of them that `layout`'s micro-batches compute, and their padding."""
+    from dno.policy.logps import computed_tokens, encode_pairs, length_batches, make_batch, unshared_tokens
 
     enc = encode_pairs(tokenizer, pairs, max_length)
-    real = sum(2 * len(p) + len(c) + len(r) for p, c, r in enc)
-    padded = sum(2 * len(idx) * max(len(enc[i][0]) + max(len(enc[i][1]), len(enc[i][2])) for i in idx)
-                 for idx in length_batches(enc, micro_batch_size))
-    return {"tokens": real, "padding_frac": 1 - real / padded}
+    batches = [make_batch(enc, idx, tokenizer.pad_token_id, layout) for idx in length_batches(enc, micro_batch_size)]
+    tokens, computed = sum(map(unshared_tokens, batches)), sum(map(computed_tokens, batches))
+    return {"tokens": tokens, "computed_frac": computed / tokens,
+            "padding_frac": 1 - computed / sum(int(b["input_ids"].numel()) for b in batches)}
 
 
 def live_models() -> int:
@@ -285,22 +287,24 @@ def measure_ours(cfg: DictConfig, tok, prompts: list[Prompt], out: IterationDir,
     pairs = bench_pairs(prompts, responses)
     write_rows(out.pairs, pairs)
     write_rows(out.samples, [Samples(p, r) for p, r in zip(prompts, responses, strict=True)])
-    counts = token_counts(tok, pairs, options.micro_batch_size, options.max_length)
+    counts = token_counts(tok, pairs, options.micro_batch_size, options.max_length, options.layout)
     _, ref_s, ref_mb = timed(lambda: reference_logps(model, tok, out.pairs, options))
     resident = live_models()
     stats, upd_s, upd_mb = timed(lambda: train_policy(model, tok, out.pairs, objective, options, accelerator))
     tokens, trained = counts["tokens"], counts["tokens"] * options.epochs
-    padding = counts["padding_frac"]
+    padding, computed = counts["padding_frac"], counts["computed_frac"]
     model = None  # freed before the LoRA row loads a fresh pi_1
     full = {"tokens": trained, "tokens_per_s": trained / upd_s}
     lora = measure_lora(cfg, tok, out.pairs, objective, (options, accelerator), full) if cfg.bench.lora_r else None
     return {
         "sampling": sampling, "parameters": n_params, "mixed_precision": running(),
         "reference": {"pairs": len(pairs), "tokens": tokens, "tokens_per_s": tokens / ref_s,
-                      "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb, "padding_frac": padding},
+                      "flops": 2 * n_params * tokens / ref_s, "peak_mb": ref_mb, "padding_frac": padding,
+                      "computed_frac": computed, "layout": options.layout},
         "update": {"pairs": len(pairs), "tokens": trained, "tokens_per_s": trained / upd_s,
                    "flops": 6 * n_params * trained / upd_s, "peak_mb": upd_mb, "models_resident": resident,
                    "steps": stats["train/steps"], "loss": stats["train/loss"], "padding_frac": padding,
+                   "computed_frac": computed, "layout": options.layout,
                    "trainable_params": stats["train/trainable_params"]},
         "update_lora": lora,
     }, pairs

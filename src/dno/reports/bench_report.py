@@ -74,6 +74,18 @@ def _update_rows(r: dict) -> list[str]:
     return rows
 
 
+def _computed(r: dict) -> str:
+    """What dno's layout computes of the counted tokens, and the FLOP/s of what it computes."""
+    upd, ref = r["update"], r["reference"]
+    if "computed_frac" not in upd:  # a report from before issue 43
+        return "dno skips the output projection over a micro-batch's shared prompt positions."
+    return (f"dno's micro-batches (layout={upd['layout']}) compute {upd['computed_frac']:.0%} of these tokens (a "
+            "pair's prompt once for both answers; the output projection only where an answer token is predicted): "
+            f"counted by what they compute, the update runs at {_gf(upd['flops'] * upd['computed_frac'])} "
+            f"({upd['flops_frac'] * upd['computed_frac']:.0%} of the limit) and the reference pass at "
+            f"{_gf(ref['flops'] * ref['computed_frac'])} ({ref['flops_frac'] * ref['computed_frac']:.0%}).")
+
+
 def _notes(r: dict) -> str:
     upd, trl, j = r["update"], r.get("trl"), r["judge"]
     fast, slow = SAMPLERS
@@ -81,9 +93,8 @@ def _notes(r: dict) -> str:
         f"Update: {upd['steps']} optimizer steps, {upd['models_resident']} model(s) resident "
         f"(TRL: {trl['models_resident'] if trl else 'n/a'}). Model FLOP/s, as in MFU: 2N per reference token and "
         "6N per trained token (N parameters, attention not counted), tokens being the non-padding prompt + "
-        "response tokens, and 2N per generated token when sampling (the prompts' prefill not counted); dno "
-        "skips the output projection over a micro-batch's shared prompt positions, so the hardware does less "
-        "than this count in the update."
+        "response tokens (a prompt once per answer, as TRL computes them), and 2N per generated token when sampling "
+        "(the prompts' prefill not counted). " + _computed(r)
         + "".join(f" Sampling {x['prompts']} prompts x {x['k']}: sampler={fast} {x[f'{fast}_to_{slow}']:.2f}x "
                   f"sampler={slow}." for x in r["sampling"])
         + (f" LoRA trains {r['update_lora']['trainable_params'] / 1e6:.2f}M of the {r['parameters'] / 1e6:.1f}M "

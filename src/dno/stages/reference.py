@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
+from dno.policy.logps import batch_logps, encode_pairs, length_batches, make_batch
 from dno.runtime.distributed import gather_by_index, shard
 from dno.runtime.precision import autocast
 from dno.stages.records import PairRow, read_rows, write_rows
@@ -28,9 +28,10 @@ def reference_logps(model, tokenizer, pairs_path: Path, options: TrainOptions, a
         batches = [batches[i] for i in shard(len(batches), accelerator)]
     logps_of = {}
     for idx in tqdm(batches, desc="reference log-probs", leave=False):
-        batch = {k: v.to(device) for k, v in pair_batch(encoded, idx, tokenizer.pad_token_id).items()}
+        batch = make_batch(encoded, idx, tokenizer.pad_token_id, options.layout)  # the update's layout and batches
+        batch = {k: v.to(device) for k, v in batch.items()}
         with autocast():  # the run's mixed precision, as the update's forward passes
-            logps = sequence_logps(model, batch).cpu()
+            logps = batch_logps(model, batch).cpu()
         logps_of |= {i: (float(logps[j]), float(logps[len(idx) + j])) for j, i in enumerate(idx)}
     logps_of = gather_by_index(accelerator, logps_of)
     if logps_of is None:  # not the main process

@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -21,7 +21,15 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from dno.losses import Loss, PairLogps
-from dno.policy.logps import encode_pairs, length_batches, pair_batch, sequence_logps
+from dno.policy.logps import (
+    SHARED,
+    answer_lengths,
+    batch_logps,
+    encode_pairs,
+    length_batches,
+    make_batch,
+    unshared_tokens,
+)
 from dno.runtime.distributed import gather
 from dno.runtime.files import replace_dir
 from dno.stages.records import PairRow, read_rows
@@ -39,6 +47,8 @@ class TrainOptions:
             processes is `schedule.effective_batch_size`.
         max_length: prompt + answer tokens (`model.max_length`); answers are cut to fit.
         seed: the order of the steps (and a LoRA adapter's initialisation): one per iteration.
+        layout: how a micro-batch's pairs are laid out (dno.policy.logps.LAYOUTS): `shared`, a prompt once for
+            both answers and pairs packed in rows; `padded`, a padded row per answer (the unshared computation).
     """
 
     lr: float
@@ -51,6 +61,7 @@ class TrainOptions:
     grad_accum: int
     max_length: int
     seed: int = 0
+    layout: str = SHARED
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,7 @@ class PairData:
     ref_logps: torch.Tensor  # (N, 2): pi_t's log-probs of chosen and rejected (zeros without a reference)
     win_probs: torch.Tensor  # (N, 2): r_t of chosen and rejected
     pad_id: int
+    layout: str = SHARED  # of the micro-batches (dno.policy.logps.LAYOUTS)
 
     @classmethod
     def of(cls, pairs: list[PairRow], tokenizer, max_length: int) -> PairData:
@@ -96,8 +108,8 @@ def train_policy(model, tokenizer, pairs_path: Path, loss_fn: Loss, options: Tra
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     model, optimizer = accelerator.prepare(model, optimizer)
     model.train()
-    sums, first, seconds = _steps(Trainer(model, optimizer, scheduler, accelerator, deepspeed), loss_fn, data, steps,
-                                  options)
+    sums, first, seconds = _steps(Trainer(model, optimizer, scheduler, accelerator, deepspeed), loss_fn,
+                                  replace(data, layout=options.layout), steps, options)
     accelerator.free_memory()
     return _summary(accelerator, sums, seconds, first) | {"train/pairs": len(pairs),
                                                           "train/steps": len(steps) * options.epochs,
@@ -189,10 +201,10 @@ def _configure_deepspeed(accelerator, options: TrainOptions) -> bool:
 
 def _micro_step(model, loss_fn: Loss, data: PairData, idx: list[int], scale: float, accelerator) -> dict:
     """Forward and backward of the pairs `idx`; their summed loss is multiplied by `scale`."""
-    batch = pair_batch(data.encoded, idx, data.pad_id, with_rejected=loss_fn.needs_rejected)
+    batch = make_batch(data.encoded, idx, data.pad_id, data.layout, with_rejected=loss_fn.needs_rejected)
     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-    logps = sequence_logps(model, batch)
-    n_tokens = batch["loss_mask"][:, 1:].sum(-1).float()
+    logps = batch_logps(model, batch)
+    n_tokens = answer_lengths(batch)
     b = len(idx)
     ref, win = data.ref_logps[idx].to(logps.device), data.win_probs[idx].to(logps.device)
     inputs = PairLogps(
@@ -204,7 +216,7 @@ def _micro_step(model, loss_fn: Loss, data: PairData, idx: list[int], scale: flo
     accelerator.backward(losses.sum() * scale)
     h = inputs.h().detach()
     return {"loss": float(losses.detach().sum()), "acc": float((h > 0).sum()), "margin": float(h.sum()),
-            "tokens": int(batch["attention_mask"].sum()), "pairs": b}
+            "tokens": unshared_tokens(batch), "pairs": b}
 
 
 def save_checkpoint(model, tokenizer, out: Path, accelerator) -> None:
