@@ -50,7 +50,7 @@ PROGRAMS = (".venv/bin/accelerate launch", ".venv/bin/dno-bench", ".venv/bin/pyt
             "experiments/mt_bench_open_judge.sh", ".venv/bin/python experiments/open_llm_cost.py",
             ".venv/bin/python experiments/judge_bill.py", "experiments/local_slurm.sh",
             ".venv/bin/python experiments/vllm_cpu.py", ".venv/bin/python experiments/precision_speed.py",
-            "experiments/search.sh")
+            "experiments/search.sh", ".venv/bin/python experiments/update_levers.py")
 
 
 def without_env(command: str) -> str:
