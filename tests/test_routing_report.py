@@ -42,3 +42,16 @@ def test_confidence_that_finds_the_errors_beats_random_and_one_that_does_not_doe
     blind = prompts(([True] * 2 + [False] + [True] * 1) * 10)
     r = report.paired_at(blind, 0.3, samples=500)
     assert abs(r["diff"]) < 0.05 and r["p"] > 0.05 and r["lo"] <= 0 <= r["hi"]
+
+
+def test_the_routing_numbers_in_the_readme_are_results_routing_md():
+    """Every number the README's routing paragraph quotes is in results/routing.md (written by experiments/routing.sh)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    paragraph = readme.split("**Paying the judge only where it is unsure.**", 1)[1].split("\n\n", 1)[0]
+    results = " ".join((REPO / "results" / "routing.md").read_text().split())
+    quoted = re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])", re.sub(r"`[^`]*`|\]\([^)]*\)", "", paragraph))
+    assert len(quoted) >= 6
+    for number in quoted:
+        assert re.search(rf"(?<![\d.]){re.escape(number)}(?![\d])", results), number
