@@ -30,8 +30,9 @@ def test_the_routing_script_runs_every_arm_and_reports_them(tmp_path):
     assert "equals the full arm's of the same seed in 6 of 6 routed runs" in report  # paired by seed
     assert "| distilled | 2 | 2 | 0.333 | 1.000 | 1.000 | 1.000 |" in report and "2 of 2 (1.00, 1.00)" in report
     assert "| student_only | 2 | 2 | 0.000 |" in report
-    # 2 seeds x 6 prompts of iteration 2, the student always right: every share gives 100% equal labels
-    assert "12 prompts (2 routed iterations of the distilled runs)" in report
+    # 2 seeds x 6 prompts of iteration 2 in the distilled and the student-only arm (the random arm's are not counted),
+    # the student always right: every share gives 100% equal labels
+    assert "24 prompts (4 routed iterations of the distilled and student-only runs)" in report
     assert "| 30% | 100.0 | 100.0 |" in report
     assert (tmp_path / "routing" / "routing_curve.png").stat().st_size > 10_000
     plan = [line for line in report.splitlines() if line.startswith(("| every prompt", "| 30% (the goal)"))]
