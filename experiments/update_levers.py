@@ -4,16 +4,12 @@
     .venv/bin/python experiments/update_levers.py prompts=2 sampling_prompts=2 repeats=1 model=tiny_random \
         schedule=smoke out=outputs/update_levers.md                    # the tests' (seconds)
 
-The pairs are dno-bench's (`prompts` prompts x K samples, 0 over 1, 2 over 3, ...), in the run's micro-batches.
-Each layout row runs every micro-batch's forward and backward pass (update) or forward pass (reference), the rows
-taking turns micro-batch by micro-batch, `repeats` times; a row's time is the sum of its best turns, so that the
-machine's drift hits every row alike. Tokens are counted as the unshared layout has them (a prompt once per
-answer, no padding): 6N (update) or 2N (reference) model FLOPs each; "computed" counts the positions a layout
-really runs. The whole update (`train_policy`, AdamW included, from pi_1's weights each time) alternates its
-variants. The sampler rows draw `sampling_prompts` prompts x K; int8 is measured for speed and for the shift of
-its samples (the KL divergence from the fp32 model along fp32's samples; the share of samples the same seeds
-draw alike). `compile=1` adds regional torch.compile, its compilation timed. Writes OUT (what follows its
-`NOTES` line is kept) and the same figures as JSON beside it.
+dno-bench's pairs in the run's micro-batches; the layout rows take turns micro-batch by micro-batch, `repeats`
+times, each row's time the sum of its best turns (the machine's drift hits every row alike). Tokens are counted as
+the unshared layout has them (6N or 2N model FLOPs each); "computed" is what a layout runs. Then the whole update
+(`train_policy`), the sampler (`sampling_prompts` x K; int8's speed and the shift of its samples) and, with
+`compile=1`, regional torch.compile with its compilation timed. Writes OUT (what follows its `NOTES` line is
+kept) and the same figures as JSON beside it.
 """
 
 from __future__ import annotations
@@ -49,6 +45,7 @@ from dno.policy.logps import (
 from dno.policy.packed import blocks_of, packed_batch
 from dno.policy.sample import DecodeOptions, Sampler, SamplingOptions, draw
 from dno.reports.bench import bare_generate, bench_pairs, machine_limit
+from dno.reports.update_levers_report import markdown
 from dno.runtime.config import CONF_DIR
 from dno.runtime.provenance import cpu_name
 from dno.stages.records import write_rows
@@ -331,86 +328,6 @@ def main(argv: list[str]) -> dict:
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     return report
-
-
-def _table(rows: list[dict], per_token: int, r: dict, lim: float) -> list[str]:
-    """Layout rows: tokens/s (unshared count), model GFLOP/s (per_token x N), of limit, computed share, padding."""
-    lines = ["| lever | tokens/s | model GFLOP/s | of limit | computed / unshared tokens | padding | x before |",
-             "|---|---|---|---|---|---|---|"]
-    before = rows[0]["tokens"] / rows[0]["seconds"]
-    for i, row in enumerate(rows):
-        if not row["kept"] and rows[i - 1]["kept"]:
-            lines.append("| *tried on top:* | | | | | | |")
-        rate = row["tokens"] / row["seconds"]
-        flops = per_token * r["parameters"] * rate
-        lines.append(f"| {row['lever']} | {rate:.1f} | {flops / 1e9:.1f} | {flops / lim:.0%} | "
-                     f"{row['computed'] / row['tokens']:.0%} | {1 - row['computed'] / row['area']:.0%} | "
-                     f"{rate / before:.2f} |")
-    return lines
-
-
-def _limit_dtype(r: dict) -> str:
-    """The limit's dtype (the best the machine has, as dno-bench measures it) and fp32's beside it where it differs."""
-    dtype = r.get("limit_dtype", "float32")
-    if dtype == "float32":
-        return "float32 matmul"
-    fp32 = r.get("fp32_limit_flops")
-    return f"{dtype} matmul; the rows run in float32, whose limit is " + (
-        f"{fp32 / 1e9:.1f} GFLOP/s" if fp32 else "not recorded in this run")
-
-
-def markdown(r: dict) -> str:
-    n, lim = r["parameters"], r["limit_flops"]
-    lines = [f"# The update's levers: {r['model']}, {r['pairs']} pairs, and the sampler's", "",
-             f"{n / 1e6:.1f}M parameters; {r['cpu']}, {r['threads']} threads, machine limit {lim / 1e9:.1f} GFLOP/s "
-             f"({_limit_dtype(r)}, the better of start and end, as dno-bench's); "
-             f"load average {r['load'][0]:.1f} at the start and "
-             f"{r['load'][1]:.1f} at the end (other processes shared the CPU). {r['micro_batches']} micro-batches of "
-             f"{r['micro_batch_size']} pairs; best of {r['repeats']} turns per micro-batch; {r['wall_s'] / 60:.1f} "
-             f"min in all. `.venv/bin/python {r['command']}`", "",
-             "## The update: forward and backward per micro-batch (6N per unshared token)", "",
-             *_table(r["update"], 6, r, lim), "",
-             "## The reference log-probs: forward per micro-batch (2N per unshared token)", "",
-             *_table(r["reference"], 2, r, lim), "", "## The whole update (`train_policy`, AdamW included)", "",
-             "| layout | seconds | tokens/s | model GFLOP/s | of limit | loss | x padded |", "|---" * 7 + "|"]
-    padded = r["whole_update"][0]["seconds"]
-    for w in r["whole_update"]:
-        rate = r["update"][0]["tokens"] / w["seconds"]
-        lines.append(f"| `layout={w['layout']}`, micro-batches of {w['micro_batch_size']} pairs | {w['seconds']:.1f} | "
-                     f"{rate:.1f} | {6 * n * rate / 1e9:.1f} | "
-                     f"{6 * n * rate / lim:.0%} | {w['loss']:.6f} | {padded / w['seconds']:.2f} |")
-    loop = r["optimizer"][0]["seconds"]
-    lines += ["", "| one AdamW step over every parameter | seconds | x loop |", "|---|---|---|",
-              *[f"| {o['lever']} | {o['seconds']:.3f} | {loop / o['seconds']:.2f} |" for o in r["optimizer"]]]
-    return "\n".join(lines + _sampler_lines(r) + _compile_lines(r)) + "\n"
-
-
-def _sampler_lines(r: dict) -> list[str]:
-    n, lim, rows, shift = r["parameters"], r["limit_flops"], r["sampler"], r["int8_shift"]
-    lines = ["", f"## The sampler: {r['sampling_prompts']} prompts x {r['k']} (2N per generated token)", "",
-             "| lever | tokens/s | model GFLOP/s | of limit | x bare generate | x before |", "|---" * 6 + "|"]
-    for i, s in enumerate(rows):
-        rate = s["tokens_per_s"]
-        if not s["kept"] and rows[i - 1]["kept"]:
-            lines.append("| *tried on top:* | | | | | |")
-        lines.append(f"| {s['lever']} | {rate:.1f} | {2 * n * rate / 1e9:.1f} | {2 * n * rate / lim:.0%} | "
-                     f"{rate / rows[0]['tokens_per_s']:.2f} | {rate / rows[1]['tokens_per_s']:.2f} |")
-    same = "the same" if shift["fused_same_as_before"] else "not the same"
-    return lines + ["", f"The int8 copy's samples: {shift['same_samples']:.0%} the same as fp32's from the same seeds, "
-                    f"a KL divergence of {shift['kl_per_token']:.3f} nats per token from the fp32 model along its "
-                    f"samples, {shift['chars_int8']:.0f} characters on average against {shift['chars_fp32']:.0f}. "
-                    f"Fused projections: {same} samples as the sampler's.", "", "| one sampling step's draw | ms |",
-                    "|---|---|", *[f"| {d['lever']}, {d['rows']} rows | {d['seconds'] * 1e3:.1f} |" for d in r["draw"]]]
-
-
-def _compile_lines(r: dict) -> list[str]:
-    if "compile" not in r:
-        return []
-    eager = {c["part"]: c["seconds"] for c in r["compile"] if "eager" in c["lever"]}
-    return ["", "## Regional torch.compile (`layout=shared`)", "",
-            "| pass | row | seconds | x eager | compilation (s) |", "|---|---|---|---|---|",
-            *[f"| {c['part']} | {c['lever']} | {c['seconds']:.1f} | {eager[c['part']] / c['seconds']:.2f} | "
-              f"{c['compile_s']:.0f} |" for c in r["compile"]]]
 
 
 if __name__ == "__main__":
