@@ -45,7 +45,7 @@ def test_confidence_that_finds_the_errors_beats_random_and_one_that_does_not_doe
 
 
 def test_the_routing_numbers_in_the_readme_are_results_routing_md():
-    """Every number the README's routing paragraph quotes is in results/routing.md (written by experiments/routing.sh)."""
+    """Every number the README's routing paragraph quotes is in results/routing.md (from routing.sh)."""
     import re
 
     readme = (REPO / "README.md").read_text()
