@@ -130,8 +130,8 @@ def paired_at(prompts: list[dict], share: float, samples: int = 2000, seed: int 
         groups.setdefault((p["run"], p["iteration"]), []).append(p)
     units = list(groups.values())
     n = sum(map(len, units))
-    ordered = agreement_curve(prompts, [share])["ordered"][0]
-    expected = agreement_curve(prompts, [share])["random"][0]
+    curve = agreement_curve(prompts, [share])
+    ordered, expected = curve["ordered"][0], curve["random"][0]
     rng = np.random.default_rng(seed)
     agree = [np.array([q["agree"] for q in u], dtype=float) for u in units]
 
