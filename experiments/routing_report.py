@@ -12,7 +12,6 @@ import json
 import statistics
 from pathlib import Path
 
-
 NOTES = "<!-- notes: written by hand after the run; the script keeps what follows this line -->"
 
 
