@@ -134,6 +134,25 @@ def test_the_issues_command_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.sweeper.n_jobs == 4
 
 
+
+def test_the_sampler_is_chosen_on_the_command_line_over_the_search_and_a_bad_one_is_a_config_error():
+    from hydra_plugins.dno_search.optuna_sweeper import sampler_for
+
+    seeded = {}
+    for choice, target, startup in [(None, "TPESampler", 5), ("tpe", "TPESampler", 10),
+                                    ("random", "RandomSampler", None)]:
+        cfg = make_cfg("hydra/sweeper=optuna", "search=dno", *([f"hydra/sweeper/sampler={choice}"] if choice else []),
+                       return_hydra_config=True)
+        sampler = sampler_for(cfg.hydra.sweeper.sampler, existing=3)
+        assert type(sampler).__name__ == target and cfg.hydra.sweeper.sampler.get("n_startup_trials") == startup
+        seeded[choice] = sampler
+    assert seeded[None]._n_startup_trials == 5 and seeded["tpe"]._n_startup_trials == 10
+    cfg = make_cfg("hydra/sweeper=optuna", "search=dno", "hydra/sweeper/sampler=random",
+                   "+hydra.sweeper.sampler.n_startup_trials=5", return_hydra_config=True)
+    with pytest.raises(ConfigError, match=r"sweeper.sampler \(optuna.samplers.RandomSampler\): .*n_startup_trials"):
+        sampler_for(cfg.hydra.sweeper.sampler, existing=0)
+
+
 # --- real sweeps on the tiny model ---------------------------------------------------------------------------------
 
 

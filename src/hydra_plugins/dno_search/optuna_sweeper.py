@@ -180,12 +180,18 @@ def reason(e: Exception) -> str:
 def sampler_for(sampler, existing: int):
     """The configured sampler; its seed moved on by the trials the study already has, so that a resumed sweep's
     random draws are not the first start's again (a seeded sampler restarts its random state with the process)."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
+
+    from dno.runtime.config import ConfigError
 
     if not isinstance(sampler, DictConfig | dict):
         return sampler
     seed = sampler.get("seed")
-    return instantiate(sampler, **({"seed": seed + existing} if seed is not None and existing else {}))
+    try:
+        return instantiate(sampler, **({"seed": seed + existing} if seed is not None and existing else {}))
+    except InstantiationException as e:  # a key the sampler does not take, a sampler that does not exist
+        raise ConfigError(f"hydra.sweeper.sampler ({sampler.get('_target_')}): {reason(e)}") from None
 
 
 def tell(study, number: int, ret: JobReturn | Exception) -> None:
