@@ -19,14 +19,22 @@ SEEDS="${SEEDS:-1,2,3}"
 SWEEP="${SWEEP_DIR:-multirun/search}"
 OUT="${OUT:-results/search}"
 REPORT="${REPORT:-results/search.md}"
-start=$(date +%s)
+# Each phase's wall time, a line per start of this script, also when a start is stopped (SIGTERM, Ctrl-C; a
+# kill -9 loses its start's line): the report sums the lines.
+WALL_FILE=""
+timed() { WALL_FILE="$1"; start=$(date +%s); }
+record() { [ -z "$WALL_FILE" ] || { mkdir -p "$(dirname "$WALL_FILE")"; echo "$(( $(date +%s) - start ))" >> "$WALL_FILE"; }; WALL_FILE=""; }
+trap record EXIT
+trap 'exit 143' TERM
+trap 'exit 130' INT
+timed "$SWEEP/trials/wall_time_s.txt"
 .venv/bin/dno-run -m hydra/sweeper=optuna search=dno "hydra.sweeper.n_trials=$TRIALS" sweep_name=search \
   "hydra.sweep.dir=$SWEEP/trials" "$@"
-echo "$(( $(date +%s) - start ))" >> "$SWEEP/trials/wall_time_s.txt"  # a line per start of this script
+record
 
 BEST=$(.venv/bin/python -c 'import sys; from dno.reports.search_report import best_overrides
 print(" ".join(best_overrides(sys.argv[1])))' "$SWEEP/trials")
-start=$(date +%s)
+timed "$SWEEP/default/wall_time_s.txt"
 COMPARED="$SWEEP/default"
 .venv/bin/dno-run -m "seed=$SEEDS" method=default "schedule.test_prompts=${TEST_PROMPTS:-200}" \
   sweep_name=search-compared "hydra.sweep.dir=$SWEEP/default" "$@"
@@ -37,7 +45,7 @@ print(load_study(sys.argv[1]).best_trial.number)' "$SWEEP/trials")" != 0 ]; then
     sweep_name=search-compared "hydra.sweep.dir=$SWEEP/best" "$@"
   COMPARED="$SWEEP/default,$SWEEP/best"
 fi
-echo "$(( $(date +%s) - start ))" >> "$SWEEP/default/wall_time_s.txt"
+record
 
 .venv/bin/dno-tables "runs='$COMPARED'" "out=$OUT/tables" compare_to=default ${TABLES_ARGS:-}
 experiments/run_records.sh "$SWEEP/trials" "$OUT/trials"
