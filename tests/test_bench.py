@@ -63,6 +63,7 @@ def test_report_fields(report):
     trl = r["trl"]
     assert trl["update_ratio"] == pytest.approx(r["update"]["tokens_per_s"] / trl["update_tokens_per_s"])
     assert trl["tokens"] > 0 and trl["update_peak_mb"] > 50
+    assert "trl_note" not in r  # measured: no note saying why it was not
     j = r["judge"]
     assert j["oracle"] == "RulesOracle" and j["calls_per_prompt"] == 0 and j["repeat_cache_hit_rate"] is None
     it = r["iteration"]

@@ -356,6 +356,7 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
         report["trl_note"] = "TRL not installed"
         trl = trl_update(cfg, tok, pairs, out, variant.beta or 0.1)  # SFT has no eta: TRL's DPO at 0.1
         if trl:
+            del report["trl_note"]  # measured: no note
             trl["update_ratio"] = report["update"]["tokens_per_s"] / trl["update_tokens_per_s"]
             trl["reference_ratio"] = report["reference"]["tokens_per_s"] / trl["reference_tokens_per_s"]
         report["trl"] = trl
