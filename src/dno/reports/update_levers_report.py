@@ -36,7 +36,7 @@ def markdown(r: dict) -> str:
              f"{n / 1e6:.1f}M parameters; {r['cpu']}, {r['threads']} threads, machine limit {lim / 1e9:.1f} GFLOP/s "
              f"({_limit_dtype(r)}, the better of start and end, as dno-bench's); "
              f"load average {r['load'][0]:.1f} at the start and "
-             f"{r['load'][1]:.1f} at the end (other processes shared the CPU). {r['micro_batches']} micro-batches of "
+             f"{r['load'][1]:.1f} at the end (the script's own threads count). {r['micro_batches']} micro-batches of "
              f"{r['micro_batch_size']} pairs; best of {r['repeats']} turns per micro-batch; {r['wall_s'] / 60:.1f} "
              f"min in all. `.venv/bin/python {r['command']}`", "",
              "## The update: forward and backward per micro-batch (6N per unshared token)", "",

@@ -16,8 +16,9 @@ prompts to the paid judge, chosen at random (audit slice included), and lets the
 
 Only the iterations' judge stage is routed (the labels DNO trains on): validation and the final benchmarks
 measure the result and are always judged by the real judge. A student verdict costs nothing and never enters
-the ledger; `cost/router_saved_usd` prices the prompts the student answered at the mean price of the prompts
-the judge was paid for in the same stage.
+the ledger; `cost/router_saved_usd` prices the prompts the student answered as the judge would have billed
+them (its own price for each prompt, where it can price them all; else the mean price of the prompts it was
+paid for in the same stage).
 
 Departures from Trust or Escalate: the cheap judge is a student trained on the expensive judge's verdicts of
 this very run, its confidence the agreement of an ensemble (SEA's epistemic uncertainty) rather than simulated
