@@ -110,3 +110,32 @@ def test_the_departures_are_the_same_list_in_the_readme_and_paper_to_code():
     demo = make_cfg()
     assert demo.teacher._target_ == "dno.teacher.DataTeacher" and all(p.teacher is None for p in
                                                                         instantiate(demo.data)())
+
+
+def test_the_search_guides_account_of_the_flat_lc_objective_is_results():
+    """docs/guides/search.md: how many recorded validation LC win-rates are exactly 50.0, and how the 12 trials of
+    results/search/ split between pi_1 kept, an LC of exactly 50.0 and other values; the plain win-rates of the
+    iterates that scored 50.0."""
+    import json
+
+    def rows(path):
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    values = [r["eval/lc_win_rate_vs_init"] for path in (REPO / "results").rglob("metrics.jsonl") for r in rows(path)
+              if "eval/lc_win_rate_vs_init" in r]
+    kept, flat, wrs = [], [], []
+    trials = sorted((REPO / "results" / "search" / "trials").glob("[0-9]*"))
+    for trial in trials:
+        best = json.loads((trial / "summary.json").read_text())["final/best_iteration"]
+        chosen = next((r for r in rows(trial / "metrics.jsonl") if r["iteration"] == best), None)
+        if chosen is None:
+            kept.append(trial.name)
+        elif chosen["eval/lc_win_rate_vs_init"] == 50.0:
+            flat.append(trial.name)
+            wrs.append(chosen["eval/win_rate_vs_init"])
+    page = " ".join(PAGES["docs/guides/search.md"].split())
+    assert f"{sum(v == 50.0 for v in values)} of the {len(values)} validation values" in page
+    assert f"{len(flat)} of the {len(trials)} trials' chosen iterates beat pi_1 on plain win-rate, by " \
+           f"{min(wrs) - 50:.1f} to {max(wrs) - 50:.1f} points" in page
+    assert f"{len(kept) + len(flat)} of the {len(trials)} trials scored exactly 50.00: {len(kept)} of them kept " \
+           f"pi_1, and {len(flat)} chose an iterate" in page
