@@ -131,7 +131,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
                     "oracle.max_retries=4", "oracle.timeout_s=50", "oracle.price_input_per_1m=3",
                     "oracle.batch_poll_s=5", f"oracle.server_log={tmp_path / 'server.log'}",
                     "plan_inputs.judge_tokens_per_candidate=150", "sweep_name=renamed-sweep",
-                    "+search.objective=eval/win_rate_vs_init"]  # not a trial (search.trial unset): the summary is the same
+                    "+search.objective=eval/win_rate_vs_init"]  # no search.trial: not a trial, the same summary
         assert start([*cmd, *harmless]).wait(timeout=300) == 0
 
         asked = questions(server.requests)
@@ -146,7 +146,7 @@ def test_a_run_survives_the_accidents_of_a_cluster(tmp_path):
     assert "iter_1/judge is redone, and so are DONE.pairs, DONE.reference, DONE.train" in log
     a, b = (load_file(d / "iter_1" / "checkpoint" / "model.safetensors") for d in (run_dir, reference))
     assert all(torch.equal(a[k], b[k]) for k in a)  # the cut checkpoint replaced by the redone update, to the bit
-    changed = [h.split("=")[0].lstrip("+") for h in harmless]  # each harmless key but plan (true stops before any work) was
-    # changed in step 7; the benchmarks' judges' (eval.*) are in test_mt_bench.py
+    changed = [h.split("=")[0].lstrip("+") for h in harmless]  # each harmless key but plan (true stops before any
+    # work) was changed in step 7; the benchmarks' judges' (eval.*) are in test_mt_bench.py
     assert [h for h in HARMLESS if not h.startswith("eval.") and h != "plan"
             and not any(fnmatch.fnmatchcase(c, h) or c.startswith(h + ".") for c in changed)] == []
