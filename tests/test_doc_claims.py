@@ -123,11 +123,12 @@ def test_the_search_guides_account_of_the_flat_lc_objective_is_results():
 
     values = [r["eval/lc_win_rate_vs_init"] for path in (REPO / "results").rglob("metrics.jsonl") for r in rows(path)
               if "eval/lc_win_rate_vs_init" in r]
-    kept, flat, wrs = [], [], []
+    kept, flat, wrs, plain = [], [], [], []
     trials = sorted((REPO / "results" / "search" / "trials").glob("[0-9]*"))
     for trial in trials:
         best = json.loads((trial / "summary.json").read_text())["final/best_iteration"]
         chosen = next((r for r in rows(trial / "metrics.jsonl") if r["iteration"] == best), None)
+        plain.append((chosen["eval/win_rate_vs_init"] if chosen else 50.0, trial.name))
         if chosen is None:
             kept.append(trial.name)
         elif chosen["eval/lc_win_rate_vs_init"] == 50.0:
@@ -139,3 +140,7 @@ def test_the_search_guides_account_of_the_flat_lc_objective_is_results():
            f"{min(wrs) - 50:.1f} to {max(wrs) - 50:.1f} points" in page
     assert f"{len(kept) + len(flat)} of the {len(trials)} trials scored exactly 50.00: {len(kept)} of them kept " \
            f"pi_1, and {len(flat)} chose an iterate" in page
+    (top, first), (default, _), (third, _) = sorted(plain, reverse=True)[:3]  # the plain win-rate as the objective
+    assert dict((t, v) for v, t in plain)["0"] == default and sum(v == third for v, _ in plain) == 3
+    assert f"rank trial {first} first as well ({top:.1f}, the default {default:.1f}, then {third:.1f} for three " \
+           "trials)" in page
