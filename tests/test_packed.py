@@ -106,6 +106,8 @@ def test_without_rejected_answers_only_chosen_are_scored(model):
         ours = batch_logps(model, make_batch(encoded, idx, PAD, SHARED, with_rejected=False))
         torch.testing.assert_close(ours, unshared(model, encoded, idx, with_rejected=False), rtol=1e-6, atol=1e-5)
     assert ours.shape == (4,)
+    shared, padded = (make_batch(encoded, [0, 1, 2], PAD, layout, with_rejected=False) for layout in (SHARED, PADDED))
+    assert unshared_tokens(shared) == unshared_tokens(padded) == (1 + 1) + (30 + 40) + (5 + 1)  # a prompt per answer
 
 
 def test_answer_lengths_and_tokens_are_the_unshared_layouts():
@@ -115,6 +117,8 @@ def test_answer_lengths_and_tokens_are_the_unshared_layouts():
     assert answer_lengths(shared).tolist() == answer_lengths(padded).tolist() == [1, 1, 2, 37, 1, 1]
     assert unshared_tokens(shared) == unshared_tokens(padded) == 2 * (5 + 1 + 17) + 1 + 1 + 2 + 37 + 1 + 1
     assert shared["input_ids"].numel() < padded["input_ids"].numel()
+    every = make_batch(encoded, list(range(len(EDGES))), PAD, SHARED)  # rows as wide as the longest pair: 2 + 40 + 40
+    assert every["input_ids"].shape[1] == max(p + c + r for p, c, r in EDGES) == 82
 
 
 def test_pairs_are_packed_first_fit_in_rows_no_wider_than_the_longest():

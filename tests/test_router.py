@@ -16,7 +16,16 @@ from dno.oracles import ledger
 from dno.oracles.base import Judgement
 from dno.oracles.calibration import binomial_p_value, cohen_kappa, expected_calibration_error, trust_threshold
 from dno.oracles.rules import RulesOracle
-from dno.oracles.student import LISTWISE, PAIRWISE, Example, Student, StudentOptions, StudentOracle
+from dno.oracles.student import (
+    LISTWISE,
+    PAIRWISE,
+    Example,
+    Student,
+    StudentOptions,
+    StudentOracle,
+    _pair_targets,
+    judgement_of,
+)
 from dno.pairs import LargeMarginRule
 from dno.runtime.files import read_json, read_jsonl
 from dno.runtime.layout import RunDir
@@ -45,6 +54,8 @@ def test_the_bound_certifies_a_level_only_with_enough_agreeing_items():
     assert binomial_cdf(5, 35, 0.3) < 0.1 and trust_threshold(conf, ok, 0.3, 0.1) == 0.5
     # the highest level wrong: the sequence stops before it, whatever follows
     assert trust_threshold([1.0] * 3 + [0.9] * 40, [False] * 3 + [True] * 40, 0.1, 0.1) is None
+    # the bound at equality certifies: one agreeing item at alpha = 0.5 has p = 0.5 <= delta = 0.5
+    assert trust_threshold([1.0], [True], 0.5, 0.5) == 1.0 and trust_threshold([1.0], [True], 0.5, 0.49) is None
     with pytest.raises(ValueError, match="alpha"):
         trust_threshold([1.0], [True], 0.0, 0.1)
 
@@ -57,6 +68,8 @@ def test_kappa_and_calibration_error_by_hand():
     # bins (0.8, 0.9]: accuracy 1/2 at confidence 0.9; (0.5, 0.6]: accuracy 1 at 0.6: 0.5 * 0.4 + 0.5 * 0.4
     assert expected_calibration_error([0.9, 0.9, 0.6, 0.6], [True, False, True, True]) == pytest.approx(0.4)
     assert expected_calibration_error([], []) is None
+    # a confidence of exactly 1 (the student's most common) is in the top bin, wrong or right; 0.5 in the lowest
+    assert expected_calibration_error([1.0], [False]) == 1.0 and expected_calibration_error([0.5], [True]) == 0.5
 
 
 def row(n: int = 4, teacher: bool = False) -> Judged:
@@ -111,6 +124,17 @@ def test_the_student_learns_a_learnable_judge_and_is_unsure_off_its_data(tmp_pat
     assert sum(right) / len(right) > 0.9
 
 
+def test_pairwise_targets_and_answers_by_hand():
+    # the judge asked (1, 0) only: the pair (0, 1) is learnt as its complement, P(0 > 1) = 1 - 0.8
+    a, b, p = _pair_targets([Example([5, 6], prefs=[[None, None], [0.8, None]]), Example([7, 8], prefs=[[None, 0.3],
+                                                                                                      [None, None]])])
+    assert a.tolist() == [5, 7] and b.tolist() == [6, 8] and p.tolist() == pytest.approx([0.2, 0.3])
+    # a pairwise student answers as its judge: P(i > j) = sigmoid(r_i - r_j)
+    prefs = judgement_of(PAIRWISE, [2.0, 0.0], {}).prefs
+    assert prefs[0][1] == pytest.approx(1 / (1 + math.exp(-2.0))) and prefs[1][0] == pytest.approx(1 - prefs[0][1])
+    assert prefs[0][0] is None and judgement_of(LISTWISE, [2.0, 0.0], {}).prefs is None
+
+
 def test_router_options_fail_naming_the_key():
     with pytest.raises(ValueError, match="router.alpha"):
         RouterOptions.of({"kind": "distilled", "alpha": 1.5})
@@ -121,6 +145,8 @@ def test_router_options_fail_naming_the_key():
     with pytest.raises(ValueError, match="router.student.members"):
         RouterOptions.of({"kind": "distilled", "student": {"members": 1}})
     assert RouterOptions.of({"kind": "random", "paid_share": [0.4, 0.2]}).share_at(4) == 0.2
+    # iteration 2 (the first routed one) pays the first share, 3 the second
+    assert [RouterOptions.of({"kind": "random", "paid_share": [0.4, 0.2]}).share_at(t) for t in (2, 3)] == [0.4, 0.2]
 
 
 def prompts(n: int, start: int) -> list[Prompt]:
@@ -189,6 +215,8 @@ def test_a_routed_stage_pays_the_audit_and_the_random_share_and_prices_the_rest(
     again = saved.judge_many([(j.prompt, j.candidates) for j in students])
     for j, a in zip(students, again, strict=True):
         assert a.scores == pytest.approx(j.judgement.scores, abs=1e-5)
+    # iteration 3's student learns from the paid verdicts only: iteration 1's 8 and iteration 2's 4, never its own
+    assert tiny_router("distilled", min_train_prompts=99).train(run, 3, seed=0) == {"router/train_prompts": 8 + 4}
 
 
 def test_too_few_verdicts_send_everything_to_the_judge(tmp_path, caplog):

@@ -147,6 +147,19 @@ def test_the_sampler_is_chosen_on_the_command_line_over_the_search_and_a_bad_one
         assert type(sampler).__name__ == target and cfg.hydra.sweeper.sampler.get("n_startup_trials") == startup
         seeded[choice] = sampler
     assert seeded[None]._n_startup_trials == 5 and seeded["tpe"]._n_startup_trials == 10
+
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    def first_draw(sampler) -> float:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return optuna.create_study(sampler=sampler).ask({"x": FloatDistribution(0, 1)}).params["x"]
+
+    # a study with 3 trials already: the seed moved on by 3, so a resumed sweep does not draw the first start's points
+    random = OmegaConf.create({"_target_": "optuna.samplers.RandomSampler", "seed": 7})
+    assert first_draw(sampler_for(random, existing=3)) == first_draw(optuna.samplers.RandomSampler(seed=10))
+    assert first_draw(sampler_for(random, existing=0)) == first_draw(optuna.samplers.RandomSampler(seed=7))
+    assert first_draw(sampler_for(random, existing=3)) != first_draw(sampler_for(random, existing=0))
     cfg = make_cfg("hydra/sweeper=optuna", "search=dno", "hydra/sweeper/sampler=random",
                    "+hydra.sweeper.sampler.n_startup_trials=5", return_hydra_config=True)
     with pytest.raises(ConfigError, match=r"sweeper.sampler \(optuna.samplers.RandomSampler\): .*n_startup_trials"):
