@@ -114,7 +114,7 @@ def test_the_student_learns_a_learnable_judge_and_is_unsure_off_its_data(tmp_pat
     again = Student.load(tmp_path / "student")
     assert torch.allclose(again.member_scores(test_x), member)
     # pairwise: P(a > b) = sigmoid(r_a - r_b) learnt from the judge's preferences, both orders one example
-    prefs = [[[None if i == j else float(torch.sigmoid(torch.tensor(2.0 * (x[r, 0] - x[c, 0]))))
+    prefs = [[[None if i == j else float(torch.sigmoid(2.0 * (x[r, 0] - x[c, 0])))
                for j, c in enumerate(ex.rows)] for i, r in enumerate(ex.rows)] for ex in examples]
     pairwise = Student.fit(x, [Example(ex.rows, prefs=p) for ex, p in zip(examples, prefs, strict=True)], PAIRWISE,
                            StudentOptions(members=3, steps=300), seed=0)
