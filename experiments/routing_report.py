@@ -12,8 +12,6 @@ import json
 import statistics
 from pathlib import Path
 
-NOTES = "<!-- notes: written by hand after the run; the script keeps what follows this line -->"
-
 
 def routed_shares(records: Path) -> dict[int, list[float]]:
     """router/paid_share of each routed iteration, one value per run (seed)."""
@@ -250,8 +248,9 @@ def write_report(args) -> None:
             plot_curve(curve, shares, args.plot)
     lines += ["## The paper-scale plan (DNO-More-Data, experiments/judge_bill.py) with and without routing", "",
               *plans({f"{measured:.0%} (this experiment's distilled runs)": measured, "30% (the goal)": 0.3}), ""]
-    kept = args.out.read_text().split(NOTES, 1)[1] if args.out.exists() and NOTES in args.out.read_text() else "\n"
-    args.out.write_text("\n".join(lines) + "\n" + NOTES + kept)
+    from dno.runtime.files import write_keeping_notes
+
+    write_keeping_notes(args.out, "\n".join(lines))
     print(args.out.read_text())
 
 

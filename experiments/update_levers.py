@@ -47,11 +47,11 @@ from dno.policy.sample import DecodeOptions, Sampler, SamplingOptions, draw
 from dno.reports.bench import bare_generate, bench_pairs, machine_limit
 from dno.reports.update_levers_report import markdown
 from dno.runtime.config import CONF_DIR
+from dno.runtime.files import write_keeping_notes
 from dno.runtime.provenance import cpu_name
 from dno.stages.records import write_rows
 
 OURS = {"prompts": "16", "sampling_prompts": "32", "repeats": "2", "compile": "0", "out": "results/update_levers.md"}
-NOTES = "<!-- notes: written by hand after the run; the script keeps what follows this line -->"
 
 
 def kv_cache_forward(model, batch: dict) -> torch.Tensor:
@@ -322,9 +322,7 @@ def main(argv: list[str]) -> dict:
     report |= {"limit_flops": max(limit["flops"], end["flops"]), "limit_dtype": limit["dtype"],
                "fp32_limit_flops": max(limit["fp32_flops"], end["fp32_flops"]), "load": load,
                "wall_s": time.perf_counter() - began}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    kept = out.read_text().split(NOTES, 1)[1] if out.exists() and NOTES in out.read_text() else "\n"
-    out.write_text(markdown(report) + "\n" + NOTES + kept)
+    write_keeping_notes(out, markdown(report))
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
     return report

@@ -45,6 +45,17 @@ def write_text(path: Path, text: str) -> None:
         raise
 
 
+NOTES = "<!-- notes: written by hand after the run; the script keeps what follows this line -->"
+
+
+def write_keeping_notes(path: Path, generated: str) -> None:
+    """A generated report into `path`, followed by the `NOTES` line and what followed it in the file already (the
+    notes written by hand after an earlier run), so that re-running the experiment rewrites only its figures."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    write_text(path, generated + "\n" + NOTES + (old.split(NOTES, 1)[1] if NOTES in old else "\n"))
+
+
 def replace_dir(out: Path, build: Callable[[Path], object]) -> None:
     """`build(tmp)` fills a directory next to `out`, which then replaces `out` by a rename: a failed build
     (a full disk, a kill) leaves no half-written directory, and an `out` left by an unfinished stage
