@@ -351,15 +351,14 @@ def run_bench(cfg: DictConfig, out: Path, choices: dict | None = None) -> dict:
     ours, pairs = measure_ours(cfg, tok, prompts, fixed, variant.objective)
     report |= ours
     gc.collect()  # our model is gone before TRL loads its copy
-    report["trl_note"] = "bench.trl=false"
     if b.trl:
-        report["trl_note"] = "TRL not installed"
         trl = trl_update(cfg, tok, pairs, out, variant.beta or 0.1)  # SFT has no eta: TRL's DPO at 0.1
         if trl:
-            del report["trl_note"]  # measured: no note
             trl["update_ratio"] = report["update"]["tokens_per_s"] / trl["update_tokens_per_s"]
             trl["reference_ratio"] = report["reference"]["tokens_per_s"] / trl["reference_tokens_per_s"]
         report["trl"] = trl
+    if not report.get("trl"):  # why the report has no TRL row
+        report["trl_note"] = "TRL not installed" if b.trl else "bench.trl=false"
     report["judge"] = judge_costs(instantiate(cfg.oracle), fixed)
     if b.iteration:
         report["iteration"] = iteration_times(cfg, out, choices.get("loss", "?"))
