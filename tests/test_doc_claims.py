@@ -116,18 +116,15 @@ def test_the_search_guides_account_of_the_flat_lc_objective_is_results():
     """docs/guides/search.md: how many recorded validation LC win-rates are exactly 50.0, and how the 12 trials of
     results/search/ split between pi_1 kept, an LC of exactly 50.0 and other values; the plain win-rates of the
     iterates that scored 50.0."""
-    import json
+    from dno.runtime.files import read_json, read_jsonl
 
-    def rows(path):
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    values = [r["eval/lc_win_rate_vs_init"] for path in (REPO / "results").rglob("metrics.jsonl") for r in rows(path)
-              if "eval/lc_win_rate_vs_init" in r]
+    values = [r["eval/lc_win_rate_vs_init"] for path in (REPO / "results").rglob("metrics.jsonl")
+              for r in read_jsonl(path) if "eval/lc_win_rate_vs_init" in r]
     kept, flat, wrs, plain = [], [], [], []
     trials = sorted((REPO / "results" / "search" / "trials").glob("[0-9]*"))
     for trial in trials:
-        best = json.loads((trial / "summary.json").read_text())["final/best_iteration"]
-        chosen = next((r for r in rows(trial / "metrics.jsonl") if r["iteration"] == best), None)
+        best = read_json(trial / "summary.json")["final/best_iteration"]
+        chosen = next((r for r in read_jsonl(trial / "metrics.jsonl") if r["iteration"] == best), None)
         plain.append((chosen["eval/win_rate_vs_init"] if chosen else 50.0, trial.name))
         if chosen is None:
             kept.append(trial.name)

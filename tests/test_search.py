@@ -134,7 +134,6 @@ def test_the_issues_command_composes():
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher") and cfg.hydra.sweeper.n_jobs == 4
 
 
-
 def test_the_sampler_is_chosen_on_the_command_line_over_the_search_and_a_bad_one_is_a_config_error():
     from hydra_plugins.dno_search.optuna_sweeper import sampler_for
 
