@@ -11,6 +11,7 @@ import re
 import pytest
 from omegaconf import OmegaConf
 
+from dno.runtime.files import read_json, read_jsonl
 from helpers import PAGES, REPO, make_cfg, section, table_rows
 
 README = PAGES["README.md"]
@@ -116,8 +117,6 @@ def test_the_search_guides_account_of_the_flat_lc_objective_is_results():
     """docs/guides/search.md: how many recorded validation LC win-rates are exactly 50.0, and how the 12 trials of
     results/search/ split between pi_1 kept, an LC of exactly 50.0 and other values; the plain win-rates of the
     iterates that scored 50.0."""
-    from dno.runtime.files import read_json, read_jsonl
-
     values = [r["eval/lc_win_rate_vs_init"] for path in (REPO / "results").rglob("metrics.jsonl")
               for r in read_jsonl(path) if "eval/lc_win_rate_vs_init" in r]
     kept, flat, wrs, plain = [], [], [], []
