@@ -91,19 +91,25 @@ def routed_prompts(run: Path) -> list[dict]:
     return out
 
 
+def routed_iterations(prompts: list[dict]) -> list[list[dict]]:
+    """The prompts grouped by their routed iteration (run, iteration): the unit that pays a share of its prompts."""
+    groups: dict[tuple, list[dict]] = {}
+    for p in prompts:
+        groups.setdefault((p["run"], p["iteration"]), []).append(p)
+    return list(groups.values())
+
+
 def agreement_curve(prompts: list[dict], shares: list[float], seed: int = 0) -> dict[str, list[float]]:
     """Agreement of the labels with the judge when the least confident `share` of each routed iteration's prompts is
     paid (the rest the student's), against paying a random `share` (its expectation)."""
     import random
 
-    groups: dict[tuple, list[dict]] = {}
-    for p in prompts:
-        groups.setdefault((p["run"], p["iteration"]), []).append(p)
+    units = routed_iterations(prompts)
     rng = random.Random(seed)
     ordered, at_random = [], []
     for s in shares:
         agree_o = agree_r = n = 0
-        for items in groups.values():
+        for items in units:
             keyed = sorted(items, key=lambda p: (p["confidence"], rng.random()))
             paid = round(s * len(items))
             agree_o += paid + sum(p["agree"] for p in keyed[paid:])
@@ -122,10 +128,7 @@ def paired_at(prompts: list[dict], share: float, samples: int = 2000, seed: int 
     difference over prompts, resampled within their routed iteration."""
     import numpy as np
 
-    groups: dict[tuple, list[dict]] = {}
-    for p in prompts:
-        groups.setdefault((p["run"], p["iteration"]), []).append(p)
-    units = list(groups.values())
+    units = routed_iterations(prompts)
     n = sum(map(len, units))
     curve = agreement_curve(prompts, [share])
     ordered, expected = curve["ordered"][0], curve["random"][0]
